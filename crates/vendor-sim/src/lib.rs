@@ -1,0 +1,11 @@
+//! Stateful HTTP simulators of the IoT connectivity vendors' REST APIs.
+//!
+//! connectivity-operator talks to real vendor APIs in production; these simulators stand in for
+//! them in local demos, users' CI and our own tests. Each simulator is a real HTTP server with
+//! in-memory state, seeded deterministically, with switches for rate limits, latency and fault
+//! injection, plus admin routes under `/_sim/` that scripts can drive.
+//!
+//! * [`emnify`]: the emnify REST API (`https://cdn.emnify.net/api/v1/...`).
+#![forbid(unsafe_code)]
+
+pub mod emnify;

@@ -1,0 +1,191 @@
+//! The vendor contract. Every vendor backend implements, per kind, `observe / create / update /
+//! delete`; the generic pipeline in [`crate::controller`] owns finalizers, conditions, events and
+//! requeues. Rules every backend follows:
+//!
+//! - `observe` never mutates. It returns an explicit [`Observation`]: missing, ambiguous (several
+//!   vendor objects match a name), or present with the changes still needed to match the spec
+//!   (empty when up to date). Computing those changes is a pure function of spec and vendor object.
+//! - `create`, `update` and `delete` are idempotent: "already exists" found by a prior observe is
+//!   adopted, "not found" on delete is success, and `update` sends only the planned changes.
+//! - Errors are [`BackendError`]s whose [`ErrorKind`] tells the pipeline whether to retry.
+
+pub mod emnify;
+pub mod ratelimit;
+mod secret;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::crd::{ObservedServiceProfile, ServiceProfileSpec};
+pub use secret::SecretString;
+
+/// What kind of failure a vendor call ended in; decides retry and the condition reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The object does not exist at the vendor.
+    NotFound,
+    /// The vendor refused because of the object's state: in use, already exists, duplicated.
+    Conflict,
+    /// The request can never succeed as it is (validation, unknown reference): needs a spec change.
+    Invalid,
+    /// The credentials were rejected (after one re-authentication).
+    Unauthorized,
+    /// The vendor (or our client-side limiter) asked us to slow down.
+    RateLimited { retry_after: Option<Duration> },
+    /// Network errors, timeouts, 5xx: retry with backoff.
+    Transient,
+}
+
+impl ErrorKind {
+    /// PascalCase name used as condition reason, event reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::Conflict => "Conflict",
+            ErrorKind::Invalid => "InvalidRequest",
+            ErrorKind::Unauthorized => "Unauthorized",
+            ErrorKind::RateLimited { .. } => "RateLimited",
+            ErrorKind::Transient => "VendorUnavailable",
+        }
+    }
+
+    /// Permanent errors wait for a spec (or Secret) change instead of a quick retry.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ErrorKind::Invalid | ErrorKind::Unauthorized)
+    }
+}
+
+/// A failed vendor call: which action failed, how, the vendor's message, and the source error.
+#[derive(Debug)]
+pub struct BackendError {
+    /// The action that failed, lowercase with the object it concerns, e.g.
+    /// `create emnify service profile "iot-eu"`.
+    pub action: String,
+    pub kind: ErrorKind,
+    /// The vendor's message (never contains credentials).
+    pub message: String,
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BackendError {
+    pub fn new(action: impl Into<String>, kind: ErrorKind, message: impl Into<String>) -> Self {
+        BackendError { action: action.into(), kind, message: message.into(), source: None }
+    }
+
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "failed to {}: {}", self.action, self.message)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// How to find the vendor object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// By the vendor's id (from `status.id` or `spec.externalId`).
+    Id(String),
+    /// By exact name.
+    Name(String),
+}
+
+/// What the spec asks for, as the backends see it.
+#[derive(Debug, Clone)]
+pub struct DesiredServiceProfile<'a> {
+    /// Name at the vendor (`spec.name`, else `metadata.name`).
+    pub name: String,
+    pub spec: &'a ServiceProfileSpec,
+}
+
+/// One change a backend will make to bring the vendor object in line with the spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileChange {
+    /// Human-readable description, shown by `plan`, in events and in `status.observed.drift`.
+    pub description: String,
+    /// The vendor operation.
+    pub op: ProfileOp,
+}
+
+/// Vendor-specific operation behind a [`ProfileChange`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProfileOp {
+    Emnify(emnify::map::Change),
+}
+
+impl fmt::Display for ProfileChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+/// A vendor service profile as observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedProfile {
+    pub id: String,
+    pub used_count: Option<i64>,
+    pub summary: ObservedServiceProfile,
+    /// Changes needed to match the spec; empty when up to date.
+    pub changes: Vec<ProfileChange>,
+}
+
+/// Result of `observe`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation<T> {
+    /// No vendor object matches.
+    Missing,
+    /// Several vendor objects match the name; the operator will not guess.
+    Ambiguous { ids: Vec<String> },
+    /// Exactly one vendor object matches.
+    Present(T),
+}
+
+/// Contract for service profiles at a vendor.
+#[async_trait]
+pub trait ServiceProfileBackend: Send + Sync {
+    /// Read the vendor object (by id or name) and plan the changes the spec needs. Never mutates.
+    async fn observe(
+        &self,
+        desired: &DesiredServiceProfile<'_>,
+        lookup: &Lookup,
+    ) -> Result<Observation<ObservedProfile>, BackendError>;
+
+    /// Create the vendor object with the spec's settings; returns its id. Sub-resources (services,
+    /// limits) are left to `update`, so the id can be recorded before anything else happens.
+    async fn create(&self, desired: &DesiredServiceProfile<'_>) -> Result<String, BackendError>;
+
+    /// Apply planned changes, in order.
+    async fn update(&self, id: &str, changes: &[ProfileChange]) -> Result<(), BackendError>;
+
+    /// Delete the vendor object. Not found is success; in use is [`ErrorKind::Conflict`].
+    async fn delete(&self, id: &str) -> Result<(), BackendError>;
+}
+
+/// Result of checking a vendor account's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// Organisation / workspace name as the vendor reports it, when it does.
+    pub account: Option<String>,
+}
+
+/// Operations on the account itself.
+#[async_trait]
+pub trait AccountBackend: Send + Sync {
+    /// Authenticate (using a cached token when valid) and report the account.
+    async fn verify(&self) -> Result<AccountInfo, BackendError>;
+}

@@ -1,0 +1,133 @@
+//! The controllers: a shared [`Context`], the resolve step every kind starts with (ProviderConfig
+//! and credentials Secret to a connected vendor backend), per-object backoff, and [`run`], which
+//! wires the kube-runtime controllers together (see `crate::run`). Each kind's pipeline lives in its own module.
+
+pub mod provider_config;
+pub mod resolve;
+pub mod service_profile;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::metrics::Metrics;
+pub use resolve::{Provider, Providers, ResolveError};
+
+/// Field manager for every write the operator makes (status through server-side apply).
+pub const FIELD_MANAGER: &str = "connectivity-operator";
+
+/// Operator-wide settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Default interval between two reconciles of an unchanged object (drift correction,
+    /// `usedCount` refresh). Overridable per object with the resync annotation.
+    pub resync_interval: Duration,
+    /// Timeout of one vendor request.
+    pub vendor_timeout: Duration,
+    /// First retry delay after a failure; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            resync_interval: Duration::from_secs(600),
+            vendor_timeout: Duration::from_secs(30),
+            min_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything a reconcile needs, shared by all controllers.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub providers: Providers,
+    pub settings: Settings,
+    backoff: Backoff,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: "connectivity-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            providers: Providers::new(metrics.clone(), settings.vendor_timeout),
+            client,
+            metrics,
+            settings,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Delay before retrying a failed object: `retry_after` when the vendor gave one, else capped
+    /// exponential backoff with jitter (permanent errors wait the longest).
+    pub fn retry_delay(&self, key: &str, retry_after: Option<Duration>, permanent: bool) -> Duration {
+        let attempt = self.backoff.fail(key);
+        if let Some(after) = retry_after {
+            return after;
+        }
+        if permanent {
+            return self.settings.max_backoff;
+        }
+        let base = self.settings.min_backoff.as_secs_f64() * 2f64.powi(attempt.min(16) as i32);
+        let capped = base.min(self.settings.max_backoff.as_secs_f64());
+        // Up to 20 % jitter so objects failing together do not retry together.
+        let jitter = 1.0 + rand::random::<f64>() * 0.2;
+        Duration::from_secs_f64((capped * jitter).min(self.settings.max_backoff.as_secs_f64()))
+    }
+
+    pub fn reset_backoff(&self, key: &str) {
+        self.backoff.reset(key);
+    }
+
+    /// Resync interval for an object: its annotation, else the operator default.
+    pub fn resync_for(&self, annotations: Option<&std::collections::BTreeMap<String, String>>) -> Duration {
+        annotations
+            .and_then(|a| a.get(crate::crd::RESYNC_ANNOTATION))
+            .and_then(|v| crate::crd::parse_duration(v))
+            .filter(|d| !d.is_zero())
+            .unwrap_or(self.settings.resync_interval)
+    }
+}
+
+/// Consecutive failures per object.
+#[derive(Default)]
+struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    fn fail(&self, key: &str) -> u32 {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key.to_string()).or_insert(0);
+        let attempt = *n;
+        *n = n.saturating_add(1);
+        attempt
+    }
+
+    fn reset(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// `namespace/name` key of an object.
+pub fn key_of<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
+}
+

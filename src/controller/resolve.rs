@@ -1,0 +1,257 @@
+//! Resolve step: ProviderConfig and its credentials Secret to a connected vendor backend.
+//! Backends (and with them cached auth tokens and rate limiters) are kept per ProviderConfig and
+//! rebuilt only when the endpoint, the credentials or the rate limit change.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::backend::emnify::EmnifyBackend;
+use crate::backend::emnify::client::{ClientConfig, Credentials, EmnifyClient};
+use crate::backend::{AccountBackend, BackendError, SecretString, ServiceProfileBackend};
+use crate::crd::{ProviderConfig, RateLimit, Vendor};
+use crate::metrics::Metrics;
+
+/// Why a ProviderConfig could not be turned into a backend. Messages never contain secret values.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("ProviderConfig {namespace}/{name} not found")]
+    ProviderConfigNotFound { namespace: String, name: String },
+    #[error("failed to get ProviderConfig {namespace}/{name}: {source}")]
+    GetProviderConfig { namespace: String, name: String, source: kube::Error },
+    #[error("Secret {namespace}/{name} (credentialsSecretRef of ProviderConfig {provider}) not found")]
+    SecretNotFound { namespace: String, name: String, provider: String },
+    #[error("failed to get Secret {namespace}/{name}: {source}")]
+    GetSecret { namespace: String, name: String, source: kube::Error },
+    #[error("Secret {namespace}/{name} has no usable credentials: {detail}")]
+    SecretKeyMissing { namespace: String, name: String, detail: String },
+    #[error("failed to build a client for ProviderConfig {provider}: {source}")]
+    BuildClient { provider: String, source: BackendError },
+}
+
+impl ResolveError {
+    /// Condition / event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ResolveError::ProviderConfigNotFound { .. } => "ProviderConfigNotFound",
+            ResolveError::GetProviderConfig { .. } | ResolveError::GetSecret { .. } => "KubernetesApiError",
+            ResolveError::SecretNotFound { .. } => "SecretNotFound",
+            ResolveError::SecretKeyMissing { .. } => "SecretKeyMissing",
+            ResolveError::BuildClient { .. } => "InvalidProviderConfig",
+        }
+    }
+}
+
+/// A connected vendor account.
+pub struct Provider {
+    pub vendor: Vendor,
+    pub endpoint: String,
+    pub service_profiles: Arc<dyn ServiceProfileBackend>,
+    pub account: Arc<dyn AccountBackend>,
+}
+
+/// Backends per ProviderConfig.
+pub struct Providers {
+    cache: Mutex<HashMap<String, (u64, Arc<Provider>)>>,
+    metrics: Metrics,
+    timeout: Duration,
+}
+
+impl Providers {
+    pub fn new(metrics: Metrics, timeout: Duration) -> Self {
+        Providers { cache: Mutex::new(HashMap::new()), metrics, timeout }
+    }
+
+    /// Resolve `namespace/name` to a connected backend.
+    pub async fn resolve(&self, client: &Client, namespace: &str, name: &str) -> Result<Arc<Provider>, ResolveError> {
+        let pcs: Api<ProviderConfig> = Api::namespaced(client.clone(), namespace);
+        let pc = pcs
+            .get_opt(name)
+            .await
+            .map_err(|source| ResolveError::GetProviderConfig { namespace: namespace.into(), name: name.into(), source })?
+            .ok_or_else(|| ResolveError::ProviderConfigNotFound { namespace: namespace.into(), name: name.into() })?;
+        self.for_provider_config(client, &pc).await
+    }
+
+    /// Connected backend for a ProviderConfig object.
+    pub async fn for_provider_config(&self, client: &Client, pc: &ProviderConfig) -> Result<Arc<Provider>, ResolveError> {
+        let namespace = pc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = pc.metadata.name.clone().unwrap_or_default();
+        let secret_name = &pc.spec.credentials_secret_ref.name;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        let secret = secrets
+            .get_opt(secret_name)
+            .await
+            .map_err(|source| ResolveError::GetSecret { namespace: namespace.clone(), name: secret_name.clone(), source })?
+            .ok_or_else(|| ResolveError::SecretNotFound {
+                namespace: namespace.clone(),
+                name: secret_name.clone(),
+                provider: name.clone(),
+            })?;
+        let credentials = credentials(pc.spec.vendor, &secret, pc.spec.credentials_secret_ref.key.as_deref()).map_err(|detail| {
+            ResolveError::SecretKeyMissing { namespace: namespace.clone(), name: secret_name.clone(), detail }
+        })?;
+        let endpoint = pc.spec.endpoint.clone().unwrap_or_else(|| pc.spec.vendor.default_endpoint().to_string());
+        let rate = effective_rate_limit(pc.spec.vendor, pc.spec.rate_limit.as_ref());
+        let fingerprint = {
+            let mut h = DefaultHasher::new();
+            pc.spec.vendor.hash(&mut h);
+            endpoint.hash(&mut h);
+            credentials.fingerprint().hash(&mut h);
+            rate.requests_per_second.to_bits().hash(&mut h);
+            rate.burst.hash(&mut h);
+            h.finish()
+        };
+        let key = format!("{namespace}/{name}");
+        if let Some((fp, provider)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && *fp == fingerprint
+        {
+            return Ok(provider.clone());
+        }
+        let provider = Arc::new(self.build(pc.spec.vendor, &endpoint, credentials, &rate).map_err(|source| {
+            ResolveError::BuildClient { provider: key.clone(), source }
+        })?);
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (fingerprint, provider.clone()));
+        Ok(provider)
+    }
+
+    fn build(&self, vendor: Vendor, endpoint: &str, credentials: VendorCredentials, rate: &RateLimit) -> Result<Provider, BackendError> {
+        match (vendor, credentials) {
+            (Vendor::Emnify, VendorCredentials::Emnify(credentials)) => {
+                let client = Arc::new(EmnifyClient::new(
+                    ClientConfig {
+                        base_url: endpoint.to_string(),
+                        credentials,
+                        requests_per_second: rate.requests_per_second,
+                        burst: rate.burst,
+                        timeout: self.timeout,
+                    },
+                    Some(self.metrics.clone()),
+                )?);
+                let backend = Arc::new(EmnifyBackend::new(client));
+                Ok(Provider {
+                    vendor,
+                    endpoint: endpoint.to_string(),
+                    service_profiles: backend.clone(),
+                    account: backend,
+                })
+            }
+        }
+    }
+
+    /// Forget a ProviderConfig's backend (it was deleted).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{namespace}/{name}"));
+    }
+}
+
+/// The limit in force: the spec's, else one below the vendor's documented limit.
+pub fn effective_rate_limit(vendor: Vendor, spec: Option<&RateLimit>) -> RateLimit {
+    spec.cloned().unwrap_or(match vendor {
+        // emnify allows 2000 requests per 5 minutes per IP (6.7/s) and 10/s on list paths;
+        // 5/s with a burst of 5 stays below both.
+        Vendor::Emnify => RateLimit { requests_per_second: 5.0, burst: 5 },
+    })
+}
+
+/// Credentials read from a Secret, per vendor.
+#[derive(Clone, Debug)]
+pub enum VendorCredentials {
+    Emnify(Credentials),
+}
+
+impl VendorCredentials {
+    /// Hash input that changes when the credentials change, without keeping them in the cache key.
+    fn fingerprint(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        match self {
+            VendorCredentials::Emnify(Credentials::ApplicationToken(t)) => t.expose().hash(&mut h),
+            VendorCredentials::Emnify(Credentials::User { username, password }) => {
+                username.hash(&mut h);
+                password.expose().hash(&mut h);
+            }
+        }
+        h.finish()
+    }
+}
+
+/// Read a Secret's value by key from `data` (or `stringData`, as in manifest files).
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return String::from_utf8(v.0.clone()).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    }
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Parse the vendor's credentials from a Secret (formats in the README).
+pub fn credentials(vendor: Vendor, secret: &Secret, key: Option<&str>) -> Result<VendorCredentials, String> {
+    match vendor {
+        Vendor::Emnify => {
+            let token_key = key.unwrap_or("applicationToken");
+            if let Some(token) = secret_value(secret, token_key) {
+                return Ok(VendorCredentials::Emnify(Credentials::ApplicationToken(SecretString::new(token))));
+            }
+            if key.is_some() {
+                return Err(format!("key {token_key:?} is missing or empty"));
+            }
+            match (secret_value(secret, "username"), secret_value(secret, "password")) {
+                (Some(username), Some(password)) => Ok(VendorCredentials::Emnify(Credentials::User {
+                    username,
+                    password: SecretString::new(password),
+                })),
+                _ => Err("expected key \"applicationToken\", or keys \"username\" and \"password\"".into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    fn secret(data: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn emnify_secret_formats() {
+        let VendorCredentials::Emnify(c) = credentials(Vendor::Emnify, &secret(&[("applicationToken", "tok\n")]), None).unwrap();
+        assert!(matches!(c, Credentials::ApplicationToken(t) if t.expose() == "tok"));
+        let VendorCredentials::Emnify(c) =
+            credentials(Vendor::Emnify, &secret(&[("username", "a@b.c"), ("password", "pw")]), None).unwrap();
+        assert!(matches!(c, Credentials::User { username, .. } if username == "a@b.c"));
+        let VendorCredentials::Emnify(c) = credentials(Vendor::Emnify, &secret(&[("token", "t2")]), Some("token")).unwrap();
+        assert!(matches!(c, Credentials::ApplicationToken(t) if t.expose() == "t2"));
+    }
+
+    #[test]
+    fn missing_keys_say_what_is_expected_without_values() {
+        let err = credentials(Vendor::Emnify, &secret(&[("username", "a@b.c")]), None).unwrap_err();
+        assert!(err.contains("applicationToken") && !err.contains("a@b.c"), "{err}");
+        let err = credentials(Vendor::Emnify, &secret(&[("applicationToken", "x")]), Some("other")).unwrap_err();
+        assert_eq!(err, "key \"other\" is missing or empty");
+    }
+
+    #[test]
+    fn string_data_is_read_too() {
+        let s = Secret {
+            string_data: Some(BTreeMap::from([("applicationToken".to_string(), "sd".to_string())])),
+            ..Default::default()
+        };
+        assert!(credentials(Vendor::Emnify, &s, None).is_ok());
+    }
+}

@@ -1,0 +1,498 @@
+//! ServiceProfile pipeline. One reconcile reads as:
+//! resolve (ProviderConfig + Secret -> backend) -> observe (by `status.id`, else
+//! `spec.externalId`, else exact name) -> plan (pure [`decide`]) -> act (create / update, or
+//! delete under the finalizer) -> status (server-side apply, never `spec`).
+//!
+//! Crash safety: the vendor id is written to status right after a create, and a profile whose
+//! id never reached status is found again by name and adopted, so an interrupted create never
+//! produces a second profile.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as FinalizerEvent};
+use kube::{Api, ResourceExt};
+
+use super::resolve::{Provider, ResolveError};
+use super::status::{apply_status, event};
+use super::{Context, key_of};
+use crate::backend::{
+    BackendError, DesiredServiceProfile, ErrorKind, Lookup, ObservedProfile, Observation, ProfileChange,
+    ServiceProfileBackend,
+};
+use crate::crd::conditions::{self, Condition, ConditionStatus, READY, SYNCED};
+use crate::crd::{DeletionPolicy, FINALIZER, ManagementPolicy, ServiceProfile, ServiceProfileStatus, Vendor};
+
+pub const KIND: &str = "ServiceProfile";
+
+/// Failures of one ServiceProfile reconcile, named for the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("spec.{vendor} is required: ProviderConfig {provider} is a {vendor} account")]
+    VendorSectionMissing { vendor: Vendor, provider: String },
+    #[error(transparent)]
+    Vendor(#[from] BackendError),
+    #[error("{vendor} service profile {id} is still in use, deletion will be retried: {source}")]
+    InUse { vendor: Vendor, id: String, source: BackendError },
+    #[error("{} {vendor} service profiles are named {name:?} (ids {}); set spec.externalId to choose one", ids.len(), ids.join(", "))]
+    Ambiguous { vendor: Vendor, name: String, ids: Vec<String> },
+    #[error("spec.externalId {id} does not exist at {vendor}")]
+    ExternalIdNotFound { vendor: Vendor, id: String },
+    #[error("failed to write status of ServiceProfile {name}: {source}")]
+    WriteStatus { name: String, source: kube::Error },
+    #[error("failed to manage the finalizer of ServiceProfile {name}: {source}")]
+    Finalizer { name: String, source: Box<finalizer::Error<Error>> },
+}
+
+impl Error {
+    /// The error that decided the outcome (unwrapping the finalizer helper's wrapper).
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Finalizer { source, .. } => match source.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.root(),
+                _ => self,
+            },
+            _ => self,
+        }
+    }
+
+    /// PascalCase reason for conditions, events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self.root() {
+            Error::Resolve(e) => e.reason(),
+            Error::VendorSectionMissing { .. } => "VendorSectionMissing",
+            Error::Vendor(e) => e.kind.reason(),
+            Error::InUse { .. } => "InUse",
+            Error::Ambiguous { .. } => "Conflict",
+            Error::ExternalIdNotFound { .. } => "ExternalIdNotFound",
+            Error::WriteStatus { .. } => "StatusWriteFailed",
+            Error::Finalizer { .. } => "FinalizerFailed",
+        }
+    }
+
+    /// `Retry-After` the vendor asked for.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self.root() {
+            Error::Vendor(BackendError { kind: ErrorKind::RateLimited { retry_after }, .. }) => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Errors only a person can fix (spec, Secret, vendor state) wait the longest backoff.
+    pub fn is_permanent(&self) -> bool {
+        match self.root() {
+            Error::VendorSectionMissing { .. } | Error::Ambiguous { .. } | Error::ExternalIdNotFound { .. } => true,
+            Error::Resolve(ResolveError::SecretKeyMissing { .. }) => true,
+            Error::Vendor(e) => e.kind.is_permanent(),
+            _ => false,
+        }
+    }
+}
+
+/// Where the observed object was looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupSource {
+    StatusId,
+    ExternalId,
+    Name,
+}
+
+/// What the act step will do: the pure outcome of the plan step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Nothing at the vendor: create it.
+    Create,
+    /// The vendor object differs: apply these changes.
+    Update { id: String, changes: Vec<ProfileChange> },
+    /// The vendor object matches the spec.
+    UpToDate { id: String },
+    /// Several vendor objects carry the name: refuse to guess.
+    Conflict { ids: Vec<String> },
+    /// `spec.externalId` names nothing: never create in its place.
+    ExternalIdNotFound { id: String },
+    /// Observe-only and nothing found.
+    ReportMissing,
+    /// Observe-only and the vendor object differs from the spec.
+    ReportDrift { id: String, changes: Vec<ProfileChange> },
+}
+
+/// The plan step: decide from the management policy and the observation. Pure.
+pub fn decide(policy: ManagementPolicy, source: LookupSource, observation: &Observation<ObservedProfile>) -> Decision {
+    let observe_only = policy != ManagementPolicy::Full;
+    match observation {
+        Observation::Missing if source == LookupSource::ExternalId => Decision::ExternalIdNotFound { id: String::new() },
+        Observation::Missing if observe_only => Decision::ReportMissing,
+        Observation::Missing => Decision::Create,
+        Observation::Ambiguous { ids } => Decision::Conflict { ids: ids.clone() },
+        Observation::Present(o) if o.changes.is_empty() => Decision::UpToDate { id: o.id.clone() },
+        Observation::Present(o) if observe_only => Decision::ReportDrift { id: o.id.clone(), changes: o.changes.clone() },
+        Observation::Present(o) => Decision::Update { id: o.id.clone(), changes: o.changes.clone() },
+    }
+}
+
+/// Everything the plan step produced, for `act` or for the offline `plan` command.
+pub struct Planned {
+    pub provider: Arc<Provider>,
+    pub vendor_name: String,
+    pub observation: Observation<ObservedProfile>,
+    pub decision: Decision,
+}
+
+/// Resolve, observe and plan (no vendor writes). Shared by reconcile and `plan`.
+pub async fn plan(sp: &ServiceProfile, ctx: &Context) -> Result<Planned, Error> {
+    // resolve
+    let namespace = sp.namespace().unwrap_or_else(|| "default".into());
+    let provider_name = &sp.spec.provider_config_ref.name;
+    let provider = ctx.providers.resolve(&ctx.client, &namespace, provider_name).await?;
+    let section_present = match provider.vendor {
+        Vendor::Emnify => sp.spec.emnify.is_some(),
+    };
+    if !section_present {
+        return Err(Error::VendorSectionMissing { vendor: provider.vendor, provider: provider_name.clone() });
+    }
+    let desired = DesiredServiceProfile { name: sp.vendor_name(), spec: &sp.spec };
+    // observe
+    let (source, observation) = observe(provider.service_profiles.as_ref(), &desired, sp).await?;
+    // plan
+    let mut decision = decide(sp.spec.management_policy, source, &observation);
+    if let Decision::ExternalIdNotFound { id } = &mut decision {
+        id.clone_from(sp.spec.external_id.as_ref().unwrap_or(&String::new()));
+    }
+    Ok(Planned { provider, vendor_name: desired.name.clone(), observation, decision })
+}
+
+/// Observe by `status.id`, else `spec.externalId`, else name. A `status.id` that vanished at the
+/// vendor falls back to the name (the profile may have been recreated in the portal).
+async fn observe(
+    backend: &dyn ServiceProfileBackend,
+    desired: &DesiredServiceProfile<'_>,
+    sp: &ServiceProfile,
+) -> Result<(LookupSource, Observation<ObservedProfile>), BackendError> {
+    if let Some(id) = sp.status.as_ref().and_then(|s| s.id.clone()) {
+        let observation = backend.observe(desired, &Lookup::Id(id)).await?;
+        if observation != Observation::Missing {
+            return Ok((LookupSource::StatusId, observation));
+        }
+    } else if let Some(id) = &sp.spec.external_id {
+        return Ok((LookupSource::ExternalId, backend.observe(desired, &Lookup::Id(id.clone())).await?));
+    }
+    Ok((LookupSource::Name, backend.observe(desired, &Lookup::Name(desired.name.clone())).await?))
+}
+
+/// Reconcile entry point for the controller and the offline runner.
+pub async fn reconcile(sp: Arc<ServiceProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let name = sp.name_any();
+    let api: Api<ServiceProfile> = Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_else(|| "default".into()));
+    let result = finalizer::finalizer(&api, FINALIZER, sp, |ev| async {
+        match ev {
+            FinalizerEvent::Apply(sp) => apply(&sp, &ctx).await,
+            FinalizerEvent::Cleanup(sp) => cleanup(&sp, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|source| Error::Finalizer { name, source: Box::new(source) });
+    ctx.metrics.reconciled(KIND, started.elapsed());
+    result
+}
+
+/// Retry policy after a failed reconcile.
+pub fn error_policy(sp: Arc<ServiceProfile>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(KIND, err.reason());
+    tracing::warn!(servicprofile = %sp.name_any(), namespace = sp.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
+    Action::requeue(ctx.retry_delay(&key_of(sp.as_ref()), err.retry_after(), err.is_permanent()))
+}
+
+/// Outcome of a successful converge, for the status step.
+struct Outcome {
+    id: Option<String>,
+    observed: Option<ObservedProfile>,
+    ready: Condition,
+}
+
+async fn apply(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
+    let generation = sp.metadata.generation;
+    if sp.spec.management_policy == ManagementPolicy::Paused {
+        let mut status = sp.status.clone().unwrap_or_default();
+        status.observed_generation = generation;
+        status.conditions = conditions::merge(
+            &status.conditions,
+            vec![Condition::new(SYNCED, ConditionStatus::False, "Paused", "managementPolicy is Paused: no vendor calls", generation)],
+        );
+        write_status(ctx, sp, &status).await?;
+        return Ok(Action::await_change());
+    }
+    match converge(sp, ctx).await {
+        Ok(outcome) => {
+            ctx.reset_backoff(&key_of(sp));
+            let mut status = sp.status.clone().unwrap_or_default();
+            status.id = outcome.id.or(status.id);
+            if let Some(observed) = &outcome.observed {
+                status.used_count = observed.used_count;
+                status.observed = Some(observed.summary.clone());
+            }
+            status.observed_generation = generation;
+            status.last_sync_time = Some(Utc::now());
+            status.conditions = conditions::merge(
+                &status.conditions,
+                vec![
+                    outcome.ready,
+                    Condition::new(SYNCED, ConditionStatus::True, "ReconcileSuccess", "", generation),
+                ],
+            );
+            write_status(ctx, sp, &status).await?;
+            Ok(Action::requeue(ctx.resync_for(sp.metadata.annotations.as_ref())))
+        }
+        Err(err) => {
+            report_failure(ctx, sp, &err, "Reconcile").await;
+            Err(err)
+        }
+    }
+}
+
+/// Resolve, observe, plan, act. Returns what the status step records.
+async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> {
+    let generation = sp.metadata.generation;
+    let Planned { provider, vendor_name, observation, decision } = plan(sp, ctx).await?;
+    let backend = provider.service_profiles.as_ref();
+    let vendor = provider.vendor;
+    let desired = DesiredServiceProfile { name: vendor_name.clone(), spec: &sp.spec };
+    let known_id = sp.status.as_ref().and_then(|s| s.id.clone());
+    let ready = |observed: &ObservedProfile| ready_condition(observed, generation);
+    match decision {
+        Decision::Create => {
+            let id = backend.create(&desired).await?;
+            event(ctx, sp, EventType::Normal, "Created", "Create", format!("created {vendor} service profile {vendor_name:?} with id {id}")).await;
+            // Record the id before anything else, so a crash from here on adopts instead of creating again.
+            record_id(ctx, sp, &id, generation).await?;
+            let observed = update_until_in_sync(backend, &desired, &id, ctx, sp).await?;
+            Ok(Outcome { id: Some(id), ready: ready(&observed), observed: Some(observed) })
+        }
+        Decision::Update { id, changes } => {
+            if known_id.as_deref() != Some(id.as_str()) {
+                event(ctx, sp, EventType::Normal, "Adopted", "Adopt", format!("adopted existing {vendor} service profile {id}")).await;
+            }
+            apply_changes(backend, &id, &changes, ctx, sp).await?;
+            let observed = present(backend.observe(&desired, &Lookup::Id(id.clone())).await?, &id)?;
+            Ok(Outcome { id: Some(id), ready: ready(&observed), observed: Some(observed) })
+        }
+        Decision::UpToDate { id } => {
+            if known_id.as_deref() != Some(id.as_str()) {
+                event(ctx, sp, EventType::Normal, "Adopted", "Adopt", format!("adopted existing {vendor} service profile {id}")).await;
+            }
+            let Observation::Present(observed) = observation else {
+                return Err(BackendError::new("observe service profile", ErrorKind::Transient, "observation changed").into());
+            };
+            Ok(Outcome { id: Some(id), ready: ready(&observed), observed: Some(observed) })
+        }
+        Decision::Conflict { ids } => Err(Error::Ambiguous { vendor, name: vendor_name, ids }),
+        Decision::ExternalIdNotFound { id } => Err(Error::ExternalIdNotFound { vendor, id }),
+        Decision::ReportMissing => Ok(Outcome {
+            id: None,
+            observed: None,
+            ready: Condition::new(
+                READY,
+                ConditionStatus::False,
+                "NotFound",
+                format!("observe-only: no {vendor} service profile named {vendor_name:?}"),
+                generation,
+            ),
+        }),
+        Decision::ReportDrift { id, .. } => {
+            let Observation::Present(observed) = observation else {
+                return Err(BackendError::new("observe service profile", ErrorKind::Transient, "observation changed").into());
+            };
+            Ok(Outcome { id: Some(id), ready: ready(&observed), observed: Some(observed) })
+        }
+    }
+}
+
+/// After a create: apply what the create body could not carry (services, limits).
+async fn update_until_in_sync(
+    backend: &dyn ServiceProfileBackend,
+    desired: &DesiredServiceProfile<'_>,
+    id: &str,
+    ctx: &Context,
+    sp: &ServiceProfile,
+) -> Result<ObservedProfile, Error> {
+    let observed = present(backend.observe(desired, &Lookup::Id(id.to_string())).await?, id)?;
+    if observed.changes.is_empty() {
+        return Ok(observed);
+    }
+    apply_changes(backend, id, &observed.changes, ctx, sp).await?;
+    Ok(present(backend.observe(desired, &Lookup::Id(id.to_string())).await?, id)?)
+}
+
+async fn apply_changes(
+    backend: &dyn ServiceProfileBackend,
+    id: &str,
+    changes: &[ProfileChange],
+    ctx: &Context,
+    sp: &ServiceProfile,
+) -> Result<(), Error> {
+    backend.update(id, changes).await?;
+    let list: Vec<&str> = changes.iter().map(|c| c.description.as_str()).collect();
+    event(ctx, sp, EventType::Normal, "Updated", "Update", format!("service profile {id}: {}", list.join("; "))).await;
+    Ok(())
+}
+
+fn present(observation: Observation<ObservedProfile>, id: &str) -> Result<ObservedProfile, BackendError> {
+    match observation {
+        Observation::Present(o) => Ok(o),
+        _ => Err(BackendError::new(
+            format!("read back service profile {id}"),
+            ErrorKind::Transient,
+            "the profile disappeared right after it was written",
+        )),
+    }
+}
+
+fn ready_condition(observed: &ObservedProfile, generation: Option<i64>) -> Condition {
+    if observed.changes.is_empty() {
+        Condition::new(READY, ConditionStatus::True, "Available", "the vendor profile matches the spec", generation)
+    } else {
+        let list: Vec<&str> = observed.changes.iter().map(|c| c.description.as_str()).collect();
+        Condition::new(READY, ConditionStatus::False, "Drifted", format!("differs from the spec: {}", list.join("; ")), generation)
+    }
+}
+
+async fn record_id(ctx: &Context, sp: &ServiceProfile, id: &str, generation: Option<i64>) -> Result<(), Error> {
+    let mut status = sp.status.clone().unwrap_or_default();
+    status.id = Some(id.to_string());
+    status.conditions = conditions::merge(
+        &status.conditions,
+        vec![Condition::new(READY, ConditionStatus::False, "Creating", "created at the vendor; applying services and limits", generation)],
+    );
+    write_status(ctx, sp, &status).await
+}
+
+async fn write_status(ctx: &Context, sp: &ServiceProfile, status: &ServiceProfileStatus) -> Result<(), Error> {
+    apply_status(ctx, sp, status).await.map_err(|source| Error::WriteStatus { name: sp.name_any(), source })
+}
+
+/// Record a failure: `Synced=False` with the reason and message, a Warning event. `Ready` turns
+/// `False` only for errors that say the vendor object cannot match the spec.
+async fn report_failure(ctx: &Context, sp: &ServiceProfile, err: &Error, action: &str) {
+    let generation = sp.metadata.generation;
+    let mut status = sp.status.clone().unwrap_or_default();
+    let message = err.to_string();
+    let mut fresh = vec![Condition::new(SYNCED, ConditionStatus::False, err.reason(), message.clone(), generation)];
+    let ready_known = conditions::find(&status.conditions, READY).is_some();
+    if !ready_known || err.is_permanent() {
+        fresh.push(Condition::new(READY, ConditionStatus::False, err.reason(), message.clone(), generation));
+    }
+    status.conditions = conditions::merge(&status.conditions, fresh);
+    status.observed_generation = generation;
+    if let Err(e) = write_status(ctx, sp, &status).await {
+        tracing::warn!(error = %e, "failed to record the failure in status");
+    }
+    event(ctx, sp, EventType::Warning, err.reason(), action, message).await;
+}
+
+async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
+    let keep = sp.spec.deletion_policy == DeletionPolicy::Orphan || sp.spec.management_policy != ManagementPolicy::Full;
+    let id = sp.status.as_ref().and_then(|s| s.id.clone()).or_else(|| sp.spec.external_id.clone());
+    let Some(id) = id else {
+        // Nothing was ever recorded: there is no vendor object we own.
+        return Ok(Action::await_change());
+    };
+    if keep {
+        event(ctx, sp, EventType::Normal, "Orphaned", "Delete", format!("left vendor service profile {id} in place")).await;
+        return Ok(Action::await_change());
+    }
+    let result = async {
+        let namespace = sp.namespace().unwrap_or_else(|| "default".into());
+        let provider = ctx.providers.resolve(&ctx.client, &namespace, &sp.spec.provider_config_ref.name).await?;
+        match provider.service_profiles.delete(&id).await {
+            Ok(()) => Ok(provider.vendor),
+            Err(e) if e.kind == ErrorKind::Conflict => Err(Error::InUse { vendor: provider.vendor, id: id.clone(), source: e }),
+            Err(e) => Err(e.into()),
+        }
+    }
+    .await;
+    match result {
+        Ok(vendor) => {
+            ctx.reset_backoff(&key_of(sp));
+            event(ctx, sp, EventType::Normal, "Deleted", "Delete", format!("deleted {vendor} service profile {id}")).await;
+            Ok(Action::await_change())
+        }
+        Err(err) => {
+            report_failure(ctx, sp, &err, "Delete").await;
+            Err(err)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ProfileOp;
+    use crate::backend::emnify::map::Change;
+
+    fn present(changes: Vec<ProfileChange>) -> Observation<ObservedProfile> {
+        Observation::Present(ObservedProfile { id: "7".into(), used_count: Some(0), summary: Default::default(), changes })
+    }
+
+    fn change() -> ProfileChange {
+        ProfileChange { description: "add service Data (38)".into(), op: ProfileOp::Emnify(Change::AddService { service_id: 38 }) }
+    }
+
+    #[test]
+    fn missing_is_created_only_under_full_management() {
+        assert_eq!(decide(ManagementPolicy::Full, LookupSource::Name, &Observation::Missing), Decision::Create);
+        assert_eq!(decide(ManagementPolicy::ObserveOnly, LookupSource::Name, &Observation::Missing), Decision::ReportMissing);
+    }
+
+    #[test]
+    fn missing_external_id_is_never_created() {
+        assert!(matches!(
+            decide(ManagementPolicy::Full, LookupSource::ExternalId, &Observation::Missing),
+            Decision::ExternalIdNotFound { .. }
+        ));
+    }
+
+    #[test]
+    fn several_matches_are_a_conflict() {
+        let obs = Observation::Ambiguous { ids: vec!["1".into(), "2".into()] };
+        assert_eq!(decide(ManagementPolicy::Full, LookupSource::Name, &obs), Decision::Conflict { ids: vec!["1".into(), "2".into()] });
+    }
+
+    #[test]
+    fn differences_are_updated_or_reported() {
+        assert_eq!(
+            decide(ManagementPolicy::Full, LookupSource::StatusId, &present(vec![change()])),
+            Decision::Update { id: "7".into(), changes: vec![change()] }
+        );
+        assert_eq!(
+            decide(ManagementPolicy::ObserveOnly, LookupSource::StatusId, &present(vec![change()])),
+            Decision::ReportDrift { id: "7".into(), changes: vec![change()] }
+        );
+        assert_eq!(decide(ManagementPolicy::Full, LookupSource::Name, &present(vec![])), Decision::UpToDate { id: "7".into() });
+    }
+
+    #[test]
+    fn errors_carry_reasons_and_retry_policy() {
+        let limited = Error::Vendor(BackendError::new(
+            "list emnify services",
+            ErrorKind::RateLimited { retry_after: Some(std::time::Duration::from_secs(3)) },
+            "HTTP 429",
+        ));
+        assert_eq!(limited.reason(), "RateLimited");
+        assert_eq!(limited.retry_after(), Some(std::time::Duration::from_secs(3)));
+        assert!(!limited.is_permanent());
+        let missing = Error::VendorSectionMissing { vendor: Vendor::Emnify, provider: "acct".into() };
+        assert_eq!(missing.reason(), "VendorSectionMissing");
+        assert!(missing.is_permanent());
+        assert_eq!(missing.to_string(), "spec.emnify is required: ProviderConfig acct is a emnify account");
+        let in_use = Error::InUse {
+            vendor: Vendor::Emnify,
+            id: "7".into(),
+            source: BackendError::new("delete emnify service profile 7", ErrorKind::Conflict, "HTTP 409"),
+        };
+        assert_eq!(in_use.reason(), "InUse");
+    }
+}

@@ -1,0 +1,125 @@
+//! `ProviderConfig`: one vendor account (vendor, endpoint URL, credentials Secret, client-side
+//! rate limit). Every `ServiceProfile` points at one. Its controller checks that the
+//! credentials authenticate and reports the result in the `Ready` condition.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+
+/// A vendor account the operator manages connectivity in.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "connectivity-operator.dev",
+    version = "v1alpha1",
+    kind = "ProviderConfig",
+    namespaced,
+    shortname = "pc",
+    category = "connectivity",
+    status = "ProviderConfigStatus",
+    doc = "An account at a connectivity vendor: which vendor, its API endpoint, and the Secret holding the credentials.",
+    printcolumn(name = "Vendor", type_ = "string", json_path = ".spec.vendor"),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderConfigSpec {
+    /// The vendor whose API this account lives on.
+    pub vendor: Vendor,
+    /// Base URL of the vendor API, without the `/api/v1` path. When absent the vendor's public
+    /// URL is used (emnify: `https://cdn.emnify.net`). Point it at a simulator for demos and CI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(url)]
+    pub endpoint: Option<String>,
+    /// Secret in the same namespace holding the credentials (formats per vendor in the README).
+    pub credentials_secret_ref: CredentialsSecretRef,
+    /// Client-side rate limit for all calls made with this account. When absent, a limit below
+    /// the vendor's documented one is used (emnify: 5 requests/s, burst 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Vendors the operator can talk to.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Vendor {
+    /// emnify (REST API under `/api/v1`).
+    Emnify,
+}
+
+impl Vendor {
+    /// The vendor's public API base URL.
+    pub fn default_endpoint(self) -> &'static str {
+        match self {
+            Vendor::Emnify => "https://cdn.emnify.net",
+        }
+    }
+
+    /// Name used in metrics, logs and the `spec.<vendor>` section of our kinds.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vendor::Emnify => "emnify",
+        }
+    }
+}
+
+impl std::fmt::Display for Vendor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the credentials are.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Name of a Secret in the ProviderConfig's namespace.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key holding the vendor's single-value credential (emnify: the application token). When
+    /// absent the vendor's default key is read (emnify: `applicationToken`, or `username` and
+    /// `password` when that key is missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Token-bucket limit applied by the operator before it sends a request.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Sustained requests per second (may be fractional, e.g. `0.5`).
+    #[schemars(range(min = 0.01))]
+    pub requests_per_second: f64,
+    /// Requests that may be sent at once after a quiet period.
+    #[serde(default = "default_burst")]
+    #[schemars(range(min = 1))]
+    pub burst: u32,
+}
+
+fn default_burst() -> u32 {
+    1
+}
+
+/// Observed state of a ProviderConfig.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderConfigStatus {
+    /// `Ready` is `True` once the credentials authenticate at the vendor; otherwise its message
+    /// says what is wrong (Secret missing, key missing, rejected by the vendor, unreachable).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// `metadata.generation` last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The endpoint URL in use (the spec's, or the vendor default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Account (organisation / workspace) the credentials belong to, as the vendor reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// When the credentials were last checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked_time: Option<chrono::DateTime<chrono::Utc>>,
+}

@@ -1,0 +1,249 @@
+//! `ServiceProfile`: a vendor's service profile (emnify "service profile", shown as "service
+//! policy" in the portal) kept in Git. The operator creates, adopts, updates and deletes the
+//! vendor object and writes its id and `usedCount` back into status.
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::LocalObjectReference;
+use super::conditions::Condition;
+
+/// A service profile at a connectivity vendor.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "connectivity-operator.dev",
+    version = "v1alpha1",
+    kind = "ServiceProfile",
+    namespaced,
+    shortname = "sp",
+    category = "connectivity",
+    status = "ServiceProfileStatus",
+    doc = "A service profile at a connectivity vendor (allowed radio technologies, SMS and quota switches, services and traffic limits), reconciled by connectivity-operator.",
+    printcolumn(name = "ID", type_ = "string", json_path = ".status.id"),
+    printcolumn(name = "Used", type_ = "integer", json_path = ".status.usedCount"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Synced", type_ = "string", json_path = ".status.conditions[?(@.type==\"Synced\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceProfileSpec {
+    /// The ProviderConfig (vendor account) this profile lives in, in the same namespace.
+    pub provider_config_ref: LocalObjectReference,
+    /// Name of the profile at the vendor. Defaults to `metadata.name`. The operator finds an
+    /// existing profile by this name before it creates one, and adopts it when exactly one matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub name: Option<String>,
+    /// Free-text description at the vendor. Absent: not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Settings for an emnify ProviderConfig. Required when the ProviderConfig's vendor is `emnify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emnify: Option<EmnifyServiceProfile>,
+    /// What happens at the vendor when this object is deleted: `Delete` (default) removes the
+    /// vendor profile (retried while endpoints still use it), `Orphan` leaves it.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Vendor id of an existing profile to adopt instead of creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// `Full` (default): create, update and delete at the vendor. `ObserveOnly`: only read the
+    /// vendor object into status and report drift, never write. `Paused`: do nothing at all
+    /// (no vendor calls; deletion only removes the finalizer).
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+}
+
+/// What happens to the vendor object when the Kubernetes object is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the vendor object.
+    #[default]
+    Delete,
+    /// Leave the vendor object as it is.
+    Orphan,
+}
+
+/// How much the operator may do at the vendor.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ManagementPolicy {
+    /// Create, update and delete.
+    #[default]
+    Full,
+    /// Read only: observe and report drift.
+    ObserveOnly,
+    /// No vendor calls at all.
+    Paused,
+}
+
+/// emnify service profile settings (`/api/v1/service_profile`). Boolean defaults are emnify's.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmnifyServiceProfile {
+    /// Allow 3G (`allowed_3g`).
+    #[serde(default = "yes", rename = "allowed3g")]
+    pub allowed_3g: bool,
+    /// Allow 4G/LTE and LTE-M (`allowed_4g`).
+    #[serde(default = "yes", rename = "allowed4g")]
+    pub allowed_4g: bool,
+    /// Allow NB-IoT (`allowed_nb_iot`).
+    #[serde(default = "yes")]
+    pub allowed_nb_iot: bool,
+    /// Allow NB-IoT over satellite networks (`allowed_nb_iot_geo`).
+    #[serde(default)]
+    pub allowed_nb_iot_geo: bool,
+    /// Enforce per-endpoint data quotas (`apply_data_quota`); endpoints without a quota are blocked.
+    #[serde(default)]
+    pub apply_data_quota: bool,
+    /// Enforce per-endpoint SMS quotas (`apply_sms_quota`).
+    #[serde(default)]
+    pub apply_sms_quota: bool,
+    /// Allow SMS between the organisation's own endpoints (`sms_p2p_int`).
+    #[serde(default = "yes")]
+    pub sms_p2p_int: bool,
+    /// Allow SMS to and from the world (`sms_p2p_ext`).
+    #[serde(default = "yes")]
+    pub sms_p2p_ext: bool,
+    /// Network-initiated PDP context (`nipdp`).
+    #[serde(default)]
+    pub nipdp: bool,
+    /// Id of an API callback (`GET /api/v1/api_callback`). Absent: not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_callback_id: Option<i64>,
+    /// Id of an API secret signing callback requests (`GET /api/v1/api_secret`). Absent: not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_secret_id: Option<i64>,
+    /// Id of a mobile-originated-call callback. Absent: not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moc_callback_id: Option<i64>,
+    /// Id of a breakout region (`GET /api/v1/breakout_region`). Absent: not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakout_region_id: Option<i64>,
+    /// Id of a DNS configuration (`GET /api/v1/dns`); applies to new PDP contexts. Absent: not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_id: Option<i64>,
+    /// Id of an ESME interface type (`GET /api/v1/esme_interface_type`). Absent: not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esme_interface_type_id: Option<i64>,
+    /// Services on the profile with the traffic limits attached to each. Absent: not managed.
+    /// Present (even empty): exactly these services and limits; others are removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<EmnifyServiceSpec>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for EmnifyServiceProfile {
+    fn default() -> Self {
+        EmnifyServiceProfile {
+            allowed_3g: true,
+            allowed_4g: true,
+            allowed_nb_iot: true,
+            allowed_nb_iot_geo: false,
+            apply_data_quota: false,
+            apply_sms_quota: false,
+            sms_p2p_int: true,
+            sms_p2p_ext: true,
+            nipdp: false,
+            api_callback_id: None,
+            api_secret_id: None,
+            moc_callback_id: None,
+            breakout_region_id: None,
+            dns_id: None,
+            esme_interface_type_id: None,
+            services: None,
+        }
+    }
+}
+
+/// One service on the profile.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmnifyServiceSpec {
+    /// The service, by id (`38`) or by its description in `GET /api/v1/service` (`Data`,
+    /// case-insensitive).
+    pub service: IntOrString,
+    /// Predefined traffic limits of this service (`GET /api/v1/service/{id}/traffic_limit`) to
+    /// attach, each by `id` or by `volume` and `period`.
+    #[serde(default)]
+    pub traffic_limits: Vec<EmnifyTrafficLimitRef>,
+}
+
+/// A predefined traffic limit, by id or by volume and period.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.id) || (has(self.volume) && has(self.period))",
+    "message": "a traffic limit needs an id, or a volume and a period"
+}]))]
+pub struct EmnifyTrafficLimitRef {
+    /// Id of the limit in the catalogue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// Volume of the limit (the service's unit, e.g. MB for data or a count for SMS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<i64>,
+    /// Period of the limit as `<timeUnits> <unit>`, e.g. `1 Months` or `5 Days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+}
+
+/// Observed state of a ServiceProfile.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceProfileStatus {
+    /// Vendor id of the profile (emnify: numeric id as a string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Number of endpoints (devices) using the profile, as the vendor reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_count: Option<i64>,
+    /// `metadata.generation` of the spec last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: the vendor profile exists and matches the spec. `Synced`: the last reconcile
+    /// succeeded; when `False`, its reason and message say what failed.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// When the operator last read the vendor profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Summary of the vendor object as last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<ObservedServiceProfile>,
+}
+
+/// Summary of the vendor's service profile.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedServiceProfile {
+    /// Name at the vendor.
+    pub name: String,
+    /// Description at the vendor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Radio access technologies allowed, e.g. `3G`, `4G`, `NB-IoT`.
+    #[serde(default)]
+    pub allowed_rats: Vec<String>,
+    /// Services on the profile, each as `<description> (<id>)` with its traffic limits.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Differences between the spec and the vendor object still to be applied (empty when in sync).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
+}
+
+impl ServiceProfile {
+    /// Name the profile has at the vendor.
+    pub fn vendor_name(&self) -> String {
+        self.spec
+            .name
+            .clone()
+            .or_else(|| self.metadata.name.clone())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,191 @@
+//! `connectivity-operator` command line: `run` (the operator), `crd` (print the CRDs), `sim`
+//! (a vendor simulator), `apply` / `plan` (the reconcile pipeline on manifest files, offline).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use connectivity_operator::controller::Settings;
+use connectivity_operator::crd;
+use connectivity_operator::metrics::Metrics;
+use connectivity_operator::offline::{self, OfflineOptions};
+use connectivity_operator::run::{RunOptions, run};
+
+#[derive(Parser)]
+#[command(name = "connectivity-operator", version, about = "Keep IoT SIM connectivity in Git: a Kubernetes operator for emnify and other connectivity vendors")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers against the cluster of the current kubeconfig or service account.
+    Run {
+        /// Default interval between two reconciles of an unchanged object (drift correction,
+        /// usedCount refresh); the annotation connectivity-operator.dev/resync-interval overrides it.
+        #[arg(long, default_value = "10m", value_parser = parse_duration, env = "RESYNC_INTERVAL")]
+        resync_interval: Duration,
+        /// Address of /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "0.0.0.0:8080", env = "METRICS_ADDR")]
+        metrics_addr: SocketAddr,
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, env = "WATCH_NAMESPACE")]
+        namespace: Option<String>,
+        /// Timeout of one vendor API request.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        vendor_timeout: Duration,
+    },
+    /// Print every CRD as YAML (or write them into a folder).
+    Crd {
+        /// Write one file per CRD into this folder instead of printing.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+    /// Run a vendor simulator; prints one JSON line with its URL and credentials.
+    Sim {
+        /// Which vendor to simulate.
+        #[arg(long, value_enum, default_value_t = SimVendor::Emnify)]
+        vendor: SimVendor,
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Seeded endpoints (each with an activated SIM).
+        #[arg(long, default_value_t = 25)]
+        endpoints: usize,
+        /// Seeded free SIMs.
+        #[arg(long, default_value_t = 10)]
+        free_sims: usize,
+        /// Latency added to every request, e.g. 20ms.
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        latency: Duration,
+        /// Disable the vendor's per-path rate limits.
+        #[arg(long)]
+        no_rate_limits: bool,
+        /// Multiply every documented rate limit (and burst) by this factor.
+        #[arg(long, default_value_t = 1.0)]
+        rate_limit_scale: f64,
+        /// Lifetime of issued auth tokens.
+        #[arg(long, default_value = "4h", value_parser = parse_duration)]
+        token_ttl: Duration,
+    },
+    /// Reconcile manifests (ProviderConfig, Secret, ServiceProfile) without a cluster and print
+    /// every object with its resulting status. Exit 0 when all are synced, 1 otherwise.
+    Apply {
+        /// Files or folders of manifests.
+        #[arg(short = 'f', long = "filename", required = true)]
+        paths: Vec<PathBuf>,
+        /// Start the embedded vendor simulators and point the ProviderConfigs at them.
+        #[arg(long)]
+        simulate: bool,
+    },
+    /// Print the vendor changes `apply` would make. Exit 0 without changes, 2 with changes,
+    /// 1 when a plan could not be made.
+    Plan {
+        /// Files or folders of manifests.
+        #[arg(short = 'f', long = "filename", required = true)]
+        paths: Vec<PathBuf>,
+        /// Start the embedded vendor simulators and point the ProviderConfigs at them.
+        #[arg(long)]
+        simulate: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SimVendor {
+    Emnify,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.trim().parse::<u64>().map(Duration::from_millis).map_err(|e| format!("{text:?}: {e}"));
+    }
+    crd::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration (e.g. 90s, 10m, 1h, 250ms)"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn,reqwest=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    connectivity_operator::install_crypto_provider();
+    match cli.command {
+        Command::Crd { output_dir } => {
+            let crds = crd::all_crds();
+            match output_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+                    for c in &crds {
+                        let path = dir.join(crd::crd_file_name(c));
+                        std::fs::write(&path, crd::crd_yaml(c)?).with_context(|| format!("failed to write {}", path.display()))?;
+                    }
+                }
+                None => {
+                    for c in &crds {
+                        print!("{}", crd::crd_yaml(c)?);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Run { resync_interval, metrics_addr, namespace, vendor_timeout } => {
+            init_logging(cli.log_format);
+            let client = kube::Client::try_default().await.context("failed to build a Kubernetes client (kubeconfig or in-cluster config)")?;
+            let settings = Settings { resync_interval, vendor_timeout, ..Settings::default() };
+            run(client, RunOptions { settings, listen: metrics_addr, namespace }, Metrics::new()).await?;
+            Ok(())
+        }
+        Command::Sim { vendor, listen, endpoints, free_sims, latency, no_rate_limits, rate_limit_scale, token_ttl } => {
+            init_logging(cli.log_format);
+            match vendor {
+                SimVendor::Emnify => {
+                    let config = vendor_sim::emnify::EmnifyConfig {
+                        token_ttl,
+                        rate_limits: !no_rate_limits,
+                        rate_limit_scale,
+                        latency,
+                        seed: vendor_sim::emnify::SeedConfig { endpoints, free_sims, ..Default::default() },
+                        ..Default::default()
+                    };
+                    let sim = vendor_sim::emnify::EmnifySim::new(config).serve(listen).await.context("failed to start the emnify simulator")?;
+                    println!("{}", serde_json::json!({"vendor": "emnify", "url": sim.url, "credentials": sim.credentials()}));
+                    connectivity_operator::run::shutdown_signal().await;
+                    sim.shutdown().await;
+                }
+            }
+            Ok(())
+        }
+        Command::Apply { paths, simulate } => {
+            init_logging(cli.log_format);
+            let code = offline::apply(&OfflineOptions { paths, simulate, emnify_sim: None }, &mut std::io::stdout()).await?;
+            std::process::exit(code);
+        }
+        Command::Plan { paths, simulate } => {
+            init_logging(cli.log_format);
+            let code = offline::plan(&OfflineOptions { paths, simulate, emnify_sim: None }, &mut std::io::stdout()).await?;
+            if code == 1 {
+                bail!("some objects could not be planned");
+            }
+            std::process::exit(code);
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! Offline mode: `apply -f` and `plan -f` run the same reconcile pipeline on manifest files,
+//! without a cluster. The manifests are loaded into an in-memory Kubernetes API server
+//! ([`memory_apiserver`]) and a real `kube::Client` talks to it, so every step (finalizer, status
+//! apply, events) takes the code path it takes in a cluster. `--simulate` starts the embedded
+//! vendor simulators and points the ProviderConfigs (and their Secrets) at them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+use memory_apiserver::{MemoryApiServer, ResourceType};
+use serde_json::{Value, json};
+
+use crate::controller::{Context, Settings, provider_config, service_profile};
+use crate::crd::conditions::{self, READY, SYNCED};
+use crate::crd::{ProviderConfig, ServiceProfile};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("failed to read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("failed to parse {path}: {source}")]
+    Parse { path: PathBuf, source: serde_yaml::Error },
+    #[error("{path}: document {index} is not a Kubernetes object (no apiVersion/kind)")]
+    NotAnObject { path: PathBuf, index: usize },
+    #[error("{what} {name} is invalid: {source}")]
+    Invalid { what: String, name: String, source: serde_json::Error },
+    #[error("failed to load {what} {name} into the in-memory API server: {message}")]
+    Load { what: String, name: String, message: String },
+    #[error("failed to start the {vendor} simulator: {source}")]
+    Simulator { vendor: String, source: std::io::Error },
+    #[error("failed to read back {what} {name}: {source}")]
+    ReadBack { what: String, name: String, source: kube::Error },
+    #[error("failed to write the output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("failed to render YAML: {0}")]
+    Render(#[from] serde_yaml::Error),
+}
+
+/// A manifest with the file it came from.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub source: PathBuf,
+    pub object: Value,
+}
+
+impl Manifest {
+    fn kind(&self) -> &str {
+        self.object["kind"].as_str().unwrap_or("")
+    }
+    fn api_version(&self) -> &str {
+        self.object["apiVersion"].as_str().unwrap_or("")
+    }
+    fn name(&self) -> String {
+        self.object["metadata"]["name"].as_str().unwrap_or("").to_string()
+    }
+    fn namespace(&self) -> String {
+        self.object["metadata"]["namespace"].as_str().unwrap_or("default").to_string()
+    }
+}
+
+/// Read every `.yaml`, `.yml` and `.json` file under the paths (folders recursively, in name
+/// order), splitting multi-document files and `List` objects.
+pub fn load_manifests(paths: &[PathBuf]) -> Result<Vec<Manifest>, OfflineError> {
+    let mut files = Vec::new();
+    for path in paths {
+        collect_files(path, &mut files)?;
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| OfflineError::Read { path: file.clone(), source })?;
+        for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let value: Value = serde::Deserialize::deserialize(doc).map_err(|source| OfflineError::Parse { path: file.clone(), source })?;
+            if value.is_null() {
+                continue;
+            }
+            if value.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"))
+                && let Some(items) = value.get("items").and_then(Value::as_array)
+            {
+                out.extend(items.iter().map(|o| Manifest { source: file.clone(), object: o.clone() }));
+                continue;
+            }
+            if value.get("apiVersion").is_none() || value.get("kind").is_none() {
+                return Err(OfflineError::NotAnObject { path: file.clone(), index: index + 1 });
+            }
+            out.push(Manifest { source: file.clone(), object: value });
+        }
+    }
+    Ok(out)
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), OfflineError> {
+    let meta = std::fs::metadata(path).map_err(|source| OfflineError::Read { path: path.to_path_buf(), source })?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|source| OfflineError::Read { path: path.to_path_buf(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            collect_files(&entry, out)?;
+        } else if entry.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json")) {
+            out.push(entry);
+        }
+    }
+    Ok(())
+}
+
+/// An in-memory cluster holding the manifests, with a client on it.
+pub struct OfflineCluster {
+    pub server: MemoryApiServer,
+    pub client: Client,
+    /// Simulators started for `--simulate` (kept alive for the run).
+    pub simulators: Vec<vendor_sim::emnify::RunningSim>,
+}
+
+/// Register our kinds on a fresh in-memory API server.
+pub fn memory_server() -> MemoryApiServer {
+    let server = MemoryApiServer::new();
+    for crd in crate::crd::all_crds() {
+        let names = &crd.spec.names;
+        server.register(ResourceType::new(
+            crd.spec.group.clone(),
+            crd.spec.versions[0].name.clone(),
+            names.kind.clone(),
+            names.plural.clone(),
+            crd.spec.scope == "Namespaced",
+            true,
+        ));
+    }
+    server
+}
+
+/// Options of `apply` and `plan`.
+#[derive(Debug, Clone, Default)]
+pub struct OfflineOptions {
+    pub paths: Vec<PathBuf>,
+    /// Start the embedded simulators and point every ProviderConfig at them.
+    pub simulate: bool,
+    /// Simulator settings for `--simulate`.
+    pub emnify_sim: Option<vendor_sim::emnify::EmnifyConfig>,
+}
+
+/// Load the manifests into an in-memory cluster (with simulators when asked).
+pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Manifest>), OfflineError> {
+    let mut manifests = load_manifests(&options.paths)?;
+    let mut kept = Vec::new();
+    for m in manifests.drain(..) {
+        let ours = m.api_version() == crate::crd::API_VERSION && matches!(m.kind(), "ProviderConfig" | "ServiceProfile");
+        let secret = m.api_version() == "v1" && m.kind() == "Secret";
+        if ours || secret {
+            kept.push(m);
+        } else {
+            eprintln!("# skipping {} {} from {} (not handled offline)", m.kind(), m.name(), m.source.display());
+        }
+    }
+    for m in &mut kept {
+        normalise(&mut m.object);
+        validate(m)?;
+    }
+    let mut simulators = Vec::new();
+    if options.simulate {
+        let emnify_pcs: Vec<usize> = kept
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.kind() == "ProviderConfig" && m.object["spec"]["vendor"] == "emnify")
+            .map(|(i, _)| i)
+            .collect();
+        if !emnify_pcs.is_empty() {
+            let config = options.emnify_sim.clone().unwrap_or_default();
+            let sim = vendor_sim::emnify::EmnifySim::new(config)
+                .serve("127.0.0.1:0".parse().expect("static address"))
+                .await
+                .map_err(|source| OfflineError::Simulator { vendor: "emnify".into(), source })?;
+            let token = sim.credentials()["application_token"].as_str().unwrap_or_default().to_string();
+            for i in emnify_pcs {
+                let (ns, secret_name, key) = {
+                    let pc = &mut kept[i];
+                    pc.object["spec"]["endpoint"] = json!(sim.url);
+                    let r = &pc.object["spec"]["credentialsSecretRef"];
+                    (
+                        pc.namespace(),
+                        r["name"].as_str().unwrap_or_default().to_string(),
+                        r["key"].as_str().unwrap_or("applicationToken").to_string(),
+                    )
+                };
+                if let Some(secret) =
+                    kept.iter_mut().find(|m| m.kind() == "Secret" && m.name() == secret_name && m.namespace() == ns)
+                {
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(&token);
+                    secret.object["data"] = json!({ key: encoded });
+                }
+            }
+            eprintln!("# --simulate: emnify simulator at {}", sim.url);
+            simulators.push(sim);
+        }
+    }
+    let server = memory_server();
+    for m in &kept {
+        server.insert(m.object.clone()).map_err(|e| OfflineError::Load {
+            what: m.kind().to_string(),
+            name: m.name(),
+            message: e.to_string(),
+        })?;
+    }
+    crate::install_crypto_provider();
+    let client = Client::new(server.clone(), "default");
+    Ok((OfflineCluster { server, client, simulators }, kept))
+}
+
+/// Fill the namespace and fold `stringData` into `data`, as the API server does.
+fn normalise(obj: &mut Value) {
+    if obj["metadata"]["namespace"].is_null() {
+        obj["metadata"]["namespace"] = json!("default");
+    }
+    if obj["kind"] == "Secret"
+        && let Some(string_data) = obj.get("stringData").and_then(Value::as_object).cloned()
+    {
+        let data = obj["data"].as_object().cloned().unwrap_or_default();
+        let mut data: BTreeMap<String, Value> = data.into_iter().collect();
+        for (k, v) in string_data {
+            let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+        }
+        obj["data"] = json!(data);
+        if let Some(map) = obj.as_object_mut() {
+            map.remove("stringData");
+        }
+    }
+}
+
+/// Check our objects deserialize into the Rust types (the schema the API server would enforce)
+/// and apply the schema defaults the API server would fill in.
+fn validate(m: &mut Manifest) -> Result<(), OfflineError> {
+    let invalid = |source| OfflineError::Invalid { what: m.kind().to_string(), name: m.name(), source };
+    match m.kind() {
+        "ProviderConfig" if m.api_version() == crate::crd::API_VERSION => {
+            let pc: ProviderConfig = serde_json::from_value(m.object.clone()).map_err(invalid)?;
+            m.object["spec"] = serde_json::to_value(&pc.spec).map_err(invalid)?;
+        }
+        "ServiceProfile" => {
+            let sp: ServiceProfile = serde_json::from_value(m.object.clone()).map_err(invalid)?;
+            m.object["spec"] = serde_json::to_value(&sp.spec).map_err(invalid)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn offline_settings() -> Settings {
+    Settings { min_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(5), ..Settings::default() }
+}
+
+/// How many times one object is reconciled at most in an offline run (the first pass adds the
+/// finalizer; retryable errors get a few more, with backoff).
+const MAX_PASSES: usize = 6;
+
+/// `apply`: reconcile every object, print each with its status as YAML. Returns the exit code:
+/// 0 when every object is Synced, 1 otherwise.
+pub async fn apply(options: &OfflineOptions, out: &mut impl Write) -> Result<i32, OfflineError> {
+    let (cluster, manifests) = prepare(options).await?;
+    let ctx = Arc::new(Context::new(cluster.client.clone(), Metrics::new(), offline_settings()));
+    for m in manifests.iter().filter(|m| m.kind() == "ProviderConfig") {
+        let api: Api<ProviderConfig> = Api::namespaced(cluster.client.clone(), &m.namespace());
+        drive(&api, &m.name(), &ctx, provider_config::reconcile, |pc: &ProviderConfig| {
+            pc.status.as_ref().map(|s| (s.observed_generation, s.conditions.clone()))
+        }, |e: &provider_config::Error| e.is_retryable())
+        .await?;
+    }
+    for m in manifests.iter().filter(|m| m.kind() == "ServiceProfile") {
+        let api: Api<ServiceProfile> = Api::namespaced(cluster.client.clone(), &m.namespace());
+        drive(&api, &m.name(), &ctx, service_profile::reconcile, |sp: &ServiceProfile| {
+            sp.status.as_ref().map(|s| (s.observed_generation, s.conditions.clone()))
+        }, |e: &service_profile::Error| !e.is_permanent())
+        .await?;
+    }
+    let mut all_synced = true;
+    for m in manifests.iter().filter(|m| m.kind() != "Secret") {
+        let (api_version, kind) = (m.api_version().to_string(), m.kind().to_string());
+        let Some(mut obj) = cluster.server.get(&api_version, &kind, Some(&m.namespace()), &m.name()) else {
+            continue;
+        };
+        let conditions: Vec<conditions::Condition> =
+            serde_json::from_value(obj["status"]["conditions"].clone()).unwrap_or_default();
+        let synced = match kind.as_str() {
+            "ProviderConfig" => conditions::is_true(&conditions, READY),
+            _ => conditions::is_true(&conditions, SYNCED),
+        };
+        all_synced &= synced;
+        if let Some(meta) = obj["metadata"].as_object_mut() {
+            meta.remove("managedFields");
+        }
+        writeln!(out, "---")?;
+        write!(out, "{}", serde_yaml::to_string(&obj)?)?;
+    }
+    print_events(&cluster.server);
+    Ok(if all_synced { 0 } else { 1 })
+}
+
+/// Reconcile one object until its status reflects its generation or it fails for good.
+async fn drive<K, F, Fut, E>(
+    api: &Api<K>,
+    name: &str,
+    ctx: &Arc<Context>,
+    reconcile: F,
+    status_of: impl Fn(&K) -> Option<(Option<i64>, Vec<conditions::Condition>)>,
+    retryable: impl Fn(&E) -> bool,
+) -> Result<(), OfflineError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, E>>,
+    E: std::error::Error,
+{
+    for pass in 0..MAX_PASSES {
+        let obj = api.get(name).await.map_err(|source| OfflineError::ReadBack {
+            what: K::kind(&()).to_string(),
+            name: name.to_string(),
+            source,
+        })?;
+        let has_finalizer = obj.finalizers().iter().any(|f| f == crate::crd::FINALIZER);
+        if has_finalizer
+            && let Some((observed, conds)) = status_of(&obj)
+            && observed == obj.meta().generation
+            && conditions::find(&conds, SYNCED).or_else(|| conditions::find(&conds, READY)).is_some()
+            && pass > 0
+        {
+            return Ok(());
+        }
+        match reconcile(Arc::new(obj), ctx.clone()).await {
+            Ok(_) => {}
+            Err(e) if retryable(&e) && pass + 1 < MAX_PASSES => {
+                let delay = ctx.retry_delay(&format!("offline/{name}"), None, false);
+                tracing::info!(object = name, error = %e, "retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                tracing::warn!(object = name, error = %e, "giving up");
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_events(server: &MemoryApiServer) {
+    let mut events = server.list("events.k8s.io/v1", "Event");
+    events.sort_by(|a, b| a["eventTime"].as_str().cmp(&b["eventTime"].as_str()));
+    for ev in events {
+        eprintln!(
+            "# event {} {}/{}: {} {}",
+            ev["type"].as_str().unwrap_or(""),
+            ev["regarding"]["kind"].as_str().unwrap_or(""),
+            ev["regarding"]["name"].as_str().unwrap_or(""),
+            ev["reason"].as_str().unwrap_or(""),
+            ev["note"].as_str().unwrap_or("")
+        );
+    }
+}
+
+/// `plan`: print the vendor changes `apply` would make. Returns the exit code: 0 no changes,
+/// 2 changes, 1 when a plan could not be made.
+pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32, OfflineError> {
+    let (cluster, manifests) = prepare(options).await?;
+    let ctx = Context::new(cluster.client.clone(), Metrics::new(), offline_settings());
+    let mut changes = false;
+    let mut failed = false;
+    for m in manifests.iter().filter(|m| m.kind() == "ServiceProfile") {
+        let api: Api<ServiceProfile> = Api::namespaced(cluster.client.clone(), &m.namespace());
+        let sp = api.get(&m.name()).await.map_err(|source| OfflineError::ReadBack {
+            what: "ServiceProfile".into(),
+            name: m.name(),
+            source,
+        })?;
+        let label = format!("ServiceProfile {}/{}", m.namespace(), m.name());
+        match service_profile::plan(&sp, &ctx).await {
+            Ok(planned) => {
+                let vendor = planned.provider.vendor;
+                let lines = describe(&planned.decision, vendor, &planned.vendor_name);
+                if lines.is_empty() {
+                    writeln!(out, "{label} ({vendor}): up to date")?;
+                } else {
+                    writeln!(out, "{label} ({vendor}):")?;
+                    for line in &lines {
+                        writeln!(out, "  {line}")?;
+                    }
+                }
+                changes |= matches!(
+                    planned.decision,
+                    service_profile::Decision::Create | service_profile::Decision::Update { .. }
+                );
+                failed |= matches!(
+                    planned.decision,
+                    service_profile::Decision::Conflict { .. } | service_profile::Decision::ExternalIdNotFound { .. }
+                );
+            }
+            Err(e) => {
+                writeln!(out, "{label}: cannot plan: {e}")?;
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        1
+    } else if changes {
+        2
+    } else {
+        0
+    })
+}
+
+fn describe(decision: &service_profile::Decision, vendor: crate::crd::Vendor, name: &str) -> Vec<String> {
+    use service_profile::Decision;
+    match decision {
+        Decision::Create => vec![format!("+ create {vendor} service profile {name:?} (then add its services and limits)")],
+        Decision::Update { id, changes } => changes.iter().map(|c| format!("~ {} (profile {id})", c.description)).collect(),
+        Decision::UpToDate { .. } => vec![],
+        Decision::Conflict { ids } => vec![format!("! several profiles are named {name:?}: {}", ids.join(", "))],
+        Decision::ExternalIdNotFound { id } => vec![format!("! externalId {id} does not exist")],
+        Decision::ReportMissing => vec![format!("? observe-only: no profile named {name:?}")],
+        Decision::ReportDrift { id, changes } => {
+            changes.iter().map(|c| format!("? observe-only drift: {} (profile {id})", c.description)).collect()
+        }
+    }
+}
