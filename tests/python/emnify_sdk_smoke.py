@@ -51,8 +51,11 @@ def main():
     free = list(client.sim.get_sim_list(without_device=True))
     check(len(free) >= 1, f"{len(free)} SIMs without a device")
     check(all(s.device is None for s in free), "free SIMs carry no endpoint")
-    check(all(s.status.id == 0 for s in free), "free SIMs are Issued")
-    sim = free[0]
+    # Seeded free SIMs are Issued; SIMs released by an earlier run of this script are Suspended.
+    issued = [s for s in free if s.status.id == 0]
+    check(len(issued) >= 1, f"{len(issued)} free SIMs are Issued")
+    check(all(s.status.id in (0, 2) for s in free), "free SIMs are Issued or Suspended")
+    sim = issued[0]
 
     profiles = raw_get(client, "/v1/service_profile")
     default = next(p for p in profiles if p["name"] == "Default Policy")

@@ -679,7 +679,13 @@ fn start_watch(
         Some(t) => t
             .parse::<u64>()
             .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
-        None => DEFAULT_WATCH_TIMEOUT_SECS,
+        None => 0,
+    };
+    // Like the real server, 0 (or no value) means "the server's default".
+    let timeout = if timeout == 0 {
+        DEFAULT_WATCH_TIMEOUT_SECS
+    } else {
+        timeout
     };
     let bookmarks = req.flag("allowWatchBookmarks");
     let send_initial = req.flag("sendInitialEvents");

@@ -513,6 +513,7 @@ impl State {
             // The last finalizer is gone: deletion completes now.
             self.objects.remove(key);
             self.emit(ChangeType::Deleted, key, merged.clone(), Some(old));
+            self.collect_garbage(&merged);
         } else {
             self.objects.insert(key.clone(), merged.clone());
             self.emit(ChangeType::Modified, key, merged.clone(), Some(old));
@@ -595,7 +596,44 @@ impl State {
         let mut gone = old.clone();
         metadata_mut_value(&mut gone).insert("resourceVersion".into(), json!(rv.to_string()));
         self.emit(ChangeType::Deleted, key, gone.clone(), Some(old));
+        self.collect_garbage(&gone);
         Ok(DeleteOutcome::Gone(gone))
+    }
+
+    /// Background garbage collection, which the real cluster runs in kube-controller-manager:
+    /// once `owner` is gone, objects whose `ownerReferences` all point at missing objects are
+    /// deleted (objects with finalizers are marked, as any delete would). Done synchronously so
+    /// offline runs and tests see the final state without waiting.
+    fn collect_garbage(&mut self, owner: &Value) {
+        let Some(owner_uid) = owner.pointer("/metadata/uid").and_then(Value::as_str) else {
+            return;
+        };
+        let live: std::collections::HashSet<&str> = self
+            .objects
+            .values()
+            .filter_map(|o| o.pointer("/metadata/uid").and_then(Value::as_str))
+            .collect();
+        let orphaned: Vec<ObjKey> = self
+            .objects
+            .iter()
+            .filter(|(_, obj)| {
+                let owners = owner_uids(obj);
+                owners.contains(&owner_uid) && owners.iter().all(|uid| !live.contains(uid))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in orphaned {
+            let rt = self
+                .types
+                .iter()
+                .find(|t| t.group == key.group && t.kind == key.kind)
+                .cloned();
+            if let Some(rt) = rt
+                && let Err(e) = self.delete(&rt, &key, &DeleteOptions::default())
+            {
+                tracing::debug!(name = %key.name, error = %e.message, "garbage collection skipped a dependent");
+            }
+        }
     }
 }
 
@@ -682,6 +720,17 @@ fn set_or_remove(obj: &mut Value, field: &str, value: Option<Value>) {
             None => root.remove(field),
         };
     }
+}
+
+fn owner_uids(obj: &Value) -> Vec<&str> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub(crate) fn finalizers(obj: &Value) -> Vec<String> {

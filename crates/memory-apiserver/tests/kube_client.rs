@@ -882,3 +882,114 @@ async fn insert_get_list_and_metadata_requests() {
     assert_eq!(api_error(api.get("x").await.unwrap_err()).0, 404);
     assert_eq!(server.requests().len(), unknown + 1);
 }
+
+#[tokio::test]
+async fn dry_run_preconditions_delete_collection_and_garbage_collection() {
+    let (server, client, widgets) = setup();
+    let dry = widgets
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            },
+            &widget("d", 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.name_any(), "d");
+    assert!(
+        server
+            .get("test.example.com/v1", "Widget", Some("default"), "d")
+            .is_none(),
+        "dry run stores nothing"
+    );
+
+    let owner = widgets
+        .create(&PostParams::default(), &widget("owner", 1))
+        .await
+        .unwrap();
+    let stale = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            resource_version: Some("0".into()),
+            uid: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let err = widgets.delete("owner", &stale).await.unwrap_err();
+    assert_eq!(api_error(err), (409, "Conflict".into()));
+
+    // A ConfigMap owned by the widget is garbage-collected when the widget goes.
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let mut child = ConfigMap::default();
+    child.metadata.name = Some("child".into());
+    child.metadata.owner_references = Some(vec![owner.controller_owner_ref(&()).unwrap()]);
+    cms.create(&PostParams::default(), &child).await.unwrap();
+    let mut unrelated = ConfigMap::default();
+    unrelated.metadata.name = Some("unrelated".into());
+    cms.create(&PostParams::default(), &unrelated)
+        .await
+        .unwrap();
+    widgets
+        .delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(api_error(cms.get("child").await.unwrap_err()).0, 404);
+    assert!(cms.get("unrelated").await.is_ok());
+
+    // Delete collection honours the label selector.
+    for (name, tier) in [("c1", "a"), ("c2", "a"), ("c3", "b")] {
+        let mut w = widget(name, 1);
+        w.labels_mut().insert("tier".into(), tier.into());
+        widgets.create(&PostParams::default(), &w).await.unwrap();
+    }
+    let deleted = widgets
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("tier=a"),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = deleted
+        .left()
+        .unwrap()
+        .items
+        .iter()
+        .map(|w| w.name_any())
+        .collect();
+    assert_eq!(names, ["c1", "c2"]);
+    let left: Vec<String> = widgets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|w| w.name_any())
+        .collect();
+    assert_eq!(left, ["c3"]);
+}
+
+#[tokio::test]
+async fn watch_from_compacted_resource_version_is_gone() {
+    let (server, client, _) = setup();
+    // More changes than the history keeps, so resourceVersion 1 has been "compacted".
+    for i in 0..10_050 {
+        server
+            .insert(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i}")}}))
+            .unwrap();
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let events: Vec<_> = cms
+        .watch(&WatchParams::default().timeout(1), "1")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        matches!(&events[..], [WatchEvent::Error(e)] if e.code == 410),
+        "{events:?}"
+    );
+    // A watcher recovers by relisting.
+    let listed = cms.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 10_050);
+}
