@@ -165,8 +165,7 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
         }
     }
     for m in &mut kept {
-        normalise(&mut m.object);
-        validate(m)?;
+        prepare_object(m)?;
     }
     let mut simulators = Vec::new();
     if options.simulate {
@@ -216,6 +215,13 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
     crate::install_crypto_provider();
     let client = Client::new(server.clone(), "default");
     Ok((OfflineCluster { server, client, simulators }, kept))
+}
+
+/// Make a manifest look as the API server would store it: namespace filled, `stringData` folded
+/// into `data`, our kinds checked against their types with schema defaults applied.
+pub fn prepare_object(m: &mut Manifest) -> Result<(), OfflineError> {
+    normalise(&mut m.object);
+    validate(m)
 }
 
 /// Fill the namespace and fold `stringData` into `data`, as the API server does.

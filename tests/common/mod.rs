@@ -1,0 +1,171 @@
+//! Test harness: the real reconcile pipeline with a real `kube::Client` on the in-memory API
+//! server and a real emnify simulator on 127.0.0.1:0.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use connectivity_operator::controller::{Context, Settings, provider_config, service_profile};
+use connectivity_operator::crd::{ProviderConfig, ServiceProfile};
+use connectivity_operator::metrics::Metrics;
+use connectivity_operator::offline::{Manifest, memory_server, prepare_object};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use memory_apiserver::MemoryApiServer;
+use serde_json::{Value, json};
+use vendor_sim::emnify::{EmnifyConfig, EmnifySim, RunningSim};
+
+pub const NS: &str = "default";
+
+pub struct Harness {
+    pub server: MemoryApiServer,
+    pub client: kube::Client,
+    pub ctx: Arc<Context>,
+    pub sim: RunningSim,
+}
+
+pub fn quiet_sim() -> EmnifyConfig {
+    // Vendor rate limits off: tests that need 429s inject them.
+    EmnifyConfig { rate_limits: false, ..EmnifyConfig::default() }
+}
+
+impl Harness {
+    /// Simulator, Secret `emnify-credentials` and ProviderConfig `emnify` pointing at it.
+    pub async fn new() -> Self {
+        Self::with_sim(quiet_sim()).await
+    }
+
+    pub async fn with_sim(config: EmnifyConfig) -> Self {
+        connectivity_operator::install_crypto_provider();
+        let sim = EmnifySim::new(config).serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let server = memory_server();
+        let client = kube::Client::new(server.clone(), NS);
+        let settings = Settings {
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_secs(1),
+            vendor_timeout: Duration::from_secs(5),
+            ..Settings::default()
+        };
+        let ctx = Arc::new(Context::new(client.clone(), Metrics::new(), settings));
+        let h = Harness { server, client, ctx, sim };
+        let token = h.sim.credentials()["application_token"].as_str().unwrap().to_string();
+        h.add(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "emnify-credentials", "namespace": NS},
+            "stringData": {"applicationToken": token}
+        }));
+        h.add(json!({
+            "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig",
+            "metadata": {"name": "emnify", "namespace": NS},
+            "spec": {"vendor": "emnify", "endpoint": h.sim.url, "credentialsSecretRef": {"name": "emnify-credentials"},
+                     "rateLimit": {"requestsPerSecond": 1000.0, "burst": 1000}}
+        }));
+        h
+    }
+
+    /// Insert an object as `kubectl apply` would have created it (defaults applied).
+    pub fn add(&self, object: Value) {
+        let mut m = Manifest { source: PathBuf::from("test"), object };
+        prepare_object(&mut m).expect("valid manifest");
+        self.server.insert(m.object).expect("insert");
+    }
+
+    /// Insert a ServiceProfile with the given spec (providerConfigRef defaults to `emnify`).
+    pub fn add_sp(&self, name: &str, mut spec: Value) {
+        if spec.get("providerConfigRef").is_none() {
+            spec["providerConfigRef"] = json!({"name": "emnify"});
+        }
+        self.add(json!({
+            "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ServiceProfile",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": spec
+        }));
+    }
+
+    pub fn sps(&self) -> Api<ServiceProfile> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub fn pcs(&self) -> Api<ProviderConfig> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub async fn sp(&self, name: &str) -> ServiceProfile {
+        self.sps().get(name).await.unwrap()
+    }
+
+    pub async fn sp_exists(&self, name: &str) -> bool {
+        self.sps().get_opt(name).await.unwrap().is_some()
+    }
+
+    pub async fn reconcile_sp(&self, name: &str) -> Result<Action, service_profile::Error> {
+        let sp = self.sp(name).await;
+        service_profile::reconcile(Arc::new(sp), self.ctx.clone()).await
+    }
+
+    pub async fn reconcile_pc(&self, name: &str) -> Result<Action, provider_config::Error> {
+        let pc = self.pcs().get(name).await.unwrap();
+        provider_config::reconcile(Arc::new(pc), self.ctx.clone()).await
+    }
+
+    /// Reconcile as the controller would on the watch events that follow: the first pass adds
+    /// the finalizer, the second does the work. Panics on error.
+    pub async fn sync_sp(&self, name: &str) -> ServiceProfile {
+        for _ in 0..2 {
+            self.reconcile_sp(name).await.unwrap_or_else(|e| panic!("reconcile of {name} failed: {e}"));
+        }
+        self.sp(name).await
+    }
+
+    /// Change the spec the way a user's `kubectl apply` would (bumps generation).
+    pub async fn patch_spec(&self, name: &str, spec_patch: Value) {
+        self.sps()
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec_patch })))
+            .await
+            .unwrap();
+    }
+
+    pub async fn delete_sp(&self, name: &str) {
+        self.sps().delete(name, &DeleteParams::default()).await.unwrap();
+    }
+
+    /// Events recorded for an object: (type, reason, note).
+    pub fn events_for(&self, name: &str) -> Vec<(String, String, String)> {
+        self.server
+            .list("events.k8s.io/v1", "Event")
+            .into_iter()
+            .filter(|e| e["regarding"]["name"] == name)
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or("").to_string(),
+                    e["reason"].as_str().unwrap_or("").to_string(),
+                    e["note"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn has_event(&self, name: &str, reason: &str) -> bool {
+        self.events_for(name).iter().any(|(_, r, _)| r == reason)
+    }
+
+    /// Vendor profiles with this exact name.
+    pub fn vendor_profiles_named(&self, name: &str) -> Vec<Value> {
+        self.sim.sim.service_profiles().into_iter().filter(|p| p["name"] == name).collect()
+    }
+
+    pub fn vendor_profile(&self, id: &str) -> Option<Value> {
+        self.sim.sim.service_profile(id.parse().unwrap())
+    }
+
+    /// emnify requests made so far: (method, path, status).
+    pub fn vendor_requests(&self) -> Vec<(String, String, u16)> {
+        self.sim.sim.requests()
+    }
+}
+
+pub fn condition<'a>(sp: &'a ServiceProfile, type_: &str) -> &'a connectivity_operator::crd::Condition {
+    let status = sp.status.as_ref().expect("status written");
+    connectivity_operator::crd::conditions::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition in {status:?}"))
+}

@@ -1,0 +1,512 @@
+//! Reconcile tests: the real ServiceProfile pipeline (finalizer, observe, plan, act, status,
+//! events) on the in-memory Kubernetes API and the emnify simulator over HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, NS, condition};
+use connectivity_operator::crd::ConditionStatus;
+use connectivity_operator::crd::conditions::{READY, SYNCED};
+use serde_json::json;
+use vendor_sim::emnify::Fault;
+
+fn basic_spec() -> serde_json::Value {
+    json!({"description": "sensors", "emnify": {"allowed3g": false}})
+}
+
+fn services_spec() -> serde_json::Value {
+    json!({"name": "Fleet EU", "emnify": {"services": [
+        {"service": "Data", "trafficLimits": [{"volume": 1024, "period": "1 Months"}]},
+        {"service": 53, "trafficLimits": [{"id": 112}]}
+    ]}})
+}
+
+#[tokio::test]
+async fn first_pass_adds_finalizer_second_creates_and_reports() {
+    let h = Harness::new().await;
+    h.add_sp("sensors", basic_spec());
+    h.reconcile_sp("sensors").await.unwrap();
+    let sp = h.sp("sensors").await;
+    assert_eq!(sp.metadata.finalizers.as_deref(), Some(&["connectivity-operator.dev/finalizer".to_string()][..]));
+    assert!(h.vendor_profiles_named("sensors").is_empty(), "nothing is created before the finalizer is in place");
+
+    h.reconcile_sp("sensors").await.unwrap();
+    let sp = h.sp("sensors").await;
+    let status = sp.status.clone().unwrap();
+    let id = status.id.clone().expect("status.id");
+    let vendor = h.vendor_profile(&id).expect("profile exists at emnify");
+    assert_eq!(vendor["name"], "sensors");
+    assert_eq!(vendor["description"], "sensors");
+    assert_eq!(vendor["allowed_3g"], false);
+    assert_eq!(vendor["allowed_4g"], true);
+    assert_eq!(status.used_count, Some(0));
+    assert_eq!(status.observed_generation, Some(1));
+    assert!(status.last_sync_time.is_some());
+    assert_eq!(status.observed.as_ref().unwrap().allowed_rats, vec!["4G", "NB-IoT"]);
+    let ready = condition(&sp, READY);
+    assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::True, "Available"));
+    assert_eq!(ready.observed_generation, Some(1));
+    assert_eq!(condition(&sp, SYNCED).status, ConditionStatus::True);
+    assert!(h.has_event("sensors", "Created"));
+}
+
+#[tokio::test]
+async fn services_and_traffic_limits_are_created() {
+    let h = Harness::new().await;
+    h.add_sp("fleet", services_spec());
+    let sp = h.sync_sp("fleet").await;
+    let id = sp.status.as_ref().unwrap().id.clone().unwrap();
+    let vendor = h.vendor_profile(&id).unwrap();
+    assert_eq!(vendor["name"], "Fleet EU", "spec.name overrides metadata.name");
+    let services: Vec<(i64, Vec<i64>)> = vendor["service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_i64().unwrap(), s["traffic_limit"].as_array().unwrap().iter().map(|l| l["id"].as_i64().unwrap()).collect()))
+        .collect();
+    assert_eq!(services, vec![(38, vec![102]), (53, vec![112])]);
+    assert_eq!(condition(&sp, READY).status, ConditionStatus::True);
+    assert!(sp.status.unwrap().observed.unwrap().drift.is_empty());
+}
+
+#[tokio::test]
+async fn spec_change_sends_only_what_changed() {
+    let h = Harness::new().await;
+    h.add_sp("fleet", services_spec());
+    let sp = h.sync_sp("fleet").await;
+    let id = sp.status.unwrap().id.unwrap();
+    let before = h.vendor_requests().len();
+    h.patch_spec("fleet", json!({"emnify": {"allowed3g": false, "services": [
+        {"service": "Data", "trafficLimits": [{"volume": 1024, "period": "1 Months"}]}
+    ]}}))
+    .await;
+    let sp = h.sync_sp("fleet").await;
+    let writes: Vec<(String, String)> = h.vendor_requests()[before..]
+        .iter()
+        .filter(|(m, _, _)| m != "GET")
+        .map(|(m, p, _)| (m.clone(), p.clone()))
+        .collect();
+    assert_eq!(
+        writes,
+        vec![
+            ("PATCH".to_string(), format!("/api/v1/service_profile/{id}")),
+            ("DELETE".to_string(), format!("/api/v1/service_profile/{id}/service/53/traffic_limit/112")),
+            ("DELETE".to_string(), format!("/api/v1/service_profile/{id}/service/53")),
+        ]
+    );
+    assert_eq!(h.vendor_profile(&id).unwrap()["allowed_3g"], false);
+    assert_eq!(sp.status.as_ref().unwrap().observed_generation, Some(2));
+    assert!(h.has_event("fleet", "Updated"));
+}
+
+#[tokio::test]
+async fn in_sync_resync_makes_no_vendor_writes() {
+    let h = Harness::new().await;
+    h.add_sp("fleet", services_spec());
+    h.sync_sp("fleet").await;
+    let before = h.vendor_requests().len();
+    let action = h.reconcile_sp("fleet").await.unwrap();
+    assert!(h.vendor_requests()[before..].iter().all(|(m, _, _)| m == "GET"), "a resync of an in-sync profile only reads");
+    assert_eq!(format!("{action:?}"), format!("{:?}", kube::runtime::controller::Action::requeue(Duration::from_secs(600))));
+}
+
+#[tokio::test]
+async fn resync_corrects_drift_and_refreshes_used_count() {
+    let h = Harness::new().await;
+    h.add_sp("sensors", basic_spec());
+    let sp = h.sync_sp("sensors").await;
+    let id = sp.status.unwrap().id.unwrap();
+    // Someone changes the profile in the emnify Portal and a device starts using it.
+    h.sim.sim.patch_service_profile(id.parse().unwrap(), json!({"allowed_3g": true, "description": "edited"}));
+    h.sim.sim.assign_profile_to_new_endpoint(id.parse().unwrap());
+    h.reconcile_sp("sensors").await.unwrap();
+    let vendor = h.vendor_profile(&id).unwrap();
+    assert_eq!(vendor["allowed_3g"], false, "drift corrected");
+    assert_eq!(vendor["description"], "sensors");
+    let sp = h.sp("sensors").await;
+    assert_eq!(sp.status.as_ref().unwrap().used_count, Some(1));
+    let updated = h.events_for("sensors").into_iter().find(|(_, r, _)| r == "Updated").expect("Updated event");
+    assert!(updated.2.contains("allowed_3g true -> false"), "{updated:?}");
+}
+
+#[tokio::test]
+async fn resync_interval_comes_from_the_annotation() {
+    let h = Harness::new().await;
+    h.add(json!({
+        "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ServiceProfile",
+        "metadata": {"name": "fast", "namespace": NS, "annotations": {"connectivity-operator.dev/resync-interval": "90s"}},
+        "spec": {"providerConfigRef": {"name": "emnify"}, "emnify": {}}
+    }));
+    h.reconcile_sp("fast").await.unwrap();
+    let action = h.reconcile_sp("fast").await.unwrap();
+    assert_eq!(format!("{action:?}"), format!("{:?}", kube::runtime::controller::Action::requeue(Duration::from_secs(90))));
+}
+
+#[tokio::test]
+async fn delete_policy_removes_the_vendor_profile() {
+    let h = Harness::new().await;
+    h.add_sp("sensors", basic_spec());
+    let id = h.sync_sp("sensors").await.status.unwrap().id.unwrap();
+    h.delete_sp("sensors").await;
+    h.reconcile_sp("sensors").await.unwrap();
+    assert!(h.vendor_profile(&id).is_none(), "vendor profile deleted");
+    assert!(!h.sp_exists("sensors").await, "finalizer removed, object gone");
+    assert!(h.has_event("sensors", "Deleted"));
+}
+
+#[tokio::test]
+async fn orphan_policy_leaves_the_vendor_profile() {
+    let h = Harness::new().await;
+    h.add_sp("sensors", json!({"deletionPolicy": "Orphan", "emnify": {}}));
+    let id = h.sync_sp("sensors").await.status.unwrap().id.unwrap();
+    h.delete_sp("sensors").await;
+    h.reconcile_sp("sensors").await.unwrap();
+    assert!(h.vendor_profile(&id).is_some(), "vendor profile kept");
+    assert!(!h.sp_exists("sensors").await);
+    assert!(h.has_event("sensors", "Orphaned"));
+}
+
+#[tokio::test]
+async fn delete_while_in_use_keeps_the_finalizer_and_retries() {
+    let h = Harness::new().await;
+    h.add_sp("sensors", basic_spec());
+    let id = h.sync_sp("sensors").await.status.unwrap().id.unwrap();
+    let endpoint = h.sim.sim.assign_profile_to_new_endpoint(id.parse().unwrap());
+    h.delete_sp("sensors").await;
+    let err = h.reconcile_sp("sensors").await.unwrap_err();
+    assert_eq!(err.reason(), "InUse");
+    let sp = h.sp("sensors").await;
+    assert!(sp.metadata.deletion_timestamp.is_some());
+    assert_eq!(sp.metadata.finalizers.as_ref().map(Vec::len), Some(1), "finalizer kept");
+    let synced = condition(&sp, SYNCED);
+    assert_eq!((synced.status, synced.reason.as_str()), (ConditionStatus::False, "InUse"));
+    assert!(synced.message.contains("still in use"), "{}", synced.message);
+    assert!(h.vendor_profile(&id).is_some());
+    let action = connectivity_operator::controller::service_profile::error_policy(std::sync::Arc::new(sp), &err, h.ctx.clone());
+    assert_ne!(format!("{action:?}"), format!("{:?}", kube::runtime::controller::Action::await_change()), "retried with backoff");
+
+    // The device moves to another profile; the retry now succeeds.
+    let token = h.sim.credentials()["application_token"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let auth: serde_json::Value = http
+        .post(format!("{}/api/v1/authenticate", h.sim.url))
+        .json(&json!({"application_token": token}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resp = http
+        .delete(format!("{}/api/v1/endpoint/{endpoint}", h.sim.url))
+        .bearer_auth(auth["auth_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    h.reconcile_sp("sensors").await.unwrap();
+    assert!(h.vendor_profile(&id).is_none());
+    assert!(!h.sp_exists("sensors").await);
+}
+
+#[tokio::test]
+async fn adopts_an_existing_profile_by_external_id() {
+    let h = Harness::new().await;
+    let existing = h.sim.sim.create_service_profile(json!({"name": "Made in the portal", "allowed_4g": false}));
+    let count = h.sim.sim.service_profiles().len();
+    h.add_sp("legacy", json!({"externalId": existing.to_string(), "name": "Made in the portal", "emnify": {}}));
+    let sp = h.sync_sp("legacy").await;
+    assert_eq!(sp.status.as_ref().unwrap().id.as_deref(), Some(existing.to_string().as_str()));
+    assert_eq!(h.sim.sim.service_profiles().len(), count, "nothing created");
+    assert_eq!(h.vendor_profile(&existing.to_string()).unwrap()["allowed_4g"], true, "adopted profile brought in line");
+    assert!(h.has_event("legacy", "Adopted"));
+}
+
+#[tokio::test]
+async fn missing_external_id_is_reported_not_created() {
+    let h = Harness::new().await;
+    let count = h.sim.sim.service_profiles().len();
+    h.add_sp("ghost", json!({"externalId": "987654", "emnify": {}}));
+    h.reconcile_sp("ghost").await.unwrap();
+    let err = h.reconcile_sp("ghost").await.unwrap_err();
+    assert_eq!(err.reason(), "ExternalIdNotFound");
+    assert!(err.is_permanent());
+    assert_eq!(h.sim.sim.service_profiles().len(), count);
+    let sp = h.sp("ghost").await;
+    assert_eq!(condition(&sp, READY).reason, "ExternalIdNotFound");
+}
+
+#[tokio::test]
+async fn adopts_a_single_profile_with_the_same_name() {
+    let h = Harness::new().await;
+    let existing = h.sim.sim.create_service_profile(json!({"name": "shared-name"}));
+    h.add_sp("shared-name", json!({"emnify": {}}));
+    let sp = h.sync_sp("shared-name").await;
+    assert_eq!(sp.status.unwrap().id, Some(existing.to_string()));
+    assert_eq!(h.vendor_profiles_named("shared-name").len(), 1);
+    assert!(h.has_event("shared-name", "Adopted"));
+}
+
+#[tokio::test]
+async fn several_profiles_with_the_name_are_a_conflict() {
+    let h = Harness::new().await;
+    h.sim.sim.create_service_profile(json!({"name": "twin"}));
+    h.sim.sim.create_service_profile(json!({"name": "twin"}));
+    h.add_sp("twin", json!({"emnify": {}}));
+    h.reconcile_sp("twin").await.unwrap();
+    let err = h.reconcile_sp("twin").await.unwrap_err();
+    assert_eq!(err.reason(), "Conflict");
+    assert_eq!(h.vendor_profiles_named("twin").len(), 2, "no third one created");
+    let sp = h.sp("twin").await;
+    let synced = condition(&sp, SYNCED);
+    assert_eq!((synced.status, synced.reason.as_str()), (ConditionStatus::False, "Conflict"));
+    assert!(synced.message.contains("set spec.externalId"), "{}", synced.message);
+    assert!(h.events_for("twin").iter().any(|(t, r, _)| t == "Warning" && r == "Conflict"));
+}
+
+#[tokio::test]
+async fn crash_between_create_and_status_write_does_not_duplicate() {
+    let h = Harness::new().await;
+    h.add_sp("fleet", services_spec());
+    h.reconcile_sp("fleet").await.unwrap(); // finalizer
+    // The status write right after the vendor create fails, as if the operator died there.
+    h.server.fail_next("PATCH", "serviceprofiles/fleet/status", 500);
+    let err = h.reconcile_sp("fleet").await.unwrap_err();
+    assert_eq!(err.reason(), "StatusWriteFailed", "{err}");
+    assert_eq!(h.vendor_profiles_named("Fleet EU").len(), 1, "the create happened");
+    assert!(h.sp("fleet").await.status.and_then(|s| s.id).is_none(), "but its id never reached status");
+
+    // The restarted operator finds the profile by name instead of creating another one.
+    h.reconcile_sp("fleet").await.unwrap();
+    let profiles = h.vendor_profiles_named("Fleet EU");
+    assert_eq!(profiles.len(), 1, "exactly one profile at the vendor");
+    let sp = h.sp("fleet").await;
+    assert_eq!(sp.status.as_ref().unwrap().id, Some(profiles[0]["id"].to_string()));
+    assert_eq!(condition(&sp, READY).status, ConditionStatus::True, "services were added on the second pass");
+}
+
+#[tokio::test]
+async fn profile_deleted_in_the_portal_is_recreated() {
+    let h = Harness::new().await;
+    h.add_sp("sensors", basic_spec());
+    let id = h.sync_sp("sensors").await.status.unwrap().id.unwrap();
+    let http = reqwest::Client::new();
+    let token = h.sim.credentials()["application_token"].as_str().unwrap().to_string();
+    let auth: serde_json::Value = http
+        .post(format!("{}/api/v1/authenticate", h.sim.url))
+        .json(&json!({"application_token": token}))
+        .send().await.unwrap().json().await.unwrap();
+    http.delete(format!("{}/api/v1/service_profile/{id}", h.sim.url))
+        .bearer_auth(auth["auth_token"].as_str().unwrap())
+        .send().await.unwrap();
+    h.reconcile_sp("sensors").await.unwrap();
+    let new_id = h.sp("sensors").await.status.unwrap().id.unwrap();
+    assert_ne!(new_id, id);
+    assert!(h.vendor_profile(&new_id).is_some());
+}
+
+#[tokio::test]
+async fn expired_token_is_renewed_once() {
+    let h = Harness::new().await;
+    h.add_sp("sensors", basic_spec());
+    h.sync_sp("sensors").await;
+    h.sim.sim.expire_tokens();
+    h.patch_spec("sensors", json!({"emnify": {"allowed4g": false}})).await;
+    let before = h.vendor_requests().len();
+    let sp = h.sync_sp("sensors").await;
+    assert_eq!(condition(&sp, READY).status, ConditionStatus::True);
+    let after = &h.vendor_requests()[before..];
+    assert_eq!(after.iter().filter(|(_, _, s)| *s == 401).count(), 1, "one 401: {after:?}");
+    assert_eq!(after.iter().filter(|(_, p, _)| p == "/api/v1/authenticate").count(), 1, "one re-authentication");
+}
+
+#[tokio::test]
+async fn rate_limited_reconcile_backs_off_and_recovers() {
+    let h = Harness::new().await;
+    h.add_sp("sensors", basic_spec());
+    h.reconcile_sp("sensors").await.unwrap();
+    h.sim.sim.inject_fault(Fault {
+        method: Some("GET".into()),
+        path_prefix: "/api/v1/service_profile".into(),
+        status: 429,
+        count: 1,
+        retry_after: Some(3),
+        delay: None,
+    });
+    let err = h.reconcile_sp("sensors").await.unwrap_err();
+    assert_eq!(err.reason(), "RateLimited");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+    let sp = h.sp("sensors").await;
+    assert_eq!(condition(&sp, SYNCED).reason, "RateLimited");
+    let action = connectivity_operator::controller::service_profile::error_policy(std::sync::Arc::new(sp), &err, h.ctx.clone());
+    assert_eq!(format!("{action:?}"), format!("{:?}", kube::runtime::controller::Action::requeue(Duration::from_secs(3))));
+    // Without Retry-After: capped exponential backoff.
+    h.sim.sim.inject_fault(Fault {
+        method: Some("GET".into()),
+        path_prefix: "/api/v1/service_profile".into(),
+        status: 429,
+        count: 1,
+        retry_after: None,
+        delay: None,
+    });
+    let err = h.reconcile_sp("sensors").await.unwrap_err();
+    assert_eq!(err.retry_after(), None);
+    let sp = h.reconcile_sp("sensors").await.map(|_| ());
+    assert!(sp.is_ok(), "recovers once the vendor stops throttling");
+    assert_eq!(condition(&h.sp("sensors").await, SYNCED).status, ConditionStatus::True);
+}
+
+#[tokio::test]
+async fn missing_secret_is_reported() {
+    let h = Harness::new().await;
+    h.add(json!({
+        "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig",
+        "metadata": {"name": "nosecret", "namespace": NS},
+        "spec": {"vendor": "emnify", "endpoint": h.sim.url, "credentialsSecretRef": {"name": "absent"}}
+    }));
+    h.add_sp("orphaned", json!({"providerConfigRef": {"name": "nosecret"}, "emnify": {}}));
+    h.reconcile_sp("orphaned").await.unwrap();
+    let err = h.reconcile_sp("orphaned").await.unwrap_err();
+    assert_eq!(err.reason(), "SecretNotFound");
+    let sp = h.sp("orphaned").await;
+    let synced = condition(&sp, SYNCED);
+    assert_eq!(synced.reason, "SecretNotFound");
+    assert!(synced.message.contains("Secret default/absent"), "{}", synced.message);
+
+    let err = h.reconcile_pc("nosecret").await;
+    let err = match err {
+        Ok(_) => h.reconcile_pc("nosecret").await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(err.reason(), "SecretNotFound");
+    let pc = h.pcs().get("nosecret").await.unwrap();
+    let ready = connectivity_operator::crd::conditions::find(&pc.status.as_ref().unwrap().conditions, READY).unwrap();
+    assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::False, "SecretNotFound"));
+}
+
+#[tokio::test]
+async fn missing_vendor_section_is_a_permanent_error() {
+    let h = Harness::new().await;
+    h.add_sp("novendor", json!({"description": "no emnify section"}));
+    h.reconcile_sp("novendor").await.unwrap();
+    let err = h.reconcile_sp("novendor").await.unwrap_err();
+    assert_eq!(err.reason(), "VendorSectionMissing");
+    assert!(err.is_permanent());
+    let sp = h.sp("novendor").await;
+    assert_eq!(condition(&sp, READY).reason, "VendorSectionMissing");
+    assert_eq!(condition(&sp, SYNCED).message, "spec.emnify is required: ProviderConfig emnify is a emnify account");
+}
+
+#[tokio::test]
+async fn unknown_service_name_says_what_exists() {
+    let h = Harness::new().await;
+    h.add_sp("bad", json!({"emnify": {"services": [{"service": "Telepathy"}]}}));
+    h.reconcile_sp("bad").await.unwrap();
+    let err = h.reconcile_sp("bad").await.unwrap_err();
+    assert_eq!(err.reason(), "InvalidRequest");
+    assert!(err.to_string().contains("no service named \"Telepathy\""), "{err}");
+    assert!(h.vendor_profiles_named("bad").is_empty());
+}
+
+#[tokio::test]
+async fn observe_only_never_writes() {
+    let h = Harness::new().await;
+    let existing = h.sim.sim.create_service_profile(json!({"name": "watched", "allowed_3g": true}));
+    h.add_sp("watched", json!({"managementPolicy": "ObserveOnly", "emnify": {"allowed3g": false}}));
+    h.add_sp("absent", json!({"managementPolicy": "ObserveOnly", "emnify": {}}));
+    let sp = h.sync_sp("watched").await;
+    assert_eq!(sp.status.as_ref().unwrap().id, Some(existing.to_string()));
+    let ready = condition(&sp, READY);
+    assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::False, "Drifted"));
+    assert!(ready.message.contains("allowed_3g true -> false"));
+    let sp = h.sync_sp("absent").await;
+    assert_eq!(condition(&sp, READY).reason, "NotFound");
+    h.delete_sp("watched").await;
+    h.reconcile_sp("watched").await.unwrap();
+    assert!(h.vendor_profile(&existing.to_string()).is_some(), "observe-only never deletes");
+    assert!(h.vendor_requests().iter().all(|(m, p, _)| m == "GET" || p == "/api/v1/authenticate"));
+}
+
+#[tokio::test]
+async fn paused_makes_no_vendor_calls() {
+    let h = Harness::new().await;
+    h.add_sp("paused", json!({"managementPolicy": "Paused", "emnify": {}}));
+    let sp = h.sync_sp("paused").await;
+    assert_eq!(condition(&sp, SYNCED).reason, "Paused");
+    assert!(h.vendor_requests().is_empty());
+}
+
+#[tokio::test]
+async fn provider_config_ready_and_rejected_credentials() {
+    let h = Harness::new().await;
+    h.reconcile_pc("emnify").await.unwrap();
+    h.reconcile_pc("emnify").await.unwrap();
+    let pc = h.pcs().get("emnify").await.unwrap();
+    let status = pc.status.unwrap();
+    assert!(connectivity_operator::crd::conditions::is_true(&status.conditions, READY));
+    assert_eq!(status.account.as_deref(), Some("Demo Fleet GmbH"));
+
+    h.add(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong", "namespace": NS},
+                 "stringData": {"applicationToken": "not-the-token"}}));
+    h.add(json!({
+        "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig",
+        "metadata": {"name": "wrong", "namespace": NS},
+        "spec": {"vendor": "emnify", "endpoint": h.sim.url, "credentialsSecretRef": {"name": "wrong"}}
+    }));
+    h.reconcile_pc("wrong").await.unwrap();
+    let err = h.reconcile_pc("wrong").await.unwrap_err();
+    assert_eq!(err.reason(), "CredentialsRejected");
+    let pc = h.pcs().get("wrong").await.unwrap();
+    let ready = connectivity_operator::crd::conditions::find(&pc.status.as_ref().unwrap().conditions, READY).unwrap().clone();
+    assert_eq!(ready.status, ConditionStatus::False);
+    assert!(ready.message.contains("not accepted"), "{}", ready.message);
+    assert!(!ready.message.contains("not-the-token"), "secret value leaked: {}", ready.message);
+}
+
+#[tokio::test]
+async fn provider_config_in_use_is_not_deleted() {
+    let h = Harness::new().await;
+    h.reconcile_pc("emnify").await.unwrap();
+    h.add_sp("sensors", basic_spec());
+    h.sync_sp("sensors").await;
+    h.pcs().delete("emnify", &Default::default()).await.unwrap();
+    let err = h.reconcile_pc("emnify").await.unwrap_err();
+    assert_eq!(err.reason(), "InUse");
+    assert!(err.to_string().contains("ServiceProfile sensors"), "{err}");
+    // Once the profile is gone the ProviderConfig goes too.
+    h.delete_sp("sensors").await;
+    h.reconcile_sp("sensors").await.unwrap();
+    h.reconcile_pc("emnify").await.unwrap();
+    assert!(h.pcs().get_opt("emnify").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn secrets_never_reach_status_events_or_spec_writes() {
+    let h = Harness::new().await;
+    h.reconcile_pc("emnify").await.unwrap();
+    h.reconcile_pc("emnify").await.unwrap();
+    h.add_sp("fleet", services_spec());
+    h.sync_sp("fleet").await;
+    h.add_sp("bad", json!({"emnify": {"services": [{"service": "Telepathy"}]}}));
+    let _ = h.reconcile_sp("bad").await;
+    let _ = h.reconcile_sp("bad").await;
+    let token = h.sim.credentials()["application_token"].as_str().unwrap().to_string();
+    for kind in ["ServiceProfile", "ProviderConfig"] {
+        for obj in h.server.list("connectivity-operator.dev/v1alpha1", kind) {
+            assert!(!obj.to_string().contains(&token), "{kind} leaks the token");
+        }
+    }
+    for ev in h.server.list("events.k8s.io/v1", "Event") {
+        assert!(!ev.to_string().contains(&token), "event leaks the token");
+    }
+    // The operator writes status and finalizers, never spec.
+    for req in h.server.requests() {
+        let write = matches!(req.method.as_str(), "PUT" | "PATCH" | "POST");
+        let ours = req.path.contains("serviceprofiles") || req.path.contains("providerconfigs");
+        if write && ours && !req.path.ends_with("/status") {
+            let body = req.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+            assert!(!body.contains("\"spec\"") && !body.contains("/spec"), "spec write: {} {} {body}", req.method, req.path);
+        }
+    }
+}
