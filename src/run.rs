@@ -47,8 +47,23 @@ where
     }
 }
 
-/// Run the controllers until `shutdown` resolves (or SIGTERM / Ctrl-C arrives).
+/// Run the controllers until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, options: RunOptions, metrics: Metrics) -> Result<(), RunError> {
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| RunError::Bind { addr: options.listen, source })?;
+    run_until(client, listener, options, metrics, shutdown_signal()).await
+}
+
+/// Run the controllers, serving health and metrics on `listener`, until `shutdown` resolves;
+/// then stop taking new work, let running reconciles finish, and return.
+pub async fn run_until(
+    client: Client,
+    listener: tokio::net::TcpListener,
+    options: RunOptions,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), options.settings.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -60,10 +75,7 @@ pub async fn run(client: Client, options: RunOptions, metrics: Metrics) -> Resul
         }
     };
 
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| RunError::Bind { addr: options.listen, source })?;
-    tracing::info!(addr = %options.listen, "serving /healthz, /readyz and /metrics");
+    tracing::info!(addr = %listener.local_addr().unwrap_or(options.listen), "serving /healthz, /readyz and /metrics");
     let server = axum::serve(listener, health_router(metrics.clone(), ready.clone())).with_graceful_shutdown(stopped());
 
     let ns = options.namespace.as_deref();
@@ -109,7 +121,7 @@ pub async fn run(client: Client, options: RunOptions, metrics: Metrics) -> Resul
         }
     };
     let signals = async move {
-        shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     };

@@ -52,6 +52,7 @@ struct TokenState {
 }
 
 /// A successful answer.
+#[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
