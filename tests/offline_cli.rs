@@ -1,0 +1,154 @@
+//! The `apply` and `plan` commands as a user runs them: the binary on manifest folders, with the
+//! embedded simulators (`--simulate`) or against an emnify endpoint given in the ProviderConfig.
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+use vendor_sim::emnify::{EmnifyConfig, EmnifySim};
+
+const BIN: &str = env!("CARGO_BIN_EXE_connectivity-operator");
+
+async fn run(args: &[&str]) -> Output {
+    tokio::process::Command::new(BIN).args(args).env("RUST_LOG", "warn").output().await.expect("binary runs")
+}
+
+fn documents(stdout: &[u8]) -> Vec<Value> {
+    let text = String::from_utf8_lossy(stdout);
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML output"))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {obj}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_applies_with_simulate() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
+    let out = run(&["apply", "-f", examples.to_str().unwrap(), "--simulate"]).await;
+    assert!(out.status.success(), "exit {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let docs = documents(&out.stdout);
+    let profiles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ServiceProfile").collect();
+    assert_eq!(profiles.len(), 2);
+    for sp in profiles {
+        let status = &sp["status"];
+        assert!(status["id"].as_str().is_some_and(|id| !id.is_empty()), "{sp}");
+        assert!(status["usedCount"].is_i64(), "{sp}");
+        assert_eq!(condition(sp, "Ready")["status"], "True", "{sp}");
+        assert_eq!(condition(sp, "Synced")["status"], "True", "{sp}");
+    }
+    let pc = docs.iter().find(|d| d["kind"] == "ProviderConfig").unwrap();
+    assert_eq!(condition(pc, "Ready")["status"], "True");
+    assert!(docs.iter().all(|d| d["kind"] != "Secret"), "Secrets are never printed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Created"), "events are listed on stderr: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_apply_plan_against_an_emnify_endpoint() {
+    let sim = EmnifySim::new(EmnifyConfig::default()).serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let token = sim.credentials()["application_token"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("account.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{applicationToken: {token}}}\n---\n\
+             apiVersion: connectivity-operator.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: acct}}\n\
+             spec: {{vendor: emnify, endpoint: '{}', credentialsSecretRef: {{name: creds}}}}\n",
+            sim.url
+        ),
+    )
+    .unwrap();
+    let profile = |allowed_3g: bool| {
+        format!(
+            "apiVersion: connectivity-operator.dev/v1alpha1\nkind: ServiceProfile\nmetadata: {{name: gitops}}\n\
+             spec:\n  providerConfigRef: {{name: acct}}\n  emnify:\n    allowed3g: {allowed_3g}\n    services:\n      - service: Data\n"
+        )
+    };
+    std::fs::write(dir.path().join("profile.yaml"), profile(true)).unwrap();
+    let path = dir.path().to_str().unwrap();
+
+    let out = run(&["plan", "-f", path]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "changes pending: {stdout}");
+    assert!(stdout.contains("+ create emnify service profile \"gitops\""), "{stdout}");
+    assert!(sim.sim.service_profiles().iter().all(|p| p["name"] != "gitops"), "plan does not write");
+
+    let out = run(&["apply", "-f", path]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = run(&["plan", "-f", path]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("ServiceProfile default/gitops (emnify): up to date"), "{stdout}");
+
+    std::fs::write(dir.path().join("profile.yaml"), profile(false)).unwrap();
+    let out = run(&["plan", "-f", path]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("~ update service profile: allowed_3g true -> false"), "{stdout}");
+    assert_eq!(sim.sim.service_profiles().iter().filter(|p| p["name"] == "gitops").count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_manifests_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "apiVersion: connectivity-operator.dev/v1alpha1\nkind: ServiceProfile\nmetadata: {name: x}\nspec: {emnify: {}}\n",
+    )
+    .unwrap();
+    let out = run(&["apply", "-f", dir.path().to_str().unwrap(), "--simulate"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ServiceProfile x is invalid") && stderr.contains("providerConfigRef"), "{stderr}");
+
+    let out = run(&["apply", "-f", "/nonexistent/manifests"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed to read /nonexistent/manifests"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crd_command_prints_every_crd() {
+    let out = run(&["crd"]).await;
+    assert!(out.status.success());
+    let docs = documents(&out.stdout);
+    let names: Vec<&str> = docs.iter().filter_map(|d| d["metadata"]["name"].as_str()).collect();
+    assert_eq!(names, vec!["providerconfigs.connectivity-operator.dev", "serviceprofiles.connectivity-operator.dev"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sim_command_prints_one_json_line() {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["sim", "--vendor", "emnify", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = lines.next_line().await.unwrap().expect("one line");
+    let info: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(info["vendor"], "emnify");
+    let url = info["url"].as_str().unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"));
+    let token = info["credentials"]["application_token"].as_str().unwrap();
+    connectivity_operator::install_crypto_provider();
+    let auth: Value = reqwest::Client::new()
+        .post(format!("{url}/api/v1/authenticate"))
+        .json(&serde_json::json!({"application_token": token}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(auth["auth_token"].as_str().is_some_and(|t| t.split('.').count() == 3));
+    child.kill().await.unwrap();
+}
