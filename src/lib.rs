@@ -5,8 +5,8 @@
 //! vendor clients; [`controller`] the reconcile pipeline (resolve, observe, plan, act, status)
 //! and the kube-runtime controllers; [`offline`] runs the same pipeline on manifest files.
 
-pub mod crd;
 pub mod backend;
+pub mod crd;
 pub mod metrics;
 
 /// Select rustls' ring provider once per process (reqwest is built without a default provider
@@ -16,5 +16,5 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 pub mod controller;
-pub mod run;
 pub mod offline;
+pub mod run;

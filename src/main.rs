@@ -14,7 +14,11 @@ use connectivity_operator::offline::{self, OfflineOptions};
 use connectivity_operator::run::{RunOptions, run};
 
 #[derive(Parser)]
-#[command(name = "connectivity-operator", version, about = "Keep IoT SIM connectivity in Git: a Kubernetes operator for emnify and other connectivity vendors")]
+#[command(
+    name = "connectivity-operator",
+    version,
+    about = "Keep IoT SIM connectivity in Git: a Kubernetes operator for emnify and other connectivity vendors"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
@@ -109,7 +113,11 @@ enum SimVendor {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Some(ms) = text.strip_suffix("ms") {
-        return ms.trim().parse::<u64>().map(Duration::from_millis).map_err(|e| format!("{text:?}: {e}"));
+        return ms
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|e| format!("{text:?}: {e}"));
     }
     crd::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration (e.g. 90s, 10m, 1h, 250ms)"))
 }
@@ -117,7 +125,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn,reqwest=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -136,7 +146,8 @@ async fn main() -> anyhow::Result<()> {
                     std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
                     for c in &crds {
                         let path = dir.join(crd::crd_file_name(c));
-                        std::fs::write(&path, crd::crd_yaml(c)?).with_context(|| format!("failed to write {}", path.display()))?;
+                        std::fs::write(&path, crd::crd_yaml(c)?)
+                            .with_context(|| format!("failed to write {}", path.display()))?;
                     }
                 }
                 None => {
@@ -147,14 +158,43 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run { resync_interval, metrics_addr, namespace, vendor_timeout } => {
+        Command::Run {
+            resync_interval,
+            metrics_addr,
+            namespace,
+            vendor_timeout,
+        } => {
             init_logging(cli.log_format);
-            let client = kube::Client::try_default().await.context("failed to build a Kubernetes client (kubeconfig or in-cluster config)")?;
-            let settings = Settings { resync_interval, vendor_timeout, ..Settings::default() };
-            run(client, RunOptions { settings, listen: metrics_addr, namespace }, Metrics::new()).await?;
+            let client = kube::Client::try_default()
+                .await
+                .context("failed to build a Kubernetes client (kubeconfig or in-cluster config)")?;
+            let settings = Settings {
+                resync_interval,
+                vendor_timeout,
+                ..Settings::default()
+            };
+            run(
+                client,
+                RunOptions {
+                    settings,
+                    listen: metrics_addr,
+                    namespace,
+                },
+                Metrics::new(),
+            )
+            .await?;
             Ok(())
         }
-        Command::Sim { vendor, listen, endpoints, free_sims, latency, no_rate_limits, rate_limit_scale, token_ttl } => {
+        Command::Sim {
+            vendor,
+            listen,
+            endpoints,
+            free_sims,
+            latency,
+            no_rate_limits,
+            rate_limit_scale,
+            token_ttl,
+        } => {
             init_logging(cli.log_format);
             match vendor {
                 SimVendor::Emnify => {
@@ -163,11 +203,21 @@ async fn main() -> anyhow::Result<()> {
                         rate_limits: !no_rate_limits,
                         rate_limit_scale,
                         latency,
-                        seed: vendor_sim::emnify::SeedConfig { endpoints, free_sims, ..Default::default() },
+                        seed: vendor_sim::emnify::SeedConfig {
+                            endpoints,
+                            free_sims,
+                            ..Default::default()
+                        },
                         ..Default::default()
                     };
-                    let sim = vendor_sim::emnify::EmnifySim::new(config).serve(listen).await.context("failed to start the emnify simulator")?;
-                    println!("{}", serde_json::json!({"vendor": "emnify", "url": sim.url, "credentials": sim.credentials()}));
+                    let sim = vendor_sim::emnify::EmnifySim::new(config)
+                        .serve(listen)
+                        .await
+                        .context("failed to start the emnify simulator")?;
+                    println!(
+                        "{}",
+                        serde_json::json!({"vendor": "emnify", "url": sim.url, "credentials": sim.credentials()})
+                    );
                     connectivity_operator::run::shutdown_signal().await;
                     sim.shutdown().await;
                 }
@@ -176,12 +226,28 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Apply { paths, simulate } => {
             init_logging(cli.log_format);
-            let code = offline::apply(&OfflineOptions { paths, simulate, emnify_sim: None }, &mut std::io::stdout()).await?;
+            let code = offline::apply(
+                &OfflineOptions {
+                    paths,
+                    simulate,
+                    emnify_sim: None,
+                },
+                &mut std::io::stdout(),
+            )
+            .await?;
             std::process::exit(code);
         }
         Command::Plan { paths, simulate } => {
             init_logging(cli.log_format);
-            let code = offline::plan(&OfflineOptions { paths, simulate, emnify_sim: None }, &mut std::io::stdout()).await?;
+            let code = offline::plan(
+                &OfflineOptions {
+                    paths,
+                    simulate,
+                    emnify_sim: None,
+                },
+                &mut std::io::stdout(),
+            )
+            .await?;
             if code == 1 {
                 bail!("some objects could not be planned");
             }

@@ -64,8 +64,16 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
         registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciles that failed, by kind and reason", errors.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile duration, by kind", durations.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by kind and reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration, by kind",
+            durations.clone(),
+        );
         registry.register(
             "vendor_requests",
             "Vendor API requests, by vendor, operation and HTTP status (or `error`)",
@@ -76,7 +84,14 @@ impl Metrics {
             "Vendor API request latency, by vendor and operation",
             vendor_latency.clone(),
         );
-        Metrics { registry: Arc::new(registry), reconciles, errors, durations, vendor_requests, vendor_latency }
+        Metrics {
+            registry: Arc::new(registry),
+            reconciles,
+            errors,
+            durations,
+            vendor_requests,
+            vendor_latency,
+        }
     }
 
     pub fn reconciled(&self, kind: &str, duration: Duration) {
@@ -86,7 +101,12 @@ impl Metrics {
     }
 
     pub fn reconcile_failed(&self, kind: &str, reason: &str) {
-        self.errors.get_or_create(&ErrorLabels { kind: kind.to_string(), reason: reason.to_string() }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn vendor_request(&self, vendor: &str, operation: &str, status: &str, latency: Duration) {
@@ -98,7 +118,10 @@ impl Metrics {
             })
             .inc();
         self.vendor_latency
-            .get_or_create(&VendorOpLabels { vendor: vendor.to_string(), operation: operation.to_string() })
+            .get_or_create(&VendorOpLabels {
+                vendor: vendor.to_string(),
+                operation: operation.to_string(),
+            })
             .observe(latency.as_secs_f64());
     }
 

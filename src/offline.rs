@@ -30,13 +30,25 @@ pub enum OfflineError {
     #[error("{path}: document {index} is not a Kubernetes object (no apiVersion/kind)")]
     NotAnObject { path: PathBuf, index: usize },
     #[error("{what} {name} is invalid: {source}")]
-    Invalid { what: String, name: String, source: serde_json::Error },
+    Invalid {
+        what: String,
+        name: String,
+        source: serde_json::Error,
+    },
     #[error("failed to load {what} {name} into the in-memory API server: {message}")]
-    Load { what: String, name: String, message: String },
+    Load {
+        what: String,
+        name: String,
+        message: String,
+    },
     #[error("failed to start the {vendor} simulator: {source}")]
     Simulator { vendor: String, source: std::io::Error },
     #[error("failed to read back {what} {name}: {source}")]
-    ReadBack { what: String, name: String, source: kube::Error },
+    ReadBack {
+        what: String,
+        name: String,
+        source: kube::Error,
+    },
     #[error("failed to write the output: {0}")]
     Output(#[from] std::io::Error),
     #[error("failed to render YAML: {0}")]
@@ -61,7 +73,10 @@ impl Manifest {
         self.object["metadata"]["name"].as_str().unwrap_or("").to_string()
     }
     fn namespace(&self) -> String {
-        self.object["metadata"]["namespace"].as_str().unwrap_or("default").to_string()
+        self.object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string()
     }
 }
 
@@ -74,42 +89,70 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<Vec<Manifest>, OfflineError> 
     }
     let mut out = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| OfflineError::Read { path: file.clone(), source })?;
+        let text = std::fs::read_to_string(&file).map_err(|source| OfflineError::Read {
+            path: file.clone(),
+            source,
+        })?;
         for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let value: Value = serde::Deserialize::deserialize(doc).map_err(|source| OfflineError::Parse { path: file.clone(), source })?;
+            let value: Value = serde::Deserialize::deserialize(doc).map_err(|source| OfflineError::Parse {
+                path: file.clone(),
+                source,
+            })?;
             if value.is_null() {
                 continue;
             }
-            if value.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"))
+            if value
+                .get("kind")
+                .and_then(Value::as_str)
+                .is_some_and(|k| k.ends_with("List"))
                 && let Some(items) = value.get("items").and_then(Value::as_array)
             {
-                out.extend(items.iter().map(|o| Manifest { source: file.clone(), object: o.clone() }));
+                out.extend(items.iter().map(|o| Manifest {
+                    source: file.clone(),
+                    object: o.clone(),
+                }));
                 continue;
             }
             if value.get("apiVersion").is_none() || value.get("kind").is_none() {
-                return Err(OfflineError::NotAnObject { path: file.clone(), index: index + 1 });
+                return Err(OfflineError::NotAnObject {
+                    path: file.clone(),
+                    index: index + 1,
+                });
             }
-            out.push(Manifest { source: file.clone(), object: value });
+            out.push(Manifest {
+                source: file.clone(),
+                object: value,
+            });
         }
     }
     Ok(out)
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), OfflineError> {
-    let meta = std::fs::metadata(path).map_err(|source| OfflineError::Read { path: path.to_path_buf(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| OfflineError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if meta.is_file() {
         out.push(path.to_path_buf());
         return Ok(());
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|source| OfflineError::Read { path: path.to_path_buf(), source })?
+        .map_err(|source| OfflineError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
     for entry in entries {
         if entry.is_dir() {
             collect_files(&entry, out)?;
-        } else if entry.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json")) {
+        } else if entry
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
             out.push(entry);
         }
     }
@@ -156,12 +199,18 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
     let mut manifests = load_manifests(&options.paths)?;
     let mut kept = Vec::new();
     for m in manifests.drain(..) {
-        let ours = m.api_version() == crate::crd::API_VERSION && matches!(m.kind(), "ProviderConfig" | "ServiceProfile");
+        let ours =
+            m.api_version() == crate::crd::API_VERSION && matches!(m.kind(), "ProviderConfig" | "ServiceProfile");
         let secret = m.api_version() == "v1" && m.kind() == "Secret";
         if ours || secret {
             kept.push(m);
         } else {
-            eprintln!("# skipping {} {} from {} (not handled offline)", m.kind(), m.name(), m.source.display());
+            eprintln!(
+                "# skipping {} {} from {} (not handled offline)",
+                m.kind(),
+                m.name(),
+                m.source.display()
+            );
         }
     }
     for m in &mut kept {
@@ -180,8 +229,14 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
             let sim = vendor_sim::emnify::EmnifySim::new(config)
                 .serve("127.0.0.1:0".parse().expect("static address"))
                 .await
-                .map_err(|source| OfflineError::Simulator { vendor: "emnify".into(), source })?;
-            let token = sim.credentials()["application_token"].as_str().unwrap_or_default().to_string();
+                .map_err(|source| OfflineError::Simulator {
+                    vendor: "emnify".into(),
+                    source,
+                })?;
+            let token = sim.credentials()["application_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             for i in emnify_pcs {
                 let (ns, secret_name, key) = {
                     let pc = &mut kept[i];
@@ -193,8 +248,9 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
                         r["key"].as_str().unwrap_or("applicationToken").to_string(),
                     )
                 };
-                if let Some(secret) =
-                    kept.iter_mut().find(|m| m.kind() == "Secret" && m.name() == secret_name && m.namespace() == ns)
+                if let Some(secret) = kept
+                    .iter_mut()
+                    .find(|m| m.kind() == "Secret" && m.name() == secret_name && m.namespace() == ns)
                 {
                     let encoded = base64::engine::general_purpose::STANDARD.encode(&token);
                     secret.object["data"] = json!({ key: encoded });
@@ -214,7 +270,14 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
     }
     crate::install_crypto_provider();
     let client = Client::new(server.clone(), "default");
-    Ok((OfflineCluster { server, client, simulators }, kept))
+    Ok((
+        OfflineCluster {
+            server,
+            client,
+            simulators,
+        },
+        kept,
+    ))
 }
 
 /// Make a manifest look as the API server would store it: namespace filled, `stringData` folded
@@ -248,7 +311,11 @@ fn normalise(obj: &mut Value) {
 /// Check our objects deserialize into the Rust types (the schema the API server would enforce)
 /// and apply the schema defaults the API server would fill in.
 fn validate(m: &mut Manifest) -> Result<(), OfflineError> {
-    let invalid = |source| OfflineError::Invalid { what: m.kind().to_string(), name: m.name(), source };
+    let invalid = |source| OfflineError::Invalid {
+        what: m.kind().to_string(),
+        name: m.name(),
+        source,
+    };
     match m.kind() {
         "ProviderConfig" if m.api_version() == crate::crd::API_VERSION => {
             let pc: ProviderConfig = serde_json::from_value(m.object.clone()).map_err(invalid)?;
@@ -264,7 +331,11 @@ fn validate(m: &mut Manifest) -> Result<(), OfflineError> {
 }
 
 fn offline_settings() -> Settings {
-    Settings { min_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(5), ..Settings::default() }
+    Settings {
+        min_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(5),
+        ..Settings::default()
+    }
 }
 
 /// How many times one object is reconciled at most in an offline run (the first pass adds the
@@ -278,16 +349,34 @@ pub async fn apply(options: &OfflineOptions, out: &mut impl Write) -> Result<i32
     let ctx = Arc::new(Context::new(cluster.client.clone(), Metrics::new(), offline_settings()));
     for m in manifests.iter().filter(|m| m.kind() == "ProviderConfig") {
         let api: Api<ProviderConfig> = Api::namespaced(cluster.client.clone(), &m.namespace());
-        drive(&api, &m.name(), &ctx, provider_config::reconcile, |pc: &ProviderConfig| {
-            pc.status.as_ref().map(|s| (s.observed_generation, s.conditions.clone()))
-        }, |e: &provider_config::Error| e.is_retryable())
+        drive(
+            &api,
+            &m.name(),
+            &ctx,
+            provider_config::reconcile,
+            |pc: &ProviderConfig| {
+                pc.status
+                    .as_ref()
+                    .map(|s| (s.observed_generation, s.conditions.clone()))
+            },
+            |e: &provider_config::Error| e.is_retryable(),
+        )
         .await?;
     }
     for m in manifests.iter().filter(|m| m.kind() == "ServiceProfile") {
         let api: Api<ServiceProfile> = Api::namespaced(cluster.client.clone(), &m.namespace());
-        drive(&api, &m.name(), &ctx, service_profile::reconcile, |sp: &ServiceProfile| {
-            sp.status.as_ref().map(|s| (s.observed_generation, s.conditions.clone()))
-        }, |e: &service_profile::Error| !e.is_permanent())
+        drive(
+            &api,
+            &m.name(),
+            &ctx,
+            service_profile::reconcile,
+            |sp: &ServiceProfile| {
+                sp.status
+                    .as_ref()
+                    .map(|s| (s.observed_generation, s.conditions.clone()))
+            },
+            |e: &service_profile::Error| !e.is_permanent(),
+        )
         .await?;
     }
     let mut all_synced = true;
@@ -338,7 +427,9 @@ where
         if has_finalizer
             && let Some((observed, conds)) = status_of(&obj)
             && observed == obj.meta().generation
-            && conditions::find(&conds, SYNCED).or_else(|| conditions::find(&conds, READY)).is_some()
+            && conditions::find(&conds, SYNCED)
+                .or_else(|| conditions::find(&conds, READY))
+                .is_some()
             && pass > 0
         {
             return Ok(());
@@ -428,14 +519,20 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
 fn describe(decision: &service_profile::Decision, vendor: crate::crd::Vendor, name: &str) -> Vec<String> {
     use service_profile::Decision;
     match decision {
-        Decision::Create => vec![format!("+ create {vendor} service profile {name:?} (then add its services and limits)")],
-        Decision::Update { id, changes } => changes.iter().map(|c| format!("~ {} (profile {id})", c.description)).collect(),
+        Decision::Create => vec![format!(
+            "+ create {vendor} service profile {name:?} (then add its services and limits)"
+        )],
+        Decision::Update { id, changes } => changes
+            .iter()
+            .map(|c| format!("~ {} (profile {id})", c.description))
+            .collect(),
         Decision::UpToDate { .. } => vec![],
         Decision::Conflict { ids } => vec![format!("! several profiles are named {name:?}: {}", ids.join(", "))],
         Decision::ExternalIdNotFound { id } => vec![format!("! externalId {id} does not exist")],
         Decision::ReportMissing => vec![format!("? observe-only: no profile named {name:?}")],
-        Decision::ReportDrift { id, changes } => {
-            changes.iter().map(|c| format!("? observe-only drift: {} (profile {id})", c.description)).collect()
-        }
+        Decision::ReportDrift { id, changes } => changes
+            .iter()
+            .map(|c| format!("? observe-only drift: {} (profile {id})", c.description))
+            .collect(),
     }
 }

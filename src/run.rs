@@ -39,7 +39,10 @@ pub struct RunOptions {
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -51,7 +54,10 @@ where
 pub async fn run(client: Client, options: RunOptions, metrics: Metrics) -> Result<(), RunError> {
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
-        .map_err(|source| RunError::Bind { addr: options.listen, source })?;
+        .map_err(|source| RunError::Bind {
+            addr: options.listen,
+            source,
+        })?;
     run_until(client, listener, options, metrics, shutdown_signal()).await
 }
 
@@ -127,7 +133,13 @@ pub async fn run_until(
     };
     tokio::spawn(mark_ready);
     tokio::spawn(signals);
-    let (served, _, _) = tokio::join!(server.into_future().map(|r| r.map_err(|source| RunError::Serve { source })), pc_controller, sp_controller);
+    let (served, _, _) = tokio::join!(
+        server
+            .into_future()
+            .map(|r| r.map_err(|source| RunError::Serve { source })),
+        pc_controller,
+        sp_controller
+    );
     served
 }
 
@@ -140,7 +152,11 @@ pub fn health_router(metrics: Metrics, ready: Arc<AtomicBool>) -> Router {
             get(move || {
                 let ready = ready.load(Ordering::SeqCst);
                 async move {
-                    if ready { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                    }
                 }
             }),
         )
@@ -149,7 +165,14 @@ pub fn health_router(metrics: Metrics, ready: Arc<AtomicBool>) -> Router {
             get(move || {
                 let body = metrics.encode();
                 async move {
-                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response()
                 }
             }),
         )

@@ -35,7 +35,11 @@ async fn controllers_converge_objects_and_serve_health_and_metrics() {
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics = Metrics::new();
-    let options = RunOptions { settings: Settings::default(), listen: addr, namespace: Some(NS.into()) };
+    let options = RunOptions {
+        settings: Settings::default(),
+        listen: addr,
+        namespace: Some(NS.into()),
+    };
     let task = tokio::spawn(run_until(h.client.clone(), listener, options, metrics, async {
         let _ = stop_rx.await;
     }));
@@ -48,27 +52,62 @@ async fn controllers_converge_objects_and_serve_health_and_metrics() {
         async move { http.get(url).send().await.is_ok_and(|r| r.status().is_success()) }
     })
     .await;
-    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
 
     h.add_sp("live", json!({"emnify": {"allowed3g": false}}));
     wait_for("ServiceProfile live to be Ready", || async {
-        h.sps().get("live").await.ok().and_then(|sp| sp.status).is_some_and(|s| conditions::is_true(&s.conditions, READY))
+        h.sps()
+            .get("live")
+            .await
+            .ok()
+            .and_then(|sp| sp.status)
+            .is_some_and(|s| conditions::is_true(&s.conditions, READY))
     })
     .await;
     let id = h.sp("live").await.status.unwrap().id.unwrap();
     assert_eq!(h.vendor_profile(&id).unwrap()["allowed_3g"], false);
     wait_for("ProviderConfig to be Ready", || async {
-        h.pcs().get("emnify").await.ok().and_then(|pc| pc.status).is_some_and(|s| conditions::is_true(&s.conditions, READY))
+        h.pcs()
+            .get("emnify")
+            .await
+            .ok()
+            .and_then(|pc| pc.status)
+            .is_some_and(|s| conditions::is_true(&s.conditions, READY))
     })
     .await;
 
-    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains(r#"connectivity_operator_reconciles_total{kind="ServiceProfile"}"#), "{text}");
-    assert!(text.contains(r#"vendor="emnify",operation="service_profile.create",status="201""#), "{text}");
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"connectivity_operator_reconciles_total{kind="ServiceProfile"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"vendor="emnify",operation="service_profile.create",status="201""#),
+        "{text}"
+    );
     assert!(text.contains("connectivity_operator_reconcile_duration_seconds_bucket"));
 
     h.delete_sp("live").await;
-    wait_for("ServiceProfile live to be gone", || async { h.sps().get_opt("live").await.unwrap().is_none() }).await;
+    wait_for("ServiceProfile live to be gone", || async {
+        h.sps().get_opt("live").await.unwrap().is_none()
+    })
+    .await;
     assert!(h.vendor_profile(&id).is_none(), "vendor profile deleted");
 
     stop_tx.send(()).unwrap();

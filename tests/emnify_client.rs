@@ -16,11 +16,17 @@ use serde_json::{Value, json};
 use vendor_sim::emnify::{EmnifyConfig, EmnifySim, Fault, RunningSim};
 
 async fn sim(config: EmnifyConfig) -> RunningSim {
-    EmnifySim::new(config).serve("127.0.0.1:0".parse().unwrap()).await.unwrap()
+    EmnifySim::new(config)
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
 }
 
 fn quiet() -> EmnifyConfig {
-    EmnifyConfig { rate_limits: false, ..EmnifyConfig::default() }
+    EmnifyConfig {
+        rate_limits: false,
+        ..EmnifyConfig::default()
+    }
 }
 
 fn client(sim: &RunningSim, credentials: Credentials, metrics: Option<Metrics>) -> EmnifyClient {
@@ -38,11 +44,17 @@ fn client(sim: &RunningSim, credentials: Credentials, metrics: Option<Metrics>) 
 }
 
 fn app_token(sim: &RunningSim) -> Credentials {
-    Credentials::ApplicationToken(SecretString::new(sim.credentials()["application_token"].as_str().unwrap()))
+    Credentials::ApplicationToken(SecretString::new(
+        sim.credentials()["application_token"].as_str().unwrap(),
+    ))
 }
 
 fn auth_calls(sim: &RunningSim) -> usize {
-    sim.sim.requests().iter().filter(|(_, p, _)| p == "/api/v1/authenticate").count()
+    sim.sim
+        .requests()
+        .iter()
+        .filter(|(_, p, _)| p == "/api/v1/authenticate")
+        .count()
 }
 
 #[tokio::test]
@@ -50,7 +62,16 @@ async fn application_token_is_cached_across_calls() {
     let sim = sim(quiet()).await;
     let c = client(&sim, app_token(&sim), None);
     for _ in 0..5 {
-        c.call("service.list", Method::GET, "/api/v1/service", None, None, "list services").await.unwrap();
+        c.call(
+            "service.list",
+            Method::GET,
+            "/api/v1/service",
+            None,
+            None,
+            "list services",
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(auth_calls(&sim), 1, "one authentication for five calls");
     assert_eq!(c.account_name().await.unwrap().as_deref(), Some("Demo Fleet GmbH"));
@@ -58,7 +79,12 @@ async fn application_token_is_cached_across_calls() {
 
 #[tokio::test]
 async fn user_login_hashes_the_password_and_refreshes() {
-    let sim = sim(EmnifyConfig { token_ttl: Duration::from_secs(30), rate_limits: false, ..EmnifyConfig::default() }).await;
+    let sim = sim(EmnifyConfig {
+        token_ttl: Duration::from_secs(30),
+        rate_limits: false,
+        ..EmnifyConfig::default()
+    })
+    .await;
     let creds = sim.credentials();
     let c = client(
         &sim,
@@ -68,9 +94,27 @@ async fn user_login_hashes_the_password_and_refreshes() {
         },
         None,
     );
-    c.call("service.list", Method::GET, "/api/v1/service", None, None, "list services").await.unwrap();
+    c.call(
+        "service.list",
+        Method::GET,
+        "/api/v1/service",
+        None,
+        None,
+        "list services",
+    )
+    .await
+    .unwrap();
     // The token's exp is within the 60 s renewal margin: the next call refreshes first.
-    c.call("service.list", Method::GET, "/api/v1/service", None, None, "list services").await.unwrap();
+    c.call(
+        "service.list",
+        Method::GET,
+        "/api/v1/service",
+        None,
+        None,
+        "list services",
+    )
+    .await
+    .unwrap();
     assert_eq!(auth_calls(&sim), 2, "login, then refresh");
 }
 
@@ -78,9 +122,28 @@ async fn user_login_hashes_the_password_and_refreshes() {
 async fn expired_token_is_renewed_once_and_replayed() {
     let sim = sim(quiet()).await;
     let c = client(&sim, app_token(&sim), None);
-    c.call("service.list", Method::GET, "/api/v1/service", None, None, "list services").await.unwrap();
+    c.call(
+        "service.list",
+        Method::GET,
+        "/api/v1/service",
+        None,
+        None,
+        "list services",
+    )
+    .await
+    .unwrap();
     sim.sim.expire_tokens();
-    let answer = c.call("service.list", Method::GET, "/api/v1/service", None, None, "list services").await.unwrap();
+    let answer = c
+        .call(
+            "service.list",
+            Method::GET,
+            "/api/v1/service",
+            None,
+            None,
+            "list services",
+        )
+        .await
+        .unwrap();
     assert!(answer.status.is_success());
     let statuses: Vec<u16> = sim.sim.requests().iter().map(|(_, _, s)| *s).collect();
     assert_eq!(statuses, vec![200, 200, 401, 200, 200]);
@@ -94,19 +157,45 @@ async fn wrong_token_is_unauthorized_after_one_try() {
     let err = backend.verify().await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unauthorized);
     assert_eq!(err.to_string(), "failed to authenticate at emnify: HTTP 401");
-    assert!(!format!("{err:?} {backend_debug:?}", backend_debug = backend.client()).contains("wrong"), "secret in Debug");
+    assert!(
+        !format!("{err:?} {backend_debug:?}", backend_debug = backend.client()).contains("wrong"),
+        "secret in Debug"
+    );
 }
 
 #[tokio::test]
 async fn paging_follows_x_total_pages() {
-    let sim = sim(EmnifyConfig { rate_limits: false, seed: vendor_sim::emnify::SeedConfig { endpoints: 12, free_sims: 5, rng_seed: 7 }, ..EmnifyConfig::default() }).await;
+    let sim = sim(EmnifyConfig {
+        rate_limits: false,
+        seed: vendor_sim::emnify::SeedConfig {
+            endpoints: 12,
+            free_sims: 5,
+            rng_seed: 7,
+        },
+        ..EmnifyConfig::default()
+    })
+    .await;
     let c = client(&sim, app_token(&sim), None);
-    let sims: Vec<Value> = c.list_paged("sim.list", "/api/v1/sim", &[], 5, "list sims").await.unwrap();
+    let sims: Vec<Value> = c
+        .list_paged("sim.list", "/api/v1/sim", &[], 5, "list sims")
+        .await
+        .unwrap();
     assert_eq!(sims.len(), 17);
-    let pages = sim.sim.requests().iter().filter(|(_, p, _)| p.starts_with("/api/v1/sim")).count();
+    let pages = sim
+        .sim
+        .requests()
+        .iter()
+        .filter(|(_, p, _)| p.starts_with("/api/v1/sim"))
+        .count();
     assert_eq!(pages, 4, "17 SIMs at 5 per page");
     let free: Vec<Value> = c
-        .list_paged("sim.list", "/api/v1/sim", &[("q", "endpoint:null".to_string())], 100, "list free sims")
+        .list_paged(
+            "sim.list",
+            "/api/v1/sim",
+            &[("q", "endpoint:null".to_string())],
+            100,
+            "list free sims",
+        )
         .await
         .unwrap();
     assert_eq!(free.len(), 5);
@@ -116,20 +205,62 @@ async fn paging_follows_x_total_pages() {
 async fn errors_map_onto_contract_kinds() {
     let sim = sim(quiet()).await;
     let c = client(&sim, app_token(&sim), Some(Metrics::new()));
-    let err = c.call("x", Method::GET, "/api/v1/endpoint/999999999", None, None, "get endpoint").await.unwrap_err();
+    let err = c
+        .call(
+            "x",
+            Method::GET,
+            "/api/v1/endpoint/999999999",
+            None,
+            None,
+            "get endpoint",
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound);
     let err = c
-        .call("x", Method::POST, "/api/v1/service_profile", None, Some(&json!({"description": "no name"})), "create")
+        .call(
+            "x",
+            Method::POST,
+            "/api/v1/service_profile",
+            None,
+            Some(&json!({"description": "no name"})),
+            "create",
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Invalid);
     assert!(err.message.contains("422"), "{}", err.message);
-    sim.sim.inject_fault(Fault { method: None, path_prefix: "/api/v1/service".into(), status: 503, count: 1, retry_after: None, delay: None });
-    let err = c.call("x", Method::GET, "/api/v1/service", None, None, "list services").await.unwrap_err();
+    sim.sim.inject_fault(Fault {
+        method: None,
+        path_prefix: "/api/v1/service".into(),
+        status: 503,
+        count: 1,
+        retry_after: None,
+        delay: None,
+    });
+    let err = c
+        .call("x", Method::GET, "/api/v1/service", None, None, "list services")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
-    sim.sim.inject_fault(Fault { method: None, path_prefix: "/api/v1/service".into(), status: 429, count: 1, retry_after: Some(2), delay: None });
-    let err = c.call("x", Method::GET, "/api/v1/service", None, None, "list services").await.unwrap_err();
-    assert_eq!(err.kind, ErrorKind::RateLimited { retry_after: Some(Duration::from_secs(2)) });
+    sim.sim.inject_fault(Fault {
+        method: None,
+        path_prefix: "/api/v1/service".into(),
+        status: 429,
+        count: 1,
+        retry_after: Some(2),
+        delay: None,
+    });
+    let err = c
+        .call("x", Method::GET, "/api/v1/service", None, None, "list services")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        ErrorKind::RateLimited {
+            retry_after: Some(Duration::from_secs(2))
+        }
+    );
 }
 
 #[tokio::test]
@@ -155,7 +286,10 @@ async fn timeouts_are_transient() {
         retry_after: None,
         delay: Some(Duration::from_secs(2)),
     });
-    let err = c.call("x", Method::GET, "/api/v1/service", None, None, "list services").await.unwrap_err();
+    let err = c
+        .call("x", Method::GET, "/api/v1/service", None, None, "list services")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     assert!(err.message.contains("timed out"), "{}", err.message);
 }
@@ -165,9 +299,23 @@ async fn vendor_requests_are_counted_in_metrics() {
     let sim = sim(quiet()).await;
     let metrics = Metrics::new();
     let c = client(&sim, app_token(&sim), Some(metrics.clone()));
-    c.call("service.list", Method::GET, "/api/v1/service", None, None, "list services").await.unwrap();
+    c.call(
+        "service.list",
+        Method::GET,
+        "/api/v1/service",
+        None,
+        None,
+        "list services",
+    )
+    .await
+    .unwrap();
     let text = metrics.encode();
-    assert!(text.contains(r#"connectivity_operator_vendor_requests_total{vendor="emnify",operation="service.list",status="200"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"connectivity_operator_vendor_requests_total{vendor="emnify",operation="service.list",status="200"} 1"#
+        ),
+        "{text}"
+    );
     assert!(text.contains(r#"operation="authenticate",status="200"} 1"#), "{text}");
     assert!(text.contains("connectivity_operator_vendor_request_duration_seconds_bucket"));
     assert_eq!(metrics.vendor_request_total(), 2);
@@ -184,14 +332,28 @@ async fn backend_contract_is_idempotent() {
     let sim = sim(quiet()).await;
     let backend = EmnifyBackend::new(Arc::new(client(&sim, app_token(&sim), None)));
     let spec = spec(json!({"emnify": {"services": [{"service": "Data", "trafficLimits": [{"id": 101}]}]}}));
-    let desired = DesiredServiceProfile { name: "contract".into(), spec: &spec };
+    let desired = DesiredServiceProfile {
+        name: "contract".into(),
+        spec: &spec,
+    };
 
-    assert_eq!(backend.observe(&desired, &Lookup::Name("contract".into())).await.unwrap(), Observation::Missing);
+    assert_eq!(
+        backend
+            .observe(&desired, &Lookup::Name("contract".into()))
+            .await
+            .unwrap(),
+        Observation::Missing
+    );
     let id = backend.create(&desired).await.unwrap();
     let Observation::Present(observed) = backend.observe(&desired, &Lookup::Id(id.clone())).await.unwrap() else {
         panic!("created profile not observed")
     };
-    assert_eq!(observed.changes.len(), 2, "service and limit still to add: {:?}", observed.changes);
+    assert_eq!(
+        observed.changes.len(),
+        2,
+        "service and limit still to add: {:?}",
+        observed.changes
+    );
     backend.update(&id, &observed.changes).await.unwrap();
     // Applying the same changes again is harmless (already there = done).
     backend.update(&id, &observed.changes).await.unwrap();
@@ -202,12 +364,21 @@ async fn backend_contract_is_idempotent() {
     assert_eq!(observed.used_count, Some(0));
     // Observe never mutates.
     let writes_before = sim.sim.requests().iter().filter(|(m, _, _)| m != "GET").count();
-    backend.observe(&desired, &Lookup::Name("contract".into())).await.unwrap();
-    assert_eq!(sim.sim.requests().iter().filter(|(m, _, _)| m != "GET").count(), writes_before);
+    backend
+        .observe(&desired, &Lookup::Name("contract".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.sim.requests().iter().filter(|(m, _, _)| m != "GET").count(),
+        writes_before
+    );
     // Delete twice: the second finds nothing, which is success.
     backend.delete(&id).await.unwrap();
     backend.delete(&id).await.unwrap();
-    assert_eq!(backend.observe(&desired, &Lookup::Id(id.clone())).await.unwrap(), Observation::Missing);
+    assert_eq!(
+        backend.observe(&desired, &Lookup::Id(id.clone())).await.unwrap(),
+        Observation::Missing
+    );
 }
 
 #[tokio::test]
@@ -218,7 +389,11 @@ async fn delete_in_use_is_a_conflict() {
     sim.sim.assign_profile_to_new_endpoint(id);
     let err = backend.delete(&id.to_string()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict);
-    assert!(err.to_string().starts_with(&format!("failed to delete emnify service profile {id}: HTTP 409")), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("failed to delete emnify service profile {id}: HTTP 409")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -226,8 +401,14 @@ async fn non_numeric_ids_are_invalid() {
     let sim = sim(quiet()).await;
     let backend = EmnifyBackend::new(Arc::new(client(&sim, app_token(&sim), None)));
     let spec = spec(json!({"emnify": {}}));
-    let desired = DesiredServiceProfile { name: "x".into(), spec: &spec };
-    let err = backend.observe(&desired, &Lookup::Id("SP_123".into())).await.unwrap_err();
+    let desired = DesiredServiceProfile {
+        name: "x".into(),
+        spec: &spec,
+    };
+    let err = backend
+        .observe(&desired, &Lookup::Id("SP_123".into()))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Invalid);
     assert!(sim.sim.requests().iter().all(|(_, p, _)| !p.contains("SP_123")));
 }

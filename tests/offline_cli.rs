@@ -10,7 +10,12 @@ use vendor_sim::emnify::{EmnifyConfig, EmnifySim};
 const BIN: &str = env!("CARGO_BIN_EXE_connectivity-operator");
 
 async fn run(args: &[&str]) -> Output {
-    tokio::process::Command::new(BIN).args(args).env("RUST_LOG", "warn").output().await.expect("binary runs")
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("binary runs")
 }
 
 fn documents(stdout: &[u8]) -> Vec<Value> {
@@ -32,7 +37,12 @@ fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
 async fn quickstart_applies_with_simulate() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
     let out = run(&["apply", "-f", examples.to_str().unwrap(), "--simulate"]).await;
-    assert!(out.status.success(), "exit {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let docs = documents(&out.stdout);
     let profiles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ServiceProfile").collect();
     assert_eq!(profiles.len(), 2);
@@ -52,7 +62,10 @@ async fn quickstart_applies_with_simulate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_apply_plan_against_an_emnify_endpoint() {
-    let sim = EmnifySim::new(EmnifyConfig::default()).serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let sim = EmnifySim::new(EmnifyConfig::default())
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let token = sim.credentials()["application_token"].as_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -77,8 +90,14 @@ async fn plan_apply_plan_against_an_emnify_endpoint() {
     let out = run(&["plan", "-f", path]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "changes pending: {stdout}");
-    assert!(stdout.contains("+ create emnify service profile \"gitops\""), "{stdout}");
-    assert!(sim.sim.service_profiles().iter().all(|p| p["name"] != "gitops"), "plan does not write");
+    assert!(
+        stdout.contains("+ create emnify service profile \"gitops\""),
+        "{stdout}"
+    );
+    assert!(
+        sim.sim.service_profiles().iter().all(|p| p["name"] != "gitops"),
+        "plan does not write"
+    );
 
     let out = run(&["apply", "-f", path]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -86,14 +105,27 @@ async fn plan_apply_plan_against_an_emnify_endpoint() {
     let out = run(&["plan", "-f", path]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("ServiceProfile default/gitops (emnify): up to date"), "{stdout}");
+    assert!(
+        stdout.contains("ServiceProfile default/gitops (emnify): up to date"),
+        "{stdout}"
+    );
 
     std::fs::write(dir.path().join("profile.yaml"), profile(false)).unwrap();
     let out = run(&["plan", "-f", path]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}");
-    assert!(stdout.contains("~ update service profile: allowed_3g true -> false"), "{stdout}");
-    assert_eq!(sim.sim.service_profiles().iter().filter(|p| p["name"] == "gitops").count(), 1);
+    assert!(
+        stdout.contains("~ update service profile: allowed_3g true -> false"),
+        "{stdout}"
+    );
+    assert_eq!(
+        sim.sim
+            .service_profiles()
+            .iter()
+            .filter(|p| p["name"] == "gitops")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -107,7 +139,10 @@ async fn bad_manifests_fail_with_a_clear_message() {
     let out = run(&["apply", "-f", dir.path().to_str().unwrap(), "--simulate"]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("ServiceProfile x is invalid") && stderr.contains("providerConfigRef"), "{stderr}");
+    assert!(
+        stderr.contains("ServiceProfile x is invalid") && stderr.contains("providerConfigRef"),
+        "{stderr}"
+    );
 
     let out = run(&["apply", "-f", "/nonexistent/manifests"]).await;
     assert!(!out.status.success());
@@ -120,7 +155,13 @@ async fn crd_command_prints_every_crd() {
     assert!(out.status.success());
     let docs = documents(&out.stdout);
     let names: Vec<&str> = docs.iter().filter_map(|d| d["metadata"]["name"].as_str()).collect();
-    assert_eq!(names, vec!["providerconfigs.connectivity-operator.dev", "serviceprofiles.connectivity-operator.dev"]);
+    assert_eq!(
+        names,
+        vec![
+            "providerconfigs.connectivity-operator.dev",
+            "serviceprofiles.connectivity-operator.dev"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

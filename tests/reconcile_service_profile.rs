@@ -28,8 +28,14 @@ async fn first_pass_adds_finalizer_second_creates_and_reports() {
     h.add_sp("sensors", basic_spec());
     h.reconcile_sp("sensors").await.unwrap();
     let sp = h.sp("sensors").await;
-    assert_eq!(sp.metadata.finalizers.as_deref(), Some(&["connectivity-operator.dev/finalizer".to_string()][..]));
-    assert!(h.vendor_profiles_named("sensors").is_empty(), "nothing is created before the finalizer is in place");
+    assert_eq!(
+        sp.metadata.finalizers.as_deref(),
+        Some(&["connectivity-operator.dev/finalizer".to_string()][..])
+    );
+    assert!(
+        h.vendor_profiles_named("sensors").is_empty(),
+        "nothing is created before the finalizer is in place"
+    );
 
     h.reconcile_sp("sensors").await.unwrap();
     let sp = h.sp("sensors").await;
@@ -45,7 +51,10 @@ async fn first_pass_adds_finalizer_second_creates_and_reports() {
     assert!(status.last_sync_time.is_some());
     assert_eq!(status.observed.as_ref().unwrap().allowed_rats, vec!["4G", "NB-IoT"]);
     let ready = condition(&sp, READY);
-    assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::True, "Available"));
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::True, "Available")
+    );
     assert_eq!(ready.observed_generation, Some(1));
     assert_eq!(condition(&sp, SYNCED).status, ConditionStatus::True);
     assert!(h.has_event("sensors", "Created"));
@@ -63,7 +72,17 @@ async fn services_and_traffic_limits_are_created() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["id"].as_i64().unwrap(), s["traffic_limit"].as_array().unwrap().iter().map(|l| l["id"].as_i64().unwrap()).collect()))
+        .map(|s| {
+            (
+                s["id"].as_i64().unwrap(),
+                s["traffic_limit"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l["id"].as_i64().unwrap())
+                    .collect(),
+            )
+        })
         .collect();
     assert_eq!(services, vec![(38, vec![102]), (53, vec![112])]);
     assert_eq!(condition(&sp, READY).status, ConditionStatus::True);
@@ -77,9 +96,12 @@ async fn spec_change_sends_only_what_changed() {
     let sp = h.sync_sp("fleet").await;
     let id = sp.status.unwrap().id.unwrap();
     let before = h.vendor_requests().len();
-    h.patch_spec("fleet", json!({"emnify": {"allowed3g": false, "services": [
-        {"service": "Data", "trafficLimits": [{"volume": 1024, "period": "1 Months"}]}
-    ]}}))
+    h.patch_spec(
+        "fleet",
+        json!({"emnify": {"allowed3g": false, "services": [
+            {"service": "Data", "trafficLimits": [{"volume": 1024, "period": "1 Months"}]}
+        ]}}),
+    )
     .await;
     let sp = h.sync_sp("fleet").await;
     let writes: Vec<(String, String)> = h.vendor_requests()[before..]
@@ -91,7 +113,10 @@ async fn spec_change_sends_only_what_changed() {
         writes,
         vec![
             ("PATCH".to_string(), format!("/api/v1/service_profile/{id}")),
-            ("DELETE".to_string(), format!("/api/v1/service_profile/{id}/service/53/traffic_limit/112")),
+            (
+                "DELETE".to_string(),
+                format!("/api/v1/service_profile/{id}/service/53/traffic_limit/112")
+            ),
             ("DELETE".to_string(), format!("/api/v1/service_profile/{id}/service/53")),
         ]
     );
@@ -107,8 +132,17 @@ async fn in_sync_resync_makes_no_vendor_writes() {
     h.sync_sp("fleet").await;
     let before = h.vendor_requests().len();
     let action = h.reconcile_sp("fleet").await.unwrap();
-    assert!(h.vendor_requests()[before..].iter().all(|(m, _, _)| m == "GET"), "a resync of an in-sync profile only reads");
-    assert_eq!(format!("{action:?}"), format!("{:?}", kube::runtime::controller::Action::requeue(Duration::from_secs(600))));
+    assert!(
+        h.vendor_requests()[before..].iter().all(|(m, _, _)| m == "GET"),
+        "a resync of an in-sync profile only reads"
+    );
+    assert_eq!(
+        format!("{action:?}"),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(Duration::from_secs(600))
+        )
+    );
 }
 
 #[tokio::test]
@@ -118,7 +152,10 @@ async fn resync_corrects_drift_and_refreshes_used_count() {
     let sp = h.sync_sp("sensors").await;
     let id = sp.status.unwrap().id.unwrap();
     // Someone changes the profile in the emnify Portal and a device starts using it.
-    h.sim.sim.patch_service_profile(id.parse().unwrap(), json!({"allowed_3g": true, "description": "edited"}));
+    h.sim.sim.patch_service_profile(
+        id.parse().unwrap(),
+        json!({"allowed_3g": true, "description": "edited"}),
+    );
     h.sim.sim.assign_profile_to_new_endpoint(id.parse().unwrap());
     h.reconcile_sp("sensors").await.unwrap();
     let vendor = h.vendor_profile(&id).unwrap();
@@ -126,7 +163,11 @@ async fn resync_corrects_drift_and_refreshes_used_count() {
     assert_eq!(vendor["description"], "sensors");
     let sp = h.sp("sensors").await;
     assert_eq!(sp.status.as_ref().unwrap().used_count, Some(1));
-    let updated = h.events_for("sensors").into_iter().find(|(_, r, _)| r == "Updated").expect("Updated event");
+    let updated = h
+        .events_for("sensors")
+        .into_iter()
+        .find(|(_, r, _)| r == "Updated")
+        .expect("Updated event");
     assert!(updated.2.contains("allowed_3g true -> false"), "{updated:?}");
 }
 
@@ -140,7 +181,13 @@ async fn resync_interval_comes_from_the_annotation() {
     }));
     h.reconcile_sp("fast").await.unwrap();
     let action = h.reconcile_sp("fast").await.unwrap();
-    assert_eq!(format!("{action:?}"), format!("{:?}", kube::runtime::controller::Action::requeue(Duration::from_secs(90))));
+    assert_eq!(
+        format!("{action:?}"),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(Duration::from_secs(90))
+        )
+    );
 }
 
 #[tokio::test]
@@ -180,11 +227,19 @@ async fn delete_while_in_use_keeps_the_finalizer_and_retries() {
     assert!(sp.metadata.deletion_timestamp.is_some());
     assert_eq!(sp.metadata.finalizers.as_ref().map(Vec::len), Some(1), "finalizer kept");
     let synced = condition(&sp, SYNCED);
-    assert_eq!((synced.status, synced.reason.as_str()), (ConditionStatus::False, "InUse"));
+    assert_eq!(
+        (synced.status, synced.reason.as_str()),
+        (ConditionStatus::False, "InUse")
+    );
     assert!(synced.message.contains("still in use"), "{}", synced.message);
     assert!(h.vendor_profile(&id).is_some());
-    let action = connectivity_operator::controller::service_profile::error_policy(std::sync::Arc::new(sp), &err, h.ctx.clone());
-    assert_ne!(format!("{action:?}"), format!("{:?}", kube::runtime::controller::Action::await_change()), "retried with backoff");
+    let action =
+        connectivity_operator::controller::service_profile::error_policy(std::sync::Arc::new(sp), &err, h.ctx.clone());
+    assert_ne!(
+        format!("{action:?}"),
+        format!("{:?}", kube::runtime::controller::Action::await_change()),
+        "retried with backoff"
+    );
 
     // The device moves to another profile; the retry now succeeds.
     let token = h.sim.credentials()["application_token"].as_str().unwrap().to_string();
@@ -213,13 +268,26 @@ async fn delete_while_in_use_keeps_the_finalizer_and_retries() {
 #[tokio::test]
 async fn adopts_an_existing_profile_by_external_id() {
     let h = Harness::new().await;
-    let existing = h.sim.sim.create_service_profile(json!({"name": "Made in the portal", "allowed_4g": false}));
+    let existing = h
+        .sim
+        .sim
+        .create_service_profile(json!({"name": "Made in the portal", "allowed_4g": false}));
     let count = h.sim.sim.service_profiles().len();
-    h.add_sp("legacy", json!({"externalId": existing.to_string(), "name": "Made in the portal", "emnify": {}}));
+    h.add_sp(
+        "legacy",
+        json!({"externalId": existing.to_string(), "name": "Made in the portal", "emnify": {}}),
+    );
     let sp = h.sync_sp("legacy").await;
-    assert_eq!(sp.status.as_ref().unwrap().id.as_deref(), Some(existing.to_string().as_str()));
+    assert_eq!(
+        sp.status.as_ref().unwrap().id.as_deref(),
+        Some(existing.to_string().as_str())
+    );
     assert_eq!(h.sim.sim.service_profiles().len(), count, "nothing created");
-    assert_eq!(h.vendor_profile(&existing.to_string()).unwrap()["allowed_4g"], true, "adopted profile brought in line");
+    assert_eq!(
+        h.vendor_profile(&existing.to_string()).unwrap()["allowed_4g"],
+        true,
+        "adopted profile brought in line"
+    );
     assert!(h.has_event("legacy", "Adopted"));
 }
 
@@ -260,9 +328,16 @@ async fn several_profiles_with_the_name_are_a_conflict() {
     assert_eq!(h.vendor_profiles_named("twin").len(), 2, "no third one created");
     let sp = h.sp("twin").await;
     let synced = condition(&sp, SYNCED);
-    assert_eq!((synced.status, synced.reason.as_str()), (ConditionStatus::False, "Conflict"));
+    assert_eq!(
+        (synced.status, synced.reason.as_str()),
+        (ConditionStatus::False, "Conflict")
+    );
     assert!(synced.message.contains("set spec.externalId"), "{}", synced.message);
-    assert!(h.events_for("twin").iter().any(|(t, r, _)| t == "Warning" && r == "Conflict"));
+    assert!(
+        h.events_for("twin")
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "Conflict")
+    );
 }
 
 #[tokio::test]
@@ -275,7 +350,10 @@ async fn crash_between_create_and_status_write_does_not_duplicate() {
     let err = h.reconcile_sp("fleet").await.unwrap_err();
     assert_eq!(err.reason(), "StatusWriteFailed", "{err}");
     assert_eq!(h.vendor_profiles_named("Fleet EU").len(), 1, "the create happened");
-    assert!(h.sp("fleet").await.status.and_then(|s| s.id).is_none(), "but its id never reached status");
+    assert!(
+        h.sp("fleet").await.status.and_then(|s| s.id).is_none(),
+        "but its id never reached status"
+    );
 
     // The restarted operator finds the profile by name instead of creating another one.
     h.reconcile_sp("fleet").await.unwrap();
@@ -283,7 +361,11 @@ async fn crash_between_create_and_status_write_does_not_duplicate() {
     assert_eq!(profiles.len(), 1, "exactly one profile at the vendor");
     let sp = h.sp("fleet").await;
     assert_eq!(sp.status.as_ref().unwrap().id, Some(profiles[0]["id"].to_string()));
-    assert_eq!(condition(&sp, READY).status, ConditionStatus::True, "services were added on the second pass");
+    assert_eq!(
+        condition(&sp, READY).status,
+        ConditionStatus::True,
+        "services were added on the second pass"
+    );
 }
 
 #[tokio::test]
@@ -296,10 +378,17 @@ async fn profile_deleted_in_the_portal_is_recreated() {
     let auth: serde_json::Value = http
         .post(format!("{}/api/v1/authenticate", h.sim.url))
         .json(&json!({"application_token": token}))
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     http.delete(format!("{}/api/v1/service_profile/{id}", h.sim.url))
         .bearer_auth(auth["auth_token"].as_str().unwrap())
-        .send().await.unwrap();
+        .send()
+        .await
+        .unwrap();
     h.reconcile_sp("sensors").await.unwrap();
     let new_id = h.sp("sensors").await.status.unwrap().id.unwrap();
     assert_ne!(new_id, id);
@@ -317,8 +406,16 @@ async fn expired_token_is_renewed_once() {
     let sp = h.sync_sp("sensors").await;
     assert_eq!(condition(&sp, READY).status, ConditionStatus::True);
     let after = &h.vendor_requests()[before..];
-    assert_eq!(after.iter().filter(|(_, _, s)| *s == 401).count(), 1, "one 401: {after:?}");
-    assert_eq!(after.iter().filter(|(_, p, _)| p == "/api/v1/authenticate").count(), 1, "one re-authentication");
+    assert_eq!(
+        after.iter().filter(|(_, _, s)| *s == 401).count(),
+        1,
+        "one 401: {after:?}"
+    );
+    assert_eq!(
+        after.iter().filter(|(_, p, _)| p == "/api/v1/authenticate").count(),
+        1,
+        "one re-authentication"
+    );
 }
 
 #[tokio::test]
@@ -339,8 +436,15 @@ async fn rate_limited_reconcile_backs_off_and_recovers() {
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
     let sp = h.sp("sensors").await;
     assert_eq!(condition(&sp, SYNCED).reason, "RateLimited");
-    let action = connectivity_operator::controller::service_profile::error_policy(std::sync::Arc::new(sp), &err, h.ctx.clone());
-    assert_eq!(format!("{action:?}"), format!("{:?}", kube::runtime::controller::Action::requeue(Duration::from_secs(3))));
+    let action =
+        connectivity_operator::controller::service_profile::error_policy(std::sync::Arc::new(sp), &err, h.ctx.clone());
+    assert_eq!(
+        format!("{action:?}"),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(Duration::from_secs(3))
+        )
+    );
     // Without Retry-After: capped exponential backoff.
     h.sim.sim.inject_fault(Fault {
         method: Some("GET".into()),
@@ -365,7 +469,10 @@ async fn missing_secret_is_reported() {
         "metadata": {"name": "nosecret", "namespace": NS},
         "spec": {"vendor": "emnify", "endpoint": h.sim.url, "credentialsSecretRef": {"name": "absent"}}
     }));
-    h.add_sp("orphaned", json!({"providerConfigRef": {"name": "nosecret"}, "emnify": {}}));
+    h.add_sp(
+        "orphaned",
+        json!({"providerConfigRef": {"name": "nosecret"}, "emnify": {}}),
+    );
     h.reconcile_sp("orphaned").await.unwrap();
     let err = h.reconcile_sp("orphaned").await.unwrap_err();
     assert_eq!(err.reason(), "SecretNotFound");
@@ -382,7 +489,10 @@ async fn missing_secret_is_reported() {
     assert_eq!(err.reason(), "SecretNotFound");
     let pc = h.pcs().get("nosecret").await.unwrap();
     let ready = connectivity_operator::crd::conditions::find(&pc.status.as_ref().unwrap().conditions, READY).unwrap();
-    assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::False, "SecretNotFound"));
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::False, "SecretNotFound")
+    );
 }
 
 #[tokio::test]
@@ -395,7 +505,10 @@ async fn missing_vendor_section_is_a_permanent_error() {
     assert!(err.is_permanent());
     let sp = h.sp("novendor").await;
     assert_eq!(condition(&sp, READY).reason, "VendorSectionMissing");
-    assert_eq!(condition(&sp, SYNCED).message, "spec.emnify is required: ProviderConfig emnify is a emnify account");
+    assert_eq!(
+        condition(&sp, SYNCED).message,
+        "spec.emnify is required: ProviderConfig emnify is a emnify account"
+    );
 }
 
 #[tokio::test]
@@ -412,20 +525,36 @@ async fn unknown_service_name_says_what_exists() {
 #[tokio::test]
 async fn observe_only_never_writes() {
     let h = Harness::new().await;
-    let existing = h.sim.sim.create_service_profile(json!({"name": "watched", "allowed_3g": true}));
-    h.add_sp("watched", json!({"managementPolicy": "ObserveOnly", "emnify": {"allowed3g": false}}));
+    let existing = h
+        .sim
+        .sim
+        .create_service_profile(json!({"name": "watched", "allowed_3g": true}));
+    h.add_sp(
+        "watched",
+        json!({"managementPolicy": "ObserveOnly", "emnify": {"allowed3g": false}}),
+    );
     h.add_sp("absent", json!({"managementPolicy": "ObserveOnly", "emnify": {}}));
     let sp = h.sync_sp("watched").await;
     assert_eq!(sp.status.as_ref().unwrap().id, Some(existing.to_string()));
     let ready = condition(&sp, READY);
-    assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::False, "Drifted"));
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::False, "Drifted")
+    );
     assert!(ready.message.contains("allowed_3g true -> false"));
     let sp = h.sync_sp("absent").await;
     assert_eq!(condition(&sp, READY).reason, "NotFound");
     h.delete_sp("watched").await;
     h.reconcile_sp("watched").await.unwrap();
-    assert!(h.vendor_profile(&existing.to_string()).is_some(), "observe-only never deletes");
-    assert!(h.vendor_requests().iter().all(|(m, p, _)| m == "GET" || p == "/api/v1/authenticate"));
+    assert!(
+        h.vendor_profile(&existing.to_string()).is_some(),
+        "observe-only never deletes"
+    );
+    assert!(
+        h.vendor_requests()
+            .iter()
+            .all(|(m, p, _)| m == "GET" || p == "/api/v1/authenticate")
+    );
 }
 
 #[tokio::test]
@@ -444,11 +573,16 @@ async fn provider_config_ready_and_rejected_credentials() {
     h.reconcile_pc("emnify").await.unwrap();
     let pc = h.pcs().get("emnify").await.unwrap();
     let status = pc.status.unwrap();
-    assert!(connectivity_operator::crd::conditions::is_true(&status.conditions, READY));
+    assert!(connectivity_operator::crd::conditions::is_true(
+        &status.conditions,
+        READY
+    ));
     assert_eq!(status.account.as_deref(), Some("Demo Fleet GmbH"));
 
-    h.add(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong", "namespace": NS},
-                 "stringData": {"applicationToken": "not-the-token"}}));
+    h.add(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong", "namespace": NS},
+                 "stringData": {"applicationToken": "not-the-token"}}),
+    );
     h.add(json!({
         "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig",
         "metadata": {"name": "wrong", "namespace": NS},
@@ -458,10 +592,16 @@ async fn provider_config_ready_and_rejected_credentials() {
     let err = h.reconcile_pc("wrong").await.unwrap_err();
     assert_eq!(err.reason(), "CredentialsRejected");
     let pc = h.pcs().get("wrong").await.unwrap();
-    let ready = connectivity_operator::crd::conditions::find(&pc.status.as_ref().unwrap().conditions, READY).unwrap().clone();
+    let ready = connectivity_operator::crd::conditions::find(&pc.status.as_ref().unwrap().conditions, READY)
+        .unwrap()
+        .clone();
     assert_eq!(ready.status, ConditionStatus::False);
     assert!(ready.message.contains("not accepted"), "{}", ready.message);
-    assert!(!ready.message.contains("not-the-token"), "secret value leaked: {}", ready.message);
+    assert!(
+        !ready.message.contains("not-the-token"),
+        "secret value leaked: {}",
+        ready.message
+    );
 }
 
 #[tokio::test]
@@ -506,7 +646,12 @@ async fn secrets_never_reach_status_events_or_spec_writes() {
         let ours = req.path.contains("serviceprofiles") || req.path.contains("providerconfigs");
         if write && ours && !req.path.ends_with("/status") {
             let body = req.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
-            assert!(!body.contains("\"spec\"") && !body.contains("/spec"), "spec write: {} {} {body}", req.method, req.path);
+            assert!(
+                !body.contains("\"spec\"") && !body.contains("/spec"),
+                "spec write: {} {} {body}",
+                req.method,
+                req.path
+            );
         }
     }
 }

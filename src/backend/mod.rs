@@ -71,7 +71,12 @@ pub struct BackendError {
 
 impl BackendError {
     pub fn new(action: impl Into<String>, kind: ErrorKind, message: impl Into<String>) -> Self {
-        BackendError { action: action.into(), kind, message: message.into(), source: None }
+        BackendError {
+            action: action.into(),
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {

@@ -26,7 +26,10 @@ impl RateLimiter {
         RateLimiter {
             rate: rate.max(0.001),
             burst,
-            state: Mutex::new(Bucket { tokens: burst, last: Instant::now() }),
+            state: Mutex::new(Bucket {
+                tokens: burst,
+                last: Instant::now(),
+            }),
         }
     }
 
@@ -70,6 +73,9 @@ mod tests {
             limiter.acquire().await;
         }
         let elapsed = start.elapsed().as_secs_f64();
-        assert!((0.99..=1.01).contains(&elapsed), "10 more at 10/s take a second, took {elapsed}");
+        assert!(
+            (0.99..=1.01).contains(&elapsed),
+            "10 more at 10/s take a second, took {elapsed}"
+        );
     }
 }

@@ -130,4 +130,3 @@ pub fn key_of<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
         obj.meta().name.as_deref().unwrap_or("")
     )
 }
-

@@ -34,7 +34,10 @@ pub enum Error {
     #[error("failed to write status of ProviderConfig {name}: {source}")]
     WriteStatus { name: String, source: kube::Error },
     #[error("failed to manage the finalizer of ProviderConfig {name}: {source}")]
-    Finalizer { name: String, source: Box<finalizer::Error<Error>> },
+    Finalizer {
+        name: String,
+        source: Box<finalizer::Error<Error>>,
+    },
 }
 
 impl Error {
@@ -64,9 +67,14 @@ impl Error {
 
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self.root() {
-            Error::Verify { source: BackendError { kind: crate::backend::ErrorKind::RateLimited { retry_after }, .. }, .. } => {
-                *retry_after
-            }
+            Error::Verify {
+                source:
+                    BackendError {
+                        kind: crate::backend::ErrorKind::RateLimited { retry_after },
+                        ..
+                    },
+                ..
+            } => *retry_after,
             _ => None,
         }
     }
@@ -88,7 +96,8 @@ impl Error {
 pub async fn reconcile(pc: Arc<ProviderConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let name = pc.name_any();
-    let api: Api<ProviderConfig> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_else(|| "default".into()));
+    let api: Api<ProviderConfig> =
+        Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_else(|| "default".into()));
     let result = finalizer::finalizer(&api, FINALIZER, pc, |ev| async {
         match ev {
             FinalizerEvent::Apply(pc) => apply(&pc, &ctx).await,
@@ -96,7 +105,10 @@ pub async fn reconcile(pc: Arc<ProviderConfig>, ctx: Arc<Context>) -> Result<Act
         }
     })
     .await
-    .map_err(|source| Error::Finalizer { name, source: Box::new(source) });
+    .map_err(|source| Error::Finalizer {
+        name,
+        source: Box::new(source),
+    });
     ctx.metrics.reconciled(KIND, started.elapsed());
     result
 }
@@ -111,18 +123,22 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
     let generation = pc.metadata.generation;
     let result = async {
         let provider = ctx.providers.for_provider_config(&ctx.client, pc).await?;
-        let info = provider
-            .account
-            .verify()
-            .await
-            .map_err(|source| Error::Verify { name: pc.name_any(), source })?;
+        let info = provider.account.verify().await.map_err(|source| Error::Verify {
+            name: pc.name_any(),
+            source,
+        })?;
         Ok::<_, Error>((provider.endpoint.clone(), info))
     }
     .await;
     let mut status = pc.status.clone().unwrap_or_default();
     status.observed_generation = generation;
     status.last_checked_time = Some(Utc::now());
-    status.endpoint = Some(pc.spec.endpoint.clone().unwrap_or_else(|| pc.spec.vendor.default_endpoint().to_string()));
+    status.endpoint = Some(
+        pc.spec
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| pc.spec.vendor.default_endpoint().to_string()),
+    );
     let was_ready = conditions::is_true(&status.conditions, READY);
     match result {
         Ok((endpoint, info)) => {
@@ -131,18 +147,38 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
             status.account = info.account;
             status.conditions = conditions::merge(
                 &status.conditions,
-                vec![Condition::new(READY, ConditionStatus::True, "Authenticated", "the credentials authenticate at the vendor", generation)],
+                vec![Condition::new(
+                    READY,
+                    ConditionStatus::True,
+                    "Authenticated",
+                    "the credentials authenticate at the vendor",
+                    generation,
+                )],
             );
             write(ctx, pc, &status).await?;
             if !was_ready {
-                event(ctx, pc, EventType::Normal, "Authenticated", "Verify", format!("credentials accepted by {}", pc.spec.vendor)).await;
+                event(
+                    ctx,
+                    pc,
+                    EventType::Normal,
+                    "Authenticated",
+                    "Verify",
+                    format!("credentials accepted by {}", pc.spec.vendor),
+                )
+                .await;
             }
             Ok(Action::requeue(ctx.resync_for(pc.metadata.annotations.as_ref())))
         }
         Err(err) => {
             status.conditions = conditions::merge(
                 &status.conditions,
-                vec![Condition::new(READY, ConditionStatus::False, err.reason(), err.to_string(), generation)],
+                vec![Condition::new(
+                    READY,
+                    ConditionStatus::False,
+                    err.reason(),
+                    err.to_string(),
+                    generation,
+                )],
             );
             if let Err(e) = write(ctx, pc, &status).await {
                 tracing::warn!(error = %e, "failed to record the failure in status");
@@ -160,18 +196,30 @@ async fn cleanup(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
     let users: Vec<String> = profiles
         .list(&ListParams::default())
         .await
-        .map_err(|source| Error::ListUsers { name: name.clone(), source })?
+        .map_err(|source| Error::ListUsers {
+            name: name.clone(),
+            source,
+        })?
         .items
         .into_iter()
         .filter(|sp| sp.spec.provider_config_ref.name == name)
         .map(|sp| format!("ServiceProfile {}", sp.name_any()))
         .collect();
     if !users.is_empty() {
-        let err = Error::InUse { name: name.clone(), users: users.join(", ") };
+        let err = Error::InUse {
+            name: name.clone(),
+            users: users.join(", "),
+        };
         let mut status = pc.status.clone().unwrap_or_default();
         status.conditions = conditions::merge(
             &status.conditions,
-            vec![Condition::new(READY, ConditionStatus::False, "InUse", err.to_string(), pc.metadata.generation)],
+            vec![Condition::new(
+                READY,
+                ConditionStatus::False,
+                "InUse",
+                err.to_string(),
+                pc.metadata.generation,
+            )],
         );
         if let Err(e) = write(ctx, pc, &status).await {
             tracing::warn!(error = %e, "failed to record the failure in status");
@@ -184,5 +232,10 @@ async fn cleanup(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn write(ctx: &Context, pc: &ProviderConfig, status: &crate::crd::ProviderConfigStatus) -> Result<(), Error> {
-    apply_status(ctx, pc, status).await.map_err(|source| Error::WriteStatus { name: pc.name_any(), source })
+    apply_status(ctx, pc, status)
+        .await
+        .map_err(|source| Error::WriteStatus {
+            name: pc.name_any(),
+            source,
+        })
 }

@@ -22,13 +22,29 @@ pub enum ResolveError {
     #[error("ProviderConfig {namespace}/{name} not found")]
     ProviderConfigNotFound { namespace: String, name: String },
     #[error("failed to get ProviderConfig {namespace}/{name}: {source}")]
-    GetProviderConfig { namespace: String, name: String, source: kube::Error },
+    GetProviderConfig {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
     #[error("Secret {namespace}/{name} (credentialsSecretRef of ProviderConfig {provider}) not found")]
-    SecretNotFound { namespace: String, name: String, provider: String },
+    SecretNotFound {
+        namespace: String,
+        name: String,
+        provider: String,
+    },
     #[error("failed to get Secret {namespace}/{name}: {source}")]
-    GetSecret { namespace: String, name: String, source: kube::Error },
+    GetSecret {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
     #[error("Secret {namespace}/{name} has no usable credentials: {detail}")]
-    SecretKeyMissing { namespace: String, name: String, detail: String },
+    SecretKeyMissing {
+        namespace: String,
+        name: String,
+        detail: String,
+    },
     #[error("failed to build a client for ProviderConfig {provider}: {source}")]
     BuildClient { provider: String, source: BackendError },
 }
@@ -63,7 +79,11 @@ pub struct Providers {
 
 impl Providers {
     pub fn new(metrics: Metrics, timeout: Duration) -> Self {
-        Providers { cache: Mutex::new(HashMap::new()), metrics, timeout }
+        Providers {
+            cache: Mutex::new(HashMap::new()),
+            metrics,
+            timeout,
+        }
     }
 
     /// Resolve `namespace/name` to a connected backend.
@@ -72,13 +92,24 @@ impl Providers {
         let pc = pcs
             .get_opt(name)
             .await
-            .map_err(|source| ResolveError::GetProviderConfig { namespace: namespace.into(), name: name.into(), source })?
-            .ok_or_else(|| ResolveError::ProviderConfigNotFound { namespace: namespace.into(), name: name.into() })?;
+            .map_err(|source| ResolveError::GetProviderConfig {
+                namespace: namespace.into(),
+                name: name.into(),
+                source,
+            })?
+            .ok_or_else(|| ResolveError::ProviderConfigNotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            })?;
         self.for_provider_config(client, &pc).await
     }
 
     /// Connected backend for a ProviderConfig object.
-    pub async fn for_provider_config(&self, client: &Client, pc: &ProviderConfig) -> Result<Arc<Provider>, ResolveError> {
+    pub async fn for_provider_config(
+        &self,
+        client: &Client,
+        pc: &ProviderConfig,
+    ) -> Result<Arc<Provider>, ResolveError> {
         let namespace = pc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let name = pc.metadata.name.clone().unwrap_or_default();
         let secret_name = &pc.spec.credentials_secret_ref.name;
@@ -86,16 +117,29 @@ impl Providers {
         let secret = secrets
             .get_opt(secret_name)
             .await
-            .map_err(|source| ResolveError::GetSecret { namespace: namespace.clone(), name: secret_name.clone(), source })?
+            .map_err(|source| ResolveError::GetSecret {
+                namespace: namespace.clone(),
+                name: secret_name.clone(),
+                source,
+            })?
             .ok_or_else(|| ResolveError::SecretNotFound {
                 namespace: namespace.clone(),
                 name: secret_name.clone(),
                 provider: name.clone(),
             })?;
-        let credentials = credentials(pc.spec.vendor, &secret, pc.spec.credentials_secret_ref.key.as_deref()).map_err(|detail| {
-            ResolveError::SecretKeyMissing { namespace: namespace.clone(), name: secret_name.clone(), detail }
-        })?;
-        let endpoint = pc.spec.endpoint.clone().unwrap_or_else(|| pc.spec.vendor.default_endpoint().to_string());
+        let credentials =
+            credentials(pc.spec.vendor, &secret, pc.spec.credentials_secret_ref.key.as_deref()).map_err(|detail| {
+                ResolveError::SecretKeyMissing {
+                    namespace: namespace.clone(),
+                    name: secret_name.clone(),
+                    detail,
+                }
+            })?;
+        let endpoint = pc
+            .spec
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| pc.spec.vendor.default_endpoint().to_string());
         let rate = effective_rate_limit(pc.spec.vendor, pc.spec.rate_limit.as_ref());
         let fingerprint = {
             let mut h = DefaultHasher::new();
@@ -112,14 +156,27 @@ impl Providers {
         {
             return Ok(provider.clone());
         }
-        let provider = Arc::new(self.build(pc.spec.vendor, &endpoint, credentials, &rate).map_err(|source| {
-            ResolveError::BuildClient { provider: key.clone(), source }
-        })?);
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (fingerprint, provider.clone()));
+        let provider = Arc::new(
+            self.build(pc.spec.vendor, &endpoint, credentials, &rate)
+                .map_err(|source| ResolveError::BuildClient {
+                    provider: key.clone(),
+                    source,
+                })?,
+        );
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (fingerprint, provider.clone()));
         Ok(provider)
     }
 
-    fn build(&self, vendor: Vendor, endpoint: &str, credentials: VendorCredentials, rate: &RateLimit) -> Result<Provider, BackendError> {
+    fn build(
+        &self,
+        vendor: Vendor,
+        endpoint: &str,
+        credentials: VendorCredentials,
+        rate: &RateLimit,
+    ) -> Result<Provider, BackendError> {
         match (vendor, credentials) {
             (Vendor::Emnify, VendorCredentials::Emnify(credentials)) => {
                 let client = Arc::new(EmnifyClient::new(
@@ -145,7 +202,10 @@ impl Providers {
 
     /// Forget a ProviderConfig's backend (it was deleted).
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{namespace}/{name}"));
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&format!("{namespace}/{name}"));
     }
 }
 
@@ -154,7 +214,10 @@ pub fn effective_rate_limit(vendor: Vendor, spec: Option<&RateLimit>) -> RateLim
     spec.cloned().unwrap_or(match vendor {
         // emnify allows 2000 requests per 5 minutes per IP (6.7/s) and 10/s on list paths;
         // 5/s with a burst of 5 stays below both.
-        Vendor::Emnify => RateLimit { requests_per_second: 5.0, burst: 5 },
+        Vendor::Emnify => RateLimit {
+            requests_per_second: 5.0,
+            burst: 5,
+        },
     })
 }
 
@@ -182,7 +245,10 @@ impl VendorCredentials {
 /// Read a Secret's value by key from `data` (or `stringData`, as in manifest files).
 fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
-        return String::from_utf8(v.0.clone()).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        return String::from_utf8(v.0.clone())
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
     }
     secret
         .string_data
@@ -198,7 +264,9 @@ pub fn credentials(vendor: Vendor, secret: &Secret, key: Option<&str>) -> Result
         Vendor::Emnify => {
             let token_key = key.unwrap_or("applicationToken");
             if let Some(token) = secret_value(secret, token_key) {
-                return Ok(VendorCredentials::Emnify(Credentials::ApplicationToken(SecretString::new(token))));
+                return Ok(VendorCredentials::Emnify(Credentials::ApplicationToken(
+                    SecretString::new(token),
+                )));
             }
             if key.is_some() {
                 return Err(format!("key {token_key:?} is missing or empty"));
@@ -222,19 +290,29 @@ mod tests {
 
     fn secret(data: &[(&str, &str)]) -> Secret {
         Secret {
-            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
             ..Default::default()
         }
     }
 
     #[test]
     fn emnify_secret_formats() {
-        let VendorCredentials::Emnify(c) = credentials(Vendor::Emnify, &secret(&[("applicationToken", "tok\n")]), None).unwrap();
-        assert!(matches!(c, Credentials::ApplicationToken(t) if t.expose() == "tok"));
         let VendorCredentials::Emnify(c) =
-            credentials(Vendor::Emnify, &secret(&[("username", "a@b.c"), ("password", "pw")]), None).unwrap();
+            credentials(Vendor::Emnify, &secret(&[("applicationToken", "tok\n")]), None).unwrap();
+        assert!(matches!(c, Credentials::ApplicationToken(t) if t.expose() == "tok"));
+        let VendorCredentials::Emnify(c) = credentials(
+            Vendor::Emnify,
+            &secret(&[("username", "a@b.c"), ("password", "pw")]),
+            None,
+        )
+        .unwrap();
         assert!(matches!(c, Credentials::User { username, .. } if username == "a@b.c"));
-        let VendorCredentials::Emnify(c) = credentials(Vendor::Emnify, &secret(&[("token", "t2")]), Some("token")).unwrap();
+        let VendorCredentials::Emnify(c) =
+            credentials(Vendor::Emnify, &secret(&[("token", "t2")]), Some("token")).unwrap();
         assert!(matches!(c, Credentials::ApplicationToken(t) if t.expose() == "t2"));
     }
 

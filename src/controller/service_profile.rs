@@ -19,7 +19,7 @@ use super::resolve::{Provider, ResolveError};
 use super::status::{apply_status, event};
 use super::{Context, key_of};
 use crate::backend::{
-    BackendError, DesiredServiceProfile, ErrorKind, Lookup, ObservedProfile, Observation, ProfileChange,
+    BackendError, DesiredServiceProfile, ErrorKind, Lookup, Observation, ObservedProfile, ProfileChange,
     ServiceProfileBackend,
 };
 use crate::crd::conditions::{self, Condition, ConditionStatus, READY, SYNCED};
@@ -37,15 +37,26 @@ pub enum Error {
     #[error(transparent)]
     Vendor(#[from] BackendError),
     #[error("{vendor} service profile {id} is still in use, deletion will be retried: {source}")]
-    InUse { vendor: Vendor, id: String, source: BackendError },
+    InUse {
+        vendor: Vendor,
+        id: String,
+        source: BackendError,
+    },
     #[error("{} {vendor} service profiles are named {name:?} (ids {}); set spec.externalId to choose one", ids.len(), ids.join(", "))]
-    Ambiguous { vendor: Vendor, name: String, ids: Vec<String> },
+    Ambiguous {
+        vendor: Vendor,
+        name: String,
+        ids: Vec<String>,
+    },
     #[error("spec.externalId {id} does not exist at {vendor}")]
     ExternalIdNotFound { vendor: Vendor, id: String },
     #[error("failed to write status of ServiceProfile {name}: {source}")]
     WriteStatus { name: String, source: kube::Error },
     #[error("failed to manage the finalizer of ServiceProfile {name}: {source}")]
-    Finalizer { name: String, source: Box<finalizer::Error<Error>> },
+    Finalizer {
+        name: String,
+        source: Box<finalizer::Error<Error>>,
+    },
 }
 
 impl Error {
@@ -77,7 +88,10 @@ impl Error {
     /// `Retry-After` the vendor asked for.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self.root() {
-            Error::Vendor(BackendError { kind: ErrorKind::RateLimited { retry_after }, .. }) => *retry_after,
+            Error::Vendor(BackendError {
+                kind: ErrorKind::RateLimited { retry_after },
+                ..
+            }) => *retry_after,
             _ => None,
         }
     }
@@ -124,13 +138,21 @@ pub enum Decision {
 pub fn decide(policy: ManagementPolicy, source: LookupSource, observation: &Observation<ObservedProfile>) -> Decision {
     let observe_only = policy != ManagementPolicy::Full;
     match observation {
-        Observation::Missing if source == LookupSource::ExternalId => Decision::ExternalIdNotFound { id: String::new() },
+        Observation::Missing if source == LookupSource::ExternalId => {
+            Decision::ExternalIdNotFound { id: String::new() }
+        }
         Observation::Missing if observe_only => Decision::ReportMissing,
         Observation::Missing => Decision::Create,
         Observation::Ambiguous { ids } => Decision::Conflict { ids: ids.clone() },
         Observation::Present(o) if o.changes.is_empty() => Decision::UpToDate { id: o.id.clone() },
-        Observation::Present(o) if observe_only => Decision::ReportDrift { id: o.id.clone(), changes: o.changes.clone() },
-        Observation::Present(o) => Decision::Update { id: o.id.clone(), changes: o.changes.clone() },
+        Observation::Present(o) if observe_only => Decision::ReportDrift {
+            id: o.id.clone(),
+            changes: o.changes.clone(),
+        },
+        Observation::Present(o) => Decision::Update {
+            id: o.id.clone(),
+            changes: o.changes.clone(),
+        },
     }
 }
 
@@ -152,9 +174,15 @@ pub async fn plan(sp: &ServiceProfile, ctx: &Context) -> Result<Planned, Error> 
         Vendor::Emnify => sp.spec.emnify.is_some(),
     };
     if !section_present {
-        return Err(Error::VendorSectionMissing { vendor: provider.vendor, provider: provider_name.clone() });
+        return Err(Error::VendorSectionMissing {
+            vendor: provider.vendor,
+            provider: provider_name.clone(),
+        });
     }
-    let desired = DesiredServiceProfile { name: sp.vendor_name(), spec: &sp.spec };
+    let desired = DesiredServiceProfile {
+        name: sp.vendor_name(),
+        spec: &sp.spec,
+    };
     // observe
     let (source, observation) = observe(provider.service_profiles.as_ref(), &desired, sp).await?;
     // plan
@@ -162,7 +190,12 @@ pub async fn plan(sp: &ServiceProfile, ctx: &Context) -> Result<Planned, Error> 
     if let Decision::ExternalIdNotFound { id } = &mut decision {
         id.clone_from(sp.spec.external_id.as_ref().unwrap_or(&String::new()));
     }
-    Ok(Planned { provider, vendor_name: desired.name.clone(), observation, decision })
+    Ok(Planned {
+        provider,
+        vendor_name: desired.name.clone(),
+        observation,
+        decision,
+    })
 }
 
 /// Observe by `status.id`, else `spec.externalId`, else name. A `status.id` that vanished at the
@@ -178,16 +211,23 @@ async fn observe(
             return Ok((LookupSource::StatusId, observation));
         }
     } else if let Some(id) = &sp.spec.external_id {
-        return Ok((LookupSource::ExternalId, backend.observe(desired, &Lookup::Id(id.clone())).await?));
+        return Ok((
+            LookupSource::ExternalId,
+            backend.observe(desired, &Lookup::Id(id.clone())).await?,
+        ));
     }
-    Ok((LookupSource::Name, backend.observe(desired, &Lookup::Name(desired.name.clone())).await?))
+    Ok((
+        LookupSource::Name,
+        backend.observe(desired, &Lookup::Name(desired.name.clone())).await?,
+    ))
 }
 
 /// Reconcile entry point for the controller and the offline runner.
 pub async fn reconcile(sp: Arc<ServiceProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let name = sp.name_any();
-    let api: Api<ServiceProfile> = Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_else(|| "default".into()));
+    let api: Api<ServiceProfile> =
+        Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_else(|| "default".into()));
     let result = finalizer::finalizer(&api, FINALIZER, sp, |ev| async {
         match ev {
             FinalizerEvent::Apply(sp) => apply(&sp, &ctx).await,
@@ -195,7 +235,10 @@ pub async fn reconcile(sp: Arc<ServiceProfile>, ctx: Arc<Context>) -> Result<Act
         }
     })
     .await
-    .map_err(|source| Error::Finalizer { name, source: Box::new(source) });
+    .map_err(|source| Error::Finalizer {
+        name,
+        source: Box::new(source),
+    });
     ctx.metrics.reconciled(KIND, started.elapsed());
     result
 }
@@ -221,7 +264,13 @@ async fn apply(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
         status.observed_generation = generation;
         status.conditions = conditions::merge(
             &status.conditions,
-            vec![Condition::new(SYNCED, ConditionStatus::False, "Paused", "managementPolicy is Paused: no vendor calls", generation)],
+            vec![Condition::new(
+                SYNCED,
+                ConditionStatus::False,
+                "Paused",
+                "managementPolicy is Paused: no vendor calls",
+                generation,
+            )],
         );
         write_status(ctx, sp, &status).await?;
         return Ok(Action::await_change());
@@ -257,39 +306,89 @@ async fn apply(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
 /// Resolve, observe, plan, act. Returns what the status step records.
 async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> {
     let generation = sp.metadata.generation;
-    let Planned { provider, vendor_name, observation, decision } = plan(sp, ctx).await?;
+    let Planned {
+        provider,
+        vendor_name,
+        observation,
+        decision,
+    } = plan(sp, ctx).await?;
     let backend = provider.service_profiles.as_ref();
     let vendor = provider.vendor;
-    let desired = DesiredServiceProfile { name: vendor_name.clone(), spec: &sp.spec };
+    let desired = DesiredServiceProfile {
+        name: vendor_name.clone(),
+        spec: &sp.spec,
+    };
     let known_id = sp.status.as_ref().and_then(|s| s.id.clone());
     let ready = |observed: &ObservedProfile| ready_condition(observed, generation);
     match decision {
         Decision::Create => {
             let id = backend.create(&desired).await?;
-            event(ctx, sp, EventType::Normal, "Created", "Create", format!("created {vendor} service profile {vendor_name:?} with id {id}")).await;
+            event(
+                ctx,
+                sp,
+                EventType::Normal,
+                "Created",
+                "Create",
+                format!("created {vendor} service profile {vendor_name:?} with id {id}"),
+            )
+            .await;
             // Record the id before anything else, so a crash from here on adopts instead of creating again.
             record_id(ctx, sp, &id, generation).await?;
             let observed = update_until_in_sync(backend, &desired, &id, ctx, sp).await?;
-            Ok(Outcome { id: Some(id), ready: ready(&observed), observed: Some(observed) })
+            Ok(Outcome {
+                id: Some(id),
+                ready: ready(&observed),
+                observed: Some(observed),
+            })
         }
         Decision::Update { id, changes } => {
             if known_id.as_deref() != Some(id.as_str()) {
-                event(ctx, sp, EventType::Normal, "Adopted", "Adopt", format!("adopted existing {vendor} service profile {id}")).await;
+                event(
+                    ctx,
+                    sp,
+                    EventType::Normal,
+                    "Adopted",
+                    "Adopt",
+                    format!("adopted existing {vendor} service profile {id}"),
+                )
+                .await;
             }
             apply_changes(backend, &id, &changes, ctx, sp).await?;
             let observed = present(backend.observe(&desired, &Lookup::Id(id.clone())).await?, &id)?;
-            Ok(Outcome { id: Some(id), ready: ready(&observed), observed: Some(observed) })
+            Ok(Outcome {
+                id: Some(id),
+                ready: ready(&observed),
+                observed: Some(observed),
+            })
         }
         Decision::UpToDate { id } => {
             if known_id.as_deref() != Some(id.as_str()) {
-                event(ctx, sp, EventType::Normal, "Adopted", "Adopt", format!("adopted existing {vendor} service profile {id}")).await;
+                event(
+                    ctx,
+                    sp,
+                    EventType::Normal,
+                    "Adopted",
+                    "Adopt",
+                    format!("adopted existing {vendor} service profile {id}"),
+                )
+                .await;
             }
             let Observation::Present(observed) = observation else {
-                return Err(BackendError::new("observe service profile", ErrorKind::Transient, "observation changed").into());
+                return Err(
+                    BackendError::new("observe service profile", ErrorKind::Transient, "observation changed").into(),
+                );
             };
-            Ok(Outcome { id: Some(id), ready: ready(&observed), observed: Some(observed) })
+            Ok(Outcome {
+                id: Some(id),
+                ready: ready(&observed),
+                observed: Some(observed),
+            })
         }
-        Decision::Conflict { ids } => Err(Error::Ambiguous { vendor, name: vendor_name, ids }),
+        Decision::Conflict { ids } => Err(Error::Ambiguous {
+            vendor,
+            name: vendor_name,
+            ids,
+        }),
         Decision::ExternalIdNotFound { id } => Err(Error::ExternalIdNotFound { vendor, id }),
         Decision::ReportMissing => Ok(Outcome {
             id: None,
@@ -304,9 +403,15 @@ async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> 
         }),
         Decision::ReportDrift { id, .. } => {
             let Observation::Present(observed) = observation else {
-                return Err(BackendError::new("observe service profile", ErrorKind::Transient, "observation changed").into());
+                return Err(
+                    BackendError::new("observe service profile", ErrorKind::Transient, "observation changed").into(),
+                );
             };
-            Ok(Outcome { id: Some(id), ready: ready(&observed), observed: Some(observed) })
+            Ok(Outcome {
+                id: Some(id),
+                ready: ready(&observed),
+                observed: Some(observed),
+            })
         }
     }
 }
@@ -324,7 +429,10 @@ async fn update_until_in_sync(
         return Ok(observed);
     }
     apply_changes(backend, id, &observed.changes, ctx, sp).await?;
-    Ok(present(backend.observe(desired, &Lookup::Id(id.to_string())).await?, id)?)
+    Ok(present(
+        backend.observe(desired, &Lookup::Id(id.to_string())).await?,
+        id,
+    )?)
 }
 
 async fn apply_changes(
@@ -336,7 +444,15 @@ async fn apply_changes(
 ) -> Result<(), Error> {
     backend.update(id, changes).await?;
     let list: Vec<&str> = changes.iter().map(|c| c.description.as_str()).collect();
-    event(ctx, sp, EventType::Normal, "Updated", "Update", format!("service profile {id}: {}", list.join("; "))).await;
+    event(
+        ctx,
+        sp,
+        EventType::Normal,
+        "Updated",
+        "Update",
+        format!("service profile {id}: {}", list.join("; ")),
+    )
+    .await;
     Ok(())
 }
 
@@ -353,10 +469,22 @@ fn present(observation: Observation<ObservedProfile>, id: &str) -> Result<Observ
 
 fn ready_condition(observed: &ObservedProfile, generation: Option<i64>) -> Condition {
     if observed.changes.is_empty() {
-        Condition::new(READY, ConditionStatus::True, "Available", "the vendor profile matches the spec", generation)
+        Condition::new(
+            READY,
+            ConditionStatus::True,
+            "Available",
+            "the vendor profile matches the spec",
+            generation,
+        )
     } else {
         let list: Vec<&str> = observed.changes.iter().map(|c| c.description.as_str()).collect();
-        Condition::new(READY, ConditionStatus::False, "Drifted", format!("differs from the spec: {}", list.join("; ")), generation)
+        Condition::new(
+            READY,
+            ConditionStatus::False,
+            "Drifted",
+            format!("differs from the spec: {}", list.join("; ")),
+            generation,
+        )
     }
 }
 
@@ -365,13 +493,24 @@ async fn record_id(ctx: &Context, sp: &ServiceProfile, id: &str, generation: Opt
     status.id = Some(id.to_string());
     status.conditions = conditions::merge(
         &status.conditions,
-        vec![Condition::new(READY, ConditionStatus::False, "Creating", "created at the vendor; applying services and limits", generation)],
+        vec![Condition::new(
+            READY,
+            ConditionStatus::False,
+            "Creating",
+            "created at the vendor; applying services and limits",
+            generation,
+        )],
     );
     write_status(ctx, sp, &status).await
 }
 
 async fn write_status(ctx: &Context, sp: &ServiceProfile, status: &ServiceProfileStatus) -> Result<(), Error> {
-    apply_status(ctx, sp, status).await.map_err(|source| Error::WriteStatus { name: sp.name_any(), source })
+    apply_status(ctx, sp, status)
+        .await
+        .map_err(|source| Error::WriteStatus {
+            name: sp.name_any(),
+            source,
+        })
 }
 
 /// Record a failure: `Synced=False` with the reason and message, a Warning event. `Ready` turns
@@ -380,10 +519,22 @@ async fn report_failure(ctx: &Context, sp: &ServiceProfile, err: &Error, action:
     let generation = sp.metadata.generation;
     let mut status = sp.status.clone().unwrap_or_default();
     let message = err.to_string();
-    let mut fresh = vec![Condition::new(SYNCED, ConditionStatus::False, err.reason(), message.clone(), generation)];
+    let mut fresh = vec![Condition::new(
+        SYNCED,
+        ConditionStatus::False,
+        err.reason(),
+        message.clone(),
+        generation,
+    )];
     let ready_known = conditions::find(&status.conditions, READY).is_some();
     if !ready_known || err.is_permanent() {
-        fresh.push(Condition::new(READY, ConditionStatus::False, err.reason(), message.clone(), generation));
+        fresh.push(Condition::new(
+            READY,
+            ConditionStatus::False,
+            err.reason(),
+            message.clone(),
+            generation,
+        ));
     }
     status.conditions = conditions::merge(&status.conditions, fresh);
     status.observed_generation = generation;
@@ -395,21 +546,40 @@ async fn report_failure(ctx: &Context, sp: &ServiceProfile, err: &Error, action:
 
 async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
     let keep = sp.spec.deletion_policy == DeletionPolicy::Orphan || sp.spec.management_policy != ManagementPolicy::Full;
-    let id = sp.status.as_ref().and_then(|s| s.id.clone()).or_else(|| sp.spec.external_id.clone());
+    let id = sp
+        .status
+        .as_ref()
+        .and_then(|s| s.id.clone())
+        .or_else(|| sp.spec.external_id.clone());
     let Some(id) = id else {
         // Nothing was ever recorded: there is no vendor object we own.
         return Ok(Action::await_change());
     };
     if keep {
-        event(ctx, sp, EventType::Normal, "Orphaned", "Delete", format!("left vendor service profile {id} in place")).await;
+        event(
+            ctx,
+            sp,
+            EventType::Normal,
+            "Orphaned",
+            "Delete",
+            format!("left vendor service profile {id} in place"),
+        )
+        .await;
         return Ok(Action::await_change());
     }
     let result = async {
         let namespace = sp.namespace().unwrap_or_else(|| "default".into());
-        let provider = ctx.providers.resolve(&ctx.client, &namespace, &sp.spec.provider_config_ref.name).await?;
+        let provider = ctx
+            .providers
+            .resolve(&ctx.client, &namespace, &sp.spec.provider_config_ref.name)
+            .await?;
         match provider.service_profiles.delete(&id).await {
             Ok(()) => Ok(provider.vendor),
-            Err(e) if e.kind == ErrorKind::Conflict => Err(Error::InUse { vendor: provider.vendor, id: id.clone(), source: e }),
+            Err(e) if e.kind == ErrorKind::Conflict => Err(Error::InUse {
+                vendor: provider.vendor,
+                id: id.clone(),
+                source: e,
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -417,7 +587,15 @@ async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
     match result {
         Ok(vendor) => {
             ctx.reset_backoff(&key_of(sp));
-            event(ctx, sp, EventType::Normal, "Deleted", "Delete", format!("deleted {vendor} service profile {id}")).await;
+            event(
+                ctx,
+                sp,
+                EventType::Normal,
+                "Deleted",
+                "Delete",
+                format!("deleted {vendor} service profile {id}"),
+            )
+            .await;
             Ok(Action::await_change())
         }
         Err(err) => {
@@ -434,17 +612,31 @@ mod tests {
     use crate::backend::emnify::map::Change;
 
     fn present(changes: Vec<ProfileChange>) -> Observation<ObservedProfile> {
-        Observation::Present(ObservedProfile { id: "7".into(), used_count: Some(0), summary: Default::default(), changes })
+        Observation::Present(ObservedProfile {
+            id: "7".into(),
+            used_count: Some(0),
+            summary: Default::default(),
+            changes,
+        })
     }
 
     fn change() -> ProfileChange {
-        ProfileChange { description: "add service Data (38)".into(), op: ProfileOp::Emnify(Change::AddService { service_id: 38 }) }
+        ProfileChange {
+            description: "add service Data (38)".into(),
+            op: ProfileOp::Emnify(Change::AddService { service_id: 38 }),
+        }
     }
 
     #[test]
     fn missing_is_created_only_under_full_management() {
-        assert_eq!(decide(ManagementPolicy::Full, LookupSource::Name, &Observation::Missing), Decision::Create);
-        assert_eq!(decide(ManagementPolicy::ObserveOnly, LookupSource::Name, &Observation::Missing), Decision::ReportMissing);
+        assert_eq!(
+            decide(ManagementPolicy::Full, LookupSource::Name, &Observation::Missing),
+            Decision::Create
+        );
+        assert_eq!(
+            decide(ManagementPolicy::ObserveOnly, LookupSource::Name, &Observation::Missing),
+            Decision::ReportMissing
+        );
     }
 
     #[test]
@@ -457,37 +649,65 @@ mod tests {
 
     #[test]
     fn several_matches_are_a_conflict() {
-        let obs = Observation::Ambiguous { ids: vec!["1".into(), "2".into()] };
-        assert_eq!(decide(ManagementPolicy::Full, LookupSource::Name, &obs), Decision::Conflict { ids: vec!["1".into(), "2".into()] });
+        let obs = Observation::Ambiguous {
+            ids: vec!["1".into(), "2".into()],
+        };
+        assert_eq!(
+            decide(ManagementPolicy::Full, LookupSource::Name, &obs),
+            Decision::Conflict {
+                ids: vec!["1".into(), "2".into()]
+            }
+        );
     }
 
     #[test]
     fn differences_are_updated_or_reported() {
         assert_eq!(
             decide(ManagementPolicy::Full, LookupSource::StatusId, &present(vec![change()])),
-            Decision::Update { id: "7".into(), changes: vec![change()] }
+            Decision::Update {
+                id: "7".into(),
+                changes: vec![change()]
+            }
         );
         assert_eq!(
-            decide(ManagementPolicy::ObserveOnly, LookupSource::StatusId, &present(vec![change()])),
-            Decision::ReportDrift { id: "7".into(), changes: vec![change()] }
+            decide(
+                ManagementPolicy::ObserveOnly,
+                LookupSource::StatusId,
+                &present(vec![change()])
+            ),
+            Decision::ReportDrift {
+                id: "7".into(),
+                changes: vec![change()]
+            }
         );
-        assert_eq!(decide(ManagementPolicy::Full, LookupSource::Name, &present(vec![])), Decision::UpToDate { id: "7".into() });
+        assert_eq!(
+            decide(ManagementPolicy::Full, LookupSource::Name, &present(vec![])),
+            Decision::UpToDate { id: "7".into() }
+        );
     }
 
     #[test]
     fn errors_carry_reasons_and_retry_policy() {
         let limited = Error::Vendor(BackendError::new(
             "list emnify services",
-            ErrorKind::RateLimited { retry_after: Some(std::time::Duration::from_secs(3)) },
+            ErrorKind::RateLimited {
+                retry_after: Some(std::time::Duration::from_secs(3)),
+            },
             "HTTP 429",
         ));
         assert_eq!(limited.reason(), "RateLimited");
         assert_eq!(limited.retry_after(), Some(std::time::Duration::from_secs(3)));
         assert!(!limited.is_permanent());
-        let missing = Error::VendorSectionMissing { vendor: Vendor::Emnify, provider: "acct".into() };
+        let missing = Error::VendorSectionMissing {
+            vendor: Vendor::Emnify,
+            provider: "acct".into(),
+        };
         assert_eq!(missing.reason(), "VendorSectionMissing");
         assert!(missing.is_permanent());
-        assert_eq!(missing.to_string(), "spec.emnify is required: ProviderConfig acct is a emnify account");
+        assert_eq!(
+            missing.to_string(),
+            "spec.emnify is required: ProviderConfig acct is a emnify account"
+        );
         let in_use = Error::InUse {
             vendor: Vendor::Emnify,
             id: "7".into(),

@@ -96,12 +96,20 @@ mod tests {
 
     #[test]
     fn unchanged_status_keeps_transition_time() {
-        let old_time = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let old_time = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let mut prev = Condition::new(READY, ConditionStatus::True, "Available", "ok", Some(1));
         prev.last_transition_time = old_time;
         let merged = merge(
             &[prev],
-            vec![Condition::new(READY, ConditionStatus::True, "Available", "still ok", Some(2))],
+            vec![Condition::new(
+                READY,
+                ConditionStatus::True,
+                "Available",
+                "still ok",
+                Some(2),
+            )],
         );
         assert_eq!(merged[0].last_transition_time, old_time);
         assert_eq!(merged[0].message, "still ok");
@@ -110,13 +118,21 @@ mod tests {
 
     #[test]
     fn changed_status_moves_transition_time() {
-        let old_time = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let old_time = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let mut prev = Condition::new(SYNCED, ConditionStatus::True, "ReconcileSuccess", "", Some(1));
         prev.last_transition_time = old_time;
         let other = Condition::new(READY, ConditionStatus::True, "Available", "", Some(1));
         let merged = merge(
             &[prev, other],
-            vec![Condition::new(SYNCED, ConditionStatus::False, "InUse", "in use", Some(1))],
+            vec![Condition::new(
+                SYNCED,
+                ConditionStatus::False,
+                "InUse",
+                "in use",
+                Some(1),
+            )],
         );
         assert_eq!(merged.len(), 2, "conditions not recomputed are kept");
         let synced = find(&merged, SYNCED).unwrap();

@@ -12,13 +12,11 @@ use serde::{Deserialize, Serialize};
 
 pub use conditions::{Condition, ConditionStatus};
 pub use provider_config::{
-    CredentialsSecretRef, ProviderConfig, ProviderConfigSpec, ProviderConfigStatus, RateLimit,
-    Vendor,
+    CredentialsSecretRef, ProviderConfig, ProviderConfigSpec, ProviderConfigStatus, RateLimit, Vendor,
 };
 pub use service_profile::{
-    DeletionPolicy, EmnifyServiceProfile, EmnifyServiceSpec, EmnifyTrafficLimitRef,
-    ManagementPolicy, ObservedServiceProfile, ServiceProfile, ServiceProfileSpec,
-    ServiceProfileStatus,
+    DeletionPolicy, EmnifyServiceProfile, EmnifyServiceSpec, EmnifyTrafficLimitRef, ManagementPolicy,
+    ObservedServiceProfile, ServiceProfile, ServiceProfileSpec, ServiceProfileStatus,
 };
 
 /// API group of every kind the operator owns.
@@ -41,8 +39,7 @@ pub struct LocalObjectReference {
 }
 
 /// Every CRD the operator serves, in the order `crds/` and the chart keep them.
-pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
-{
+pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     vec![ProviderConfig::crd(), ServiceProfile::crd()]
 }
 

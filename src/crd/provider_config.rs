@@ -19,10 +19,10 @@ use super::conditions::Condition;
     category = "connectivity",
     status = "ProviderConfigStatus",
     doc = "An account at a connectivity vendor: which vendor, its API endpoint, and the Secret holding the credentials.",
-    printcolumn(name = "Vendor", type_ = "string", json_path = ".spec.vendor"),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"Vendor","type":"string","jsonPath":".spec.vendor"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderConfigSpec {

@@ -21,11 +21,11 @@ use super::conditions::Condition;
     category = "connectivity",
     status = "ServiceProfileStatus",
     doc = "A service profile at a connectivity vendor (allowed radio technologies, SMS and quota switches, services and traffic limits), reconciled by connectivity-operator.",
-    printcolumn(name = "ID", type_ = "string", json_path = ".status.id"),
-    printcolumn(name = "Used", type_ = "integer", json_path = ".status.usedCount"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Synced", type_ = "string", json_path = ".status.conditions[?(@.type==\"Synced\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"ID","type":"string","jsonPath":".status.id"}"#,
+    printcolumn = r#"{"name":"Used","type":"integer","jsonPath":".status.usedCount"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Synced","type":"string","jsonPath":".status.conditions[?(@.type==\"Synced\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceProfileSpec {

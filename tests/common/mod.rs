@@ -27,7 +27,10 @@ pub struct Harness {
 
 pub fn quiet_sim() -> EmnifyConfig {
     // Vendor rate limits off: tests that need 429s inject them.
-    EmnifyConfig { rate_limits: false, ..EmnifyConfig::default() }
+    EmnifyConfig {
+        rate_limits: false,
+        ..EmnifyConfig::default()
+    }
 }
 
 impl Harness {
@@ -38,7 +41,10 @@ impl Harness {
 
     pub async fn with_sim(config: EmnifyConfig) -> Self {
         connectivity_operator::install_crypto_provider();
-        let sim = EmnifySim::new(config).serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let sim = EmnifySim::new(config)
+            .serve("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let server = memory_server();
         let client = kube::Client::new(server.clone(), NS);
         let settings = Settings {
@@ -48,7 +54,12 @@ impl Harness {
             ..Settings::default()
         };
         let ctx = Arc::new(Context::new(client.clone(), Metrics::new(), settings));
-        let h = Harness { server, client, ctx, sim };
+        let h = Harness {
+            server,
+            client,
+            ctx,
+            sim,
+        };
         let token = h.sim.credentials()["application_token"].as_str().unwrap().to_string();
         h.add(json!({
             "apiVersion": "v1", "kind": "Secret",
@@ -66,7 +77,10 @@ impl Harness {
 
     /// Insert an object as `kubectl apply` would have created it (defaults applied).
     pub fn add(&self, object: Value) {
-        let mut m = Manifest { source: PathBuf::from("test"), object };
+        let mut m = Manifest {
+            source: PathBuf::from("test"),
+            object,
+        };
         prepare_object(&mut m).expect("valid manifest");
         self.server.insert(m.object).expect("insert");
     }
@@ -113,7 +127,9 @@ impl Harness {
     /// the finalizer, the second does the work. Panics on error.
     pub async fn sync_sp(&self, name: &str) -> ServiceProfile {
         for _ in 0..2 {
-            self.reconcile_sp(name).await.unwrap_or_else(|e| panic!("reconcile of {name} failed: {e}"));
+            self.reconcile_sp(name)
+                .await
+                .unwrap_or_else(|e| panic!("reconcile of {name} failed: {e}"));
         }
         self.sp(name).await
     }
@@ -121,7 +137,11 @@ impl Harness {
     /// Change the spec the way a user's `kubectl apply` would (bumps generation).
     pub async fn patch_spec(&self, name: &str, spec_patch: Value) {
         self.sps()
-            .patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec_patch })))
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec_patch })),
+            )
             .await
             .unwrap();
     }
@@ -152,7 +172,12 @@ impl Harness {
 
     /// Vendor profiles with this exact name.
     pub fn vendor_profiles_named(&self, name: &str) -> Vec<Value> {
-        self.sim.sim.service_profiles().into_iter().filter(|p| p["name"] == name).collect()
+        self.sim
+            .sim
+            .service_profiles()
+            .into_iter()
+            .filter(|p| p["name"] == name)
+            .collect()
     }
 
     pub fn vendor_profile(&self, id: &str) -> Option<Value> {
@@ -167,5 +192,6 @@ impl Harness {
 
 pub fn condition<'a>(sp: &'a ServiceProfile, type_: &str) -> &'a connectivity_operator::crd::Condition {
     let status = sp.status.as_ref().expect("status written");
-    connectivity_operator::crd::conditions::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition in {status:?}"))
+    connectivity_operator::crd::conditions::find(&status.conditions, type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status:?}"))
 }

@@ -66,23 +66,13 @@ pub(crate) struct ApplyRequest<'a> {
 
 impl State {
     /// Applies `applied` for `req.manager`. Returns the stored object and whether it was created.
-    pub fn apply(
-        &mut self,
-        req: &ApplyRequest<'_>,
-        applied: Value,
-    ) -> Result<(Value, bool), ApiError> {
+    pub fn apply(&mut self, req: &ApplyRequest<'_>, applied: Value) -> Result<(Value, bool), ApiError> {
         let rt = req.rt;
         if !applied.is_object() {
             return Err(ApiError::bad_request("apply patch body must be an object"));
         }
-        let applied_kind = applied
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let applied_version = applied
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let applied_kind = applied.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let applied_version = applied.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
         if applied_kind.is_empty() || applied_version.is_empty() {
             return Err(ApiError::bad_request(
                 "apiVersion and kind must be set in an apply patch",
@@ -126,9 +116,8 @@ impl State {
         };
 
         let mut entries = parse_managed_fields(&old);
-        let is_own = |e: &ManagedEntry| {
-            e.manager == req.manager && e.operation == "Apply" && e.subresource == subresource
-        };
+        let is_own =
+            |e: &ManagedEntry| e.manager == req.manager && e.operation == "Apply" && e.subresource == subresource;
 
         let mut conflicts = Vec::new();
         for entry in entries.iter().filter(|e| !is_own(e)) {
@@ -215,8 +204,7 @@ fn scope_filter(rt: &ResourceType, scope: Scope, applied: &Value) -> Value {
                 root.remove("status");
             }
             Scope::Main => {}
-            Scope::Status => root
-                .retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")),
+            Scope::Status => root.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")),
         }
     }
     scoped
@@ -317,9 +305,7 @@ fn fields_v1(fields: &FieldSet) -> Value {
     for path in fields {
         let mut cursor = &mut root;
         for seg in path {
-            let child = cursor
-                .entry(format!("f:{seg}"))
-                .or_insert_with(|| json!({}));
+            let child = cursor.entry(format!("f:{seg}")).or_insert_with(|| json!({}));
             if !child.is_object() {
                 *child = json!({});
             }
@@ -357,21 +343,13 @@ fn parse_fields_v1(v: &Value, prefix: &mut FieldPath, out: &mut FieldSet) {
 }
 
 fn parse_managed_fields(obj: &Value) -> Vec<ManagedEntry> {
-    let Some(entries) = obj
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-    else {
+    let Some(entries) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else {
         return Vec::new();
     };
     entries
         .iter()
         .map(|raw| {
-            let text = |k: &str| {
-                raw.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
+            let text = |k: &str| raw.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
             let mut fields = FieldSet::new();
             if let Some(tree) = raw.get("fieldsV1") {
                 parse_fields_v1(tree, &mut Vec::new(), &mut fields);

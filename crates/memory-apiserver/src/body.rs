@@ -52,15 +52,10 @@ impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Stream(stream) => stream
-                .poll_next_unpin(cx)
-                .map(|next| next.map(|b| Ok(Frame::data(b)))),
+            Kind::Stream(stream) => stream.poll_next_unpin(cx).map(|next| next.map(|b| Ok(Frame::data(b)))),
         }
     }
 

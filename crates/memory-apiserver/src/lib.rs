@@ -252,20 +252,11 @@ impl MemoryApiServer {
     }
 
     /// The stored object, if any (`namespace` is ignored for cluster-scoped kinds).
-    pub fn get(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Option<Value> {
+    pub fn get(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let state = self.lock();
         let rt = state.find_kind(api_version, kind)?;
         let key = store::ObjKey::new(&rt, namespace.unwrap_or_default(), name);
-        state
-            .objects
-            .get(&key)
-            .map(|obj| store::present(&rt, obj.clone()))
+        state.objects.get(&key).map(|obj| store::present(&rt, obj.clone()))
     }
 
     /// All stored objects of a kind, across namespaces, ordered by namespace and name.
@@ -311,9 +302,7 @@ impl MemoryApiServer {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock (only possible from a bug in this crate) must not turn
         // every later request into a second panic; the state is still structurally valid.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -339,8 +328,7 @@ where
                 Ok(collected) => collected.to_bytes(),
                 Err(e) => {
                     let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-                    let err =
-                        status::ApiError::bad_request(format!("failed to read request body: {e}"));
+                    let err = status::ApiError::bad_request(format!("failed to read request body: {e}"));
                     return Ok(server::error_response(&err));
                 }
             };

@@ -34,10 +34,7 @@ pub(crate) struct Selector {
 }
 
 impl Selector {
-    pub fn parse(
-        label_selector: Option<&str>,
-        field_selector: Option<&str>,
-    ) -> Result<Self, ApiError> {
+    pub fn parse(label_selector: Option<&str>, field_selector: Option<&str>) -> Result<Self, ApiError> {
         let labels = match label_selector {
             Some(s) => split_terms(s)
                 .into_iter()

@@ -21,8 +21,7 @@ use crate::{
     selector::Selector,
     status::{self, ApiError},
     store::{
-        self, Change, ChangeType, CreateOptions, DeleteOptions, DeleteOutcome, ObjKey, Scope,
-        State, UpdateOptions,
+        self, Change, ChangeType, CreateOptions, DeleteOptions, DeleteOutcome, ObjKey, Scope, State, UpdateOptions,
     },
 };
 
@@ -68,9 +67,8 @@ impl Req {
         }
         match serde_json::from_slice(&self.body) {
             Ok(v) => Ok(v),
-            Err(json_err) if self.is_apply() => serde_norway::from_slice(&self.body).map_err(|e| {
-                ApiError::bad_request(format!("error decoding YAML: {e} (as JSON: {json_err})"))
-            }),
+            Err(json_err) if self.is_apply() => serde_norway::from_slice(&self.body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e} (as JSON: {json_err})"))),
             Err(e) => Err(ApiError::bad_request(format!(
                 "couldn't decode the request body as JSON: {e}"
             ))),
@@ -101,11 +99,7 @@ enum Route {
 }
 
 impl MemoryApiServer {
-    pub(crate) fn handle(
-        &self,
-        parts: http::request::Parts,
-        body: Bytes,
-    ) -> http::Response<ResponseBody> {
+    pub(crate) fn handle(&self, parts: http::request::Parts, body: Bytes) -> http::Response<ResponseBody> {
         let header_text = |name: header::HeaderName| {
             parts
                 .headers
@@ -120,11 +114,7 @@ impl MemoryApiServer {
             query: parts
                 .uri
                 .query()
-                .map(|q| {
-                    url::form_urlencoded::parse(q.as_bytes())
-                        .into_owned()
-                        .collect()
-                })
+                .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default(),
             content_type: header_text(header::CONTENT_TYPE),
             accept: header_text(header::ACCEPT),
@@ -201,12 +191,7 @@ fn route(state: &State, path: &str) -> Result<Route, ApiError> {
     }
 }
 
-fn resource_route(
-    state: &State,
-    group: &str,
-    version: &str,
-    rest: &[&str],
-) -> Result<Route, ApiError> {
+fn resource_route(state: &State, group: &str, version: &str, rest: &[&str]) -> Result<Route, ApiError> {
     // `/namespaces/{ns}/{plural}/...` unless it is the Namespace kind's own `/namespaces/{name}`.
     let namespaced = match rest {
         ["namespaces", ns, plural, tail @ ..] => state
@@ -254,11 +239,7 @@ fn dispatch(state: &mut State, req: &Req) -> Result<http::Response<ResponseBody>
     if req.method != Method::GET
         && matches!(
             route,
-            Route::Version
-                | Route::CoreVersions
-                | Route::Groups
-                | Route::Group(_)
-                | Route::Resources { .. }
+            Route::Version | Route::CoreVersions | Route::Groups | Route::Group(_) | Route::Resources { .. }
         )
     {
         return Err(ApiError::method_not_allowed(req.method.as_str()));
@@ -277,16 +258,13 @@ fn dispatch(state: &mut State, req: &Req) -> Result<http::Response<ResponseBody>
             body["apiVersion"] = json!("v1");
             Ok(json_response(StatusCode::OK, &body))
         }
-        Route::Resources { group, version } => Ok(json_response(
-            StatusCode::OK,
-            &resource_list(state, &group, &version)?,
-        )),
+        Route::Resources { group, version } => {
+            Ok(json_response(StatusCode::OK, &resource_list(state, &group, &version)?))
+        }
         Route::Collection { rt, namespace } => match req.method {
             Method::GET if req.flag("watch") => start_watch(state, req, &rt, namespace),
             Method::GET => list(state, req, &rt, namespace.as_deref()),
-            Method::POST if !rt.namespaced || namespace.is_some() => {
-                create(state, req, &rt, namespace.as_deref())
-            }
+            Method::POST if !rt.namespaced || namespace.is_some() => create(state, req, &rt, namespace.as_deref()),
             Method::DELETE => delete_collection(state, req, &rt, namespace.as_deref()),
             _ => Err(ApiError::method_not_allowed(req.method.as_str())),
         },
@@ -323,12 +301,7 @@ fn dispatch(state: &mut State, req: &Req) -> Result<http::Response<ResponseBody>
     }
 }
 
-fn object_response(
-    code: StatusCode,
-    req: &Req,
-    rt: &ResourceType,
-    obj: Value,
-) -> http::Response<ResponseBody> {
+fn object_response(code: StatusCode, req: &Req, rt: &ResourceType, obj: Value) -> http::Response<ResponseBody> {
     let obj = store::present(rt, obj);
     let obj = if req.metadata_only() {
         partial_metadata(&obj)
@@ -369,12 +342,7 @@ fn patch(
     scope: Scope,
 ) -> Result<http::Response<ResponseBody>, ApiError> {
     let patch = req.json_body()?;
-    let media_type = req
-        .content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim();
+    let media_type = req.content_type.split(';').next().unwrap_or_default().trim();
     if media_type == "application/apply-patch+yaml" {
         let Some(manager) = req.param("fieldManager").filter(|m| !m.is_empty()) else {
             return Err(ApiError::bad_request(
@@ -391,11 +359,7 @@ fn patch(
             dry_run: req.dry_run(),
         };
         let (stored, created) = state.apply(&apply, patch)?;
-        let code = if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
+        let code = if created { StatusCode::CREATED } else { StatusCode::OK };
         return Ok(object_response(code, req, rt, stored));
     }
 
@@ -416,8 +380,8 @@ fn patch(
             json_patch::merge(&mut patched, &patch);
         }
         "application/json-patch+json" => {
-            let ops: json_patch::Patch = serde_json::from_value(patch)
-                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            let ops: json_patch::Patch =
+                serde_json::from_value(patch).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             apply_json_patch(&mut patched, ops)?;
         }
         other => return Err(ApiError::unsupported_media_type(other)),
@@ -443,8 +407,7 @@ fn apply_json_patch(doc: &mut Value, ops: json_patch::Patch) -> Result<(), ApiEr
             continue;
         }
         // `doc` is a copy of the stored object, so failing part-way leaves nothing behind.
-        json_patch::patch(doc, std::slice::from_ref(&op))
-            .map_err(|e| ApiError::patch_rejected(&e.to_string()))?;
+        json_patch::patch(doc, std::slice::from_ref(&op)).map_err(|e| ApiError::patch_rejected(&e.to_string()))?;
     }
     Ok(())
 }
@@ -455,11 +418,7 @@ fn delete_options(req: &Req) -> Result<DeleteOptions, ApiError> {
     } else {
         req.json_body()?
     };
-    let text = |pointer: &str| {
-        body.pointer(pointer)
-            .and_then(Value::as_str)
-            .map(String::from)
-    };
+    let text = |pointer: &str| body.pointer(pointer).and_then(Value::as_str).map(String::from);
     let dry_run_body = body
         .get("dryRun")
         .and_then(Value::as_array)
@@ -481,10 +440,7 @@ fn delete(
     match state.delete(rt, key, &options)? {
         DeleteOutcome::Pending(obj) => Ok(object_response(StatusCode::OK, req, rt, obj)),
         DeleteOutcome::Gone(obj) => {
-            let uid = obj
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
             Ok(json_response(
                 StatusCode::OK,
                 &status::delete_success(rt, &key.name, uid),
@@ -517,18 +473,11 @@ fn list_body(req: &Req, rt: &ResourceType, rv: u64, items: Vec<Value>) -> Value 
         .into_iter()
         .map(|obj| {
             let obj = store::present(rt, obj);
-            if metadata_only {
-                partial_metadata(&obj)
-            } else {
-                obj
-            }
+            if metadata_only { partial_metadata(&obj) } else { obj }
         })
         .collect();
     let (api_version, kind) = if metadata_only {
-        (
-            "meta.k8s.io/v1".to_string(),
-            "PartialObjectMetadataList".to_string(),
-        )
+        ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())
     } else {
         (rt.api_version(), format!("{}List", rt.kind))
     };
@@ -552,10 +501,7 @@ fn list(
     let items = matching(state, rt, namespace, &selector)
         .map(|(_, obj)| obj.clone())
         .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &list_body(req, rt, state.rv, items),
-    ))
+    Ok(json_response(StatusCode::OK, &list_body(req, rt, state.rv, items)))
 }
 
 fn delete_collection(
@@ -575,10 +521,7 @@ fn delete_collection(
             DeleteOutcome::Gone(obj) | DeleteOutcome::Pending(obj) => items.push(obj),
         }
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &list_body(req, rt, state.rv, items),
-    ))
+    Ok(json_response(StatusCode::OK, &list_body(req, rt, state.rv, items)))
 }
 
 /// What a watch sends: objects of one type, optionally one namespace, matching a selector.
@@ -591,9 +534,7 @@ struct WatchFilter {
 
 impl WatchFilter {
     fn covers(&self, group: &str, kind: &str, namespace: &str) -> bool {
-        group == self.rt.group
-            && kind == self.rt.kind
-            && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+        group == self.rt.group && kind == self.rt.kind && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
     }
 
     /// The watch event line for a change, if this watch sees it. Selector transitions turn into
@@ -603,10 +544,7 @@ impl WatchFilter {
             return None;
         }
         let now = self.selector.matches(&change.object);
-        let before = change
-            .previous
-            .as_ref()
-            .is_some_and(|p| self.selector.matches(p));
+        let before = change.previous.as_ref().is_some_and(|p| self.selector.matches(p));
         let event = match change.change {
             ChangeType::Added if now => "ADDED",
             ChangeType::Modified if now && before => "MODIFIED",
@@ -634,10 +572,7 @@ impl WatchFilter {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let (api_version, kind) = if self.metadata_only {
-            (
-                "meta.k8s.io/v1".to_string(),
-                "PartialObjectMetadata".to_string(),
-            )
+            ("meta.k8s.io/v1".to_string(), "PartialObjectMetadata".to_string())
         } else {
             (self.rt.api_version(), self.rt.kind.clone())
         };
@@ -712,10 +647,7 @@ fn start_watch(
         None | Some(0) => backlog.extend(current_objects(state, &filter)),
         Some(_) if send_initial => backlog.extend(current_objects(state, &filter)),
         Some(rv) if rv < state.history_floor => {
-            let err = ApiError::gone(format!(
-                "too old resource version: {rv} ({})",
-                state.history_floor + 1
-            ));
+            let err = ApiError::gone(format!("too old resource version: {rv} ({})", state.history_floor + 1));
             backlog.push_back(event_line("ERROR", err.to_status()));
             let body = ResponseBody::stream(futures::stream::iter(backlog));
             return Ok(watch_response(body));
@@ -783,9 +715,7 @@ fn current_objects(state: &State, filter: &WatchFilter) -> Vec<Bytes> {
     state
         .objects
         .iter()
-        .filter(|(key, obj)| {
-            filter.covers(&key.group, &key.kind, &key.namespace) && filter.selector.matches(obj)
-        })
+        .filter(|(key, obj)| filter.covers(&key.group, &key.kind, &key.namespace) && filter.selector.matches(obj))
         .map(|(_, obj)| filter.line("ADDED", obj.clone()))
         .collect()
 }
@@ -854,11 +784,7 @@ fn resource_list(state: &State, group: &str, version: &str) -> Result<Value, Api
         "watch"
     ]);
     let mut resources = Vec::new();
-    for rt in state
-        .types
-        .iter()
-        .filter(|t| t.group == group && t.version == version)
-    {
+    for rt in state.types.iter().filter(|t| t.group == group && t.version == version) {
         resources.push(json!({
             "name": rt.plural,
             "singularName": rt.kind.to_lowercase(),

@@ -34,12 +34,8 @@ impl ApiError {
 
     /// `404 NotFound` for a named object, worded like the real server (`secrets "x" not found`).
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", rt.group_resource()),
-        )
-        .with_details(identity_details(rt, name))
+        Self::new(404, "NotFound", format!("{} \"{name}\" not found", rt.group_resource()))
+            .with_details(identity_details(rt, name))
     }
 
     /// `404 NotFound` for a path that names no registered resource.
@@ -94,8 +90,7 @@ impl ApiError {
         };
         let mut details = identity_details(rt, name);
         details["kind"] = json!(rt.kind);
-        details["causes"] =
-            json!([{"reason": "FieldValueInvalid", "message": why, "field": field}]);
+        details["causes"] = json!([{"reason": "FieldValueInvalid", "message": why, "field": field}]);
         Self::new(
             422,
             "Invalid",

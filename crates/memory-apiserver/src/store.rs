@@ -153,11 +153,7 @@ impl State {
         self.types
             .iter()
             .find(|t| t.group == group && t.version == version && t.kind == kind)
-            .or_else(|| {
-                self.types
-                    .iter()
-                    .find(|t| t.group == group && t.kind == kind)
-            })
+            .or_else(|| self.types.iter().find(|t| t.group == group && t.kind == kind))
             .cloned()
     }
 
@@ -231,9 +227,7 @@ impl State {
             .unwrap_or_default()
             .to_string();
         let Some(root) = obj.as_object_mut() else {
-            return Err(ApiError::bad_request(
-                "the request body is not a JSON object",
-            ));
+            return Err(ApiError::bad_request("the request body is not a JSON object"));
         };
         root.insert("apiVersion".into(), json!(rt.api_version()));
         root.insert("kind".into(), json!(rt.kind));
@@ -274,11 +268,7 @@ impl State {
             }
         }
 
-        let name = match meta
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
+        let name = match meta.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
             Some(name) => name.to_string(),
             None => match meta
                 .get("generateName")
@@ -309,9 +299,7 @@ impl State {
 
         let uid = self.new_uid();
         let Some(root) = obj.as_object_mut() else {
-            return Err(ApiError::bad_request(
-                "the request body is not a JSON object",
-            ));
+            return Err(ApiError::bad_request("the request body is not a JSON object"));
         };
         if rt.has_status_subresource && !options.keep_status {
             // The status subresource owns `.status`; a create cannot set it.
@@ -354,15 +342,10 @@ impl State {
             let mut bits = self.random_u64();
             let mut name = prefix.to_string();
             for _ in 0..5 {
-                name.push(char::from(
-                    ALPHABET[(bits % ALPHABET.len() as u64) as usize],
-                ));
+                name.push(char::from(ALPHABET[(bits % ALPHABET.len() as u64) as usize]));
                 bits /= ALPHABET.len() as u64;
             }
-            if !self
-                .objects
-                .contains_key(&ObjKey::new(rt, namespace, &name))
-            {
+            if !self.objects.contains_key(&ObjKey::new(rt, namespace, &name)) {
                 return name;
             }
         }
@@ -384,9 +367,7 @@ impl State {
         };
         check_type_meta(rt, &new)?;
         if !new.is_object() {
-            return Err(ApiError::bad_request(
-                "the request body is not a JSON object",
-            ));
+            return Err(ApiError::bad_request("the request body is not a JSON object"));
         }
         if let Some(name) = new.pointer("/metadata/name").and_then(Value::as_str)
             && name != key.name
@@ -443,9 +424,7 @@ impl State {
             }
         };
         let Some(root) = merged.as_object_mut() else {
-            return Err(ApiError::bad_request(
-                "the request body is not a JSON object",
-            ));
+            return Err(ApiError::bad_request("the request body is not a JSON object"));
         };
         // Storage keeps the version the object was created with; responses rewrite it.
         root.insert("apiVersion".into(), old["apiVersion"].clone());
@@ -497,10 +476,7 @@ impl State {
             return Ok(old);
         }
         if spec_part(&merged) != spec_part(&old) {
-            let generation = old
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
+            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             metadata_mut_value(&mut merged).insert("generation".into(), json!(generation + 1));
         }
         if options.dry_run {
@@ -508,8 +484,7 @@ impl State {
         }
         let rv = self.next_rv();
         metadata_mut_value(&mut merged).insert("resourceVersion".into(), json!(rv.to_string()));
-        if merged.pointer("/metadata/deletionTimestamp").is_some() && finalizers(&merged).is_empty()
-        {
+        if merged.pointer("/metadata/deletionTimestamp").is_some() && finalizers(&merged).is_empty() {
             // The last finalizer is gone: deletion completes now.
             self.objects.remove(key);
             self.emit(ChangeType::Deleted, key, merged.clone(), Some(old));
@@ -530,19 +505,14 @@ impl State {
         let Some(old) = self.objects.get(key).cloned() else {
             return Err(ApiError::not_found(rt, &key.name));
         };
-        let uid = old
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let uid = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
         if let Some(want) = &options.precondition_uid
             && want != uid
         {
             return Err(ApiError::conflict(
                 rt,
                 &key.name,
-                &format!(
-                    "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
-                ),
+                &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"),
             ));
         }
         let rv = old
@@ -566,10 +536,7 @@ impl State {
                 return Ok(DeleteOutcome::Pending(old));
             }
             let mut marked = old.clone();
-            let generation = old
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
+            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             let meta = metadata_mut_value(&mut marked);
             meta.insert("deletionTimestamp".into(), json!(now()));
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
@@ -679,8 +646,8 @@ fn invalid_name(name: &str) -> Option<String> {
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    let ends_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let ends_ok =
+        name.starts_with(|c: char| c.is_ascii_alphanumeric()) && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if name.len() > 253 || !valid_chars || !ends_ok {
         Some(format!(
             "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
@@ -736,12 +703,7 @@ fn owner_uids(obj: &Value) -> Vec<&str> {
 pub(crate) fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|fs| {
-            fs.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
+        .map(|fs| fs.iter().filter_map(Value::as_str).map(String::from).collect())
         .unwrap_or_default()
 }
 
@@ -774,10 +736,7 @@ fn normalize_secret(rt: &ResourceType, root: &mut Map<String, Value>) {
                 Value::String(s) => s,
                 other => other.to_string(),
             };
-            data.insert(
-                k,
-                json!(base64::engine::general_purpose::STANDARD.encode(text)),
-            );
+            data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(text)));
         }
     }
 }

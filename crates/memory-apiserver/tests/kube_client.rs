@@ -73,10 +73,7 @@ fn api_error(err: kube::Error) -> (u16, String) {
 }
 
 fn rv(obj: &impl Resource) -> String {
-    obj.meta()
-        .resource_version
-        .clone()
-        .expect("resourceVersion is set")
+    obj.meta().resource_version.clone().expect("resourceVersion is set")
 }
 
 #[tokio::test]
@@ -84,18 +81,12 @@ async fn create_get_list_replace_delete() {
     let (server, _client, widgets) = setup();
     let mut labelled = widget("a", 1);
     labelled.labels_mut().insert("tier".into(), "gold".into());
-    let created = widgets
-        .create(&PostParams::default(), &labelled)
-        .await
-        .unwrap();
+    let created = widgets.create(&PostParams::default(), &labelled).await.unwrap();
     assert!(created.uid().is_some());
     assert!(created.creation_timestamp().is_some());
     assert_eq!(created.meta().generation, Some(1));
     assert_eq!(created.namespace().as_deref(), Some("default"));
-    widgets
-        .create(&PostParams::default(), &widget("b", 2))
-        .await
-        .unwrap();
+    widgets.create(&PostParams::default(), &widget("b", 2)).await.unwrap();
 
     let dup = widgets
         .create(&PostParams::default(), &widget("a", 9))
@@ -112,20 +103,11 @@ async fn create_get_list_replace_delete() {
     );
 
     let all = widgets.list(&ListParams::default()).await.unwrap();
-    assert_eq!(
-        all.items.iter().map(|w| w.name_any()).collect::<Vec<_>>(),
-        ["a", "b"]
-    );
+    assert_eq!(all.items.iter().map(|w| w.name_any()).collect::<Vec<_>>(), ["a", "b"]);
     assert!(all.metadata.resource_version.is_some());
-    let gold = widgets
-        .list(&ListParams::default().labels("tier=gold"))
-        .await
-        .unwrap();
+    let gold = widgets.list(&ListParams::default().labels("tier=gold")).await.unwrap();
     assert_eq!(gold.items.len(), 1);
-    let not_gold = widgets
-        .list(&ListParams::default().labels("tier!=gold"))
-        .await
-        .unwrap();
+    let not_gold = widgets.list(&ListParams::default().labels("tier!=gold")).await.unwrap();
     assert_eq!(not_gold.items[0].name_any(), "b");
     let by_name = widgets
         .list(&ListParams::default().fields("metadata.name=b"))
@@ -133,32 +115,14 @@ async fn create_get_list_replace_delete() {
         .unwrap();
     assert_eq!(by_name.items.len(), 1);
     let elsewhere: Api<Widget> = Api::namespaced(widgets.clone().into_client(), "other");
-    assert!(
-        elsewhere
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(elsewhere.list(&ListParams::default()).await.unwrap().items.is_empty());
     let everywhere: Api<Widget> = Api::all(widgets.clone().into_client());
-    assert_eq!(
-        everywhere
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(everywhere.list(&ListParams::default()).await.unwrap().items.len(), 2);
 
     // Replace: fresh resourceVersion succeeds and bumps generation; stale one conflicts.
     let mut changed = fetched.clone();
     changed.spec.size = 5;
-    let replaced = widgets
-        .replace("a", &PostParams::default(), &changed)
-        .await
-        .unwrap();
+    let replaced = widgets.replace("a", &PostParams::default(), &changed).await.unwrap();
     assert_eq!(replaced.meta().generation, Some(2));
     assert_ne!(rv(&replaced), rv(&fetched));
     let stale = widgets
@@ -177,10 +141,7 @@ async fn create_get_list_replace_delete() {
 
     let deleted = widgets.delete("a", &DeleteParams::default()).await.unwrap();
     assert!(deleted.is_right(), "no finalizers: deleted at once");
-    assert_eq!(
-        api_error(widgets.get("a").await.unwrap_err()),
-        (404, "NotFound".into())
-    );
+    assert_eq!(api_error(widgets.get("a").await.unwrap_err()), (404, "NotFound".into()));
     assert_eq!(server.list("test.example.com/v1", "Widget").len(), 1);
 }
 
@@ -201,10 +162,7 @@ async fn builtin_types_and_generate_name() {
     let mut update = created.clone();
     update.metadata.resource_version = None;
     update.data = Some([("k".to_string(), "w".to_string())].into());
-    let replaced = cms
-        .replace(&name, &PostParams::default(), &update)
-        .await
-        .unwrap();
+    let replaced = cms.replace(&name, &PostParams::default(), &update).await.unwrap();
     assert_eq!(replaced.data.unwrap()["k"], "w");
 
     // Secrets fold stringData into base64 data like the real server.
@@ -212,25 +170,17 @@ async fn builtin_types_and_generate_name() {
     let mut secret = Secret::default();
     secret.metadata.name = Some("creds".into());
     secret.string_data = Some([("token".to_string(), "hunter2".to_string())].into());
-    let stored = secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    let stored = secrets.create(&PostParams::default(), &secret).await.unwrap();
     assert!(stored.string_data.is_none());
     assert_eq!(stored.data.unwrap()["token"].0, b"hunter2");
-    let raw = server
-        .get("v1", "Secret", Some("default"), "creds")
-        .unwrap();
+    let raw = server.get("v1", "Secret", Some("default"), "creds").unwrap();
     assert_eq!(raw["data"]["token"], "aHVudGVyMg==");
 }
 
 #[tokio::test]
 async fn merge_json_and_apply_patches() {
     let (server, _client, widgets) = setup();
-    widgets
-        .create(&PostParams::default(), &widget("w", 1))
-        .await
-        .unwrap();
+    widgets.create(&PostParams::default(), &widget("w", 1)).await.unwrap();
 
     let merged = widgets
         .patch(
@@ -276,10 +226,7 @@ async fn merge_json_and_apply_patches() {
         "spec": {"size": 7, "color": "blue"},
     });
     let ops_apply = PatchParams::apply("ops");
-    let created = widgets
-        .patch("x", &ops_apply, &Patch::Apply(&applied))
-        .await
-        .unwrap();
+    let created = widgets.patch("x", &ops_apply, &Patch::Apply(&applied)).await.unwrap();
     assert_eq!(created.spec.size, 7);
     let managed = created.meta().managed_fields.clone().unwrap();
     assert_eq!(managed.len(), 1);
@@ -300,10 +247,7 @@ async fn merge_json_and_apply_patches() {
     );
 
     // Re-applying the same configuration is a no-op.
-    let again = widgets
-        .patch("x", &ops_apply, &Patch::Apply(&applied))
-        .await
-        .unwrap();
+    let again = widgets.patch("x", &ops_apply, &Patch::Apply(&applied)).await.unwrap();
     assert_eq!(rv(&again), rv(&created));
 
     // Another manager setting a different value conflicts unless forced.
@@ -314,11 +258,7 @@ async fn merge_json_and_apply_patches() {
         .unwrap_err();
     assert_eq!(api_error(err), (409, "Conflict".into()));
     let forced = widgets
-        .patch(
-            "x",
-            &PatchParams::apply("other").force(),
-            &Patch::Apply(&other),
-        )
+        .patch("x", &PatchParams::apply("other").force(), &Patch::Apply(&other))
         .await
         .unwrap();
     assert_eq!(forced.spec.size, 8);
@@ -337,10 +277,7 @@ async fn merge_json_and_apply_patches() {
         "metadata": {"name": "x"},
         "spec": {"size": 8},
     });
-    let shrunk = widgets
-        .patch("x", &ops_apply, &Patch::Apply(&smaller))
-        .await
-        .unwrap();
+    let shrunk = widgets.patch("x", &ops_apply, &Patch::Apply(&smaller)).await.unwrap();
     assert_eq!(shrunk.spec.color, None);
     assert!(shrunk.labels().get("owner").is_none());
     assert_eq!(shrunk.spec.size, 8, "still owned by `other`");
@@ -360,24 +297,17 @@ async fn status_subresource_isolation_and_generation() {
         phase: Some("Bogus".into()),
         observed_generation: None,
     });
-    let created = widgets
-        .create(&PostParams::default(), &with_status)
-        .await
-        .unwrap();
+    let created = widgets.create(&PostParams::default(), &with_status).await.unwrap();
     assert_eq!(created.status, None, "create ignores .status");
 
     // A status write changes only .status and never generation.
-    let patch =
-        json!({"spec": {"size": 99}, "status": {"phase": "Ready", "observedGeneration": 1}});
+    let patch = json!({"spec": {"size": 99}, "status": {"phase": "Ready", "observedGeneration": 1}});
     let after_status = widgets
         .patch_status("s", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
     assert_eq!(after_status.spec.size, 1);
-    assert_eq!(
-        after_status.status.as_ref().unwrap().phase.as_deref(),
-        Some("Ready")
-    );
+    assert_eq!(after_status.status.as_ref().unwrap().phase.as_deref(), Some("Ready"));
     assert_eq!(after_status.meta().generation, Some(1));
     assert_ne!(rv(&after_status), rv(&created));
 
@@ -388,10 +318,7 @@ async fn status_subresource_isolation_and_generation() {
         .await
         .unwrap();
     assert_eq!(after_main.spec.size, 2);
-    assert_eq!(
-        after_main.status.as_ref().unwrap().phase.as_deref(),
-        Some("Ready")
-    );
+    assert_eq!(after_main.status.as_ref().unwrap().phase.as_deref(), Some("Ready"));
     assert_eq!(after_main.meta().generation, Some(2));
 
     // Metadata-only changes do not bump generation.
@@ -414,26 +341,16 @@ async fn status_subresource_isolation_and_generation() {
         .await
         .unwrap();
     assert_eq!(replaced.spec.size, 2);
-    assert_eq!(
-        replaced.status.as_ref().unwrap().phase.as_deref(),
-        Some("Degraded")
-    );
+    assert_eq!(replaced.status.as_ref().unwrap().phase.as_deref(), Some("Degraded"));
     let applied = json!({
         "apiVersion": "test.example.com/v1", "kind": "Widget",
         "status": {"phase": "Ready", "observedGeneration": 2},
     });
     let applied = widgets
-        .patch_status(
-            "s",
-            &PatchParams::apply("operator").force(),
-            &Patch::Apply(&applied),
-        )
+        .patch_status("s", &PatchParams::apply("operator").force(), &Patch::Apply(&applied))
         .await
         .unwrap();
-    assert_eq!(
-        applied.status.as_ref().unwrap().phase.as_deref(),
-        Some("Ready")
-    );
+    assert_eq!(applied.status.as_ref().unwrap().phase.as_deref(), Some("Ready"));
     assert_eq!(applied.meta().generation, Some(2));
     let entry = applied
         .meta()
@@ -448,10 +365,7 @@ async fn status_subresource_isolation_and_generation() {
 #[tokio::test]
 async fn no_op_writes_keep_resource_version() {
     let (server, _client, widgets) = setup();
-    let created = widgets
-        .create(&PostParams::default(), &widget("n", 1))
-        .await
-        .unwrap();
+    let created = widgets.create(&PostParams::default(), &widget("n", 1)).await.unwrap();
     let before = server.resource_version();
 
     let same = widgets
@@ -463,10 +377,7 @@ async fn no_op_writes_keep_resource_version() {
         .await
         .unwrap();
     assert_eq!(rv(&same), rv(&created));
-    let replaced = widgets
-        .replace("n", &PostParams::default(), &created)
-        .await
-        .unwrap();
+    let replaced = widgets.replace("n", &PostParams::default(), &created).await.unwrap();
     assert_eq!(rv(&replaced), rv(&created));
     let status = json!({"status": {"phase": "Ready"}});
     let first = widgets
@@ -493,10 +404,7 @@ async fn finalizer_lifecycle_with_kube_runtime() {
 
     let (server, _client, widgets) = setup();
     const NAME: &str = "test.example.com/cleanup";
-    widgets
-        .create(&PostParams::default(), &widget("f", 1))
-        .await
-        .unwrap();
+    widgets.create(&PostParams::default(), &widget("f", 1)).await.unwrap();
 
     let run = |obj: Widget| {
         let widgets = widgets.clone();
@@ -544,10 +452,7 @@ async fn finalizer_lifecycle_with_kube_runtime() {
 
     // Cleanup removes the finalizer, which completes the deletion.
     assert_eq!(run(marked).await, Some("cleanup"));
-    assert_eq!(
-        api_error(widgets.get("f").await.unwrap_err()),
-        (404, "NotFound".into())
-    );
+    assert_eq!(api_error(widgets.get("f").await.unwrap_err()), (404, "NotFound".into()));
     assert!(
         server
             .get("test.example.com/v1", "Widget", Some("default"), "f")
@@ -558,10 +463,7 @@ async fn finalizer_lifecycle_with_kube_runtime() {
 #[tokio::test]
 async fn recorder_publishes_and_patches_event_series() {
     let (server, client, widgets) = setup();
-    let w = widgets
-        .create(&PostParams::default(), &widget("e", 1))
-        .await
-        .unwrap();
+    let w = widgets.create(&PostParams::default(), &widget("e", 1)).await.unwrap();
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -586,25 +488,15 @@ async fn recorder_publishes_and_patches_event_series() {
     assert_eq!(list.items.len(), 1);
     let stored = &list.items[0];
     assert_eq!(stored.reason.as_deref(), Some("Provisioned"));
-    assert_eq!(
-        stored.regarding.as_ref().unwrap().name.as_deref(),
-        Some("e")
-    );
+    assert_eq!(stored.regarding.as_ref().unwrap().name.as_deref(), Some("e"));
     assert_eq!(stored.series.as_ref().map(|s| s.count), Some(2));
     let methods: Vec<_> = server
         .requests()
         .into_iter()
-        .filter(|r| {
-            r.path
-                .starts_with("/apis/events.k8s.io/v1/namespaces/default/events")
-                && r.method != "GET"
-        })
+        .filter(|r| r.path.starts_with("/apis/events.k8s.io/v1/namespaces/default/events") && r.method != "GET")
         .map(|r| (r.method, r.status))
         .collect();
-    assert_eq!(
-        methods,
-        [("POST".to_string(), 201), ("PATCH".to_string(), 200)]
-    );
+    assert_eq!(methods, [("POST".to_string(), 201), ("PATCH".to_string(), 200)]);
 }
 
 #[tokio::test]
@@ -614,14 +506,9 @@ async fn controller_reconciles_creates_and_updates() {
     struct ReconcileError(#[from] kube::Error);
 
     async fn reconcile(obj: Arc<Widget>, api: Arc<Api<Widget>>) -> Result<Action, ReconcileError> {
-        let status =
-            json!({"status": {"phase": "Ready", "observedGeneration": obj.meta().generation}});
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await?;
+        let status = json!({"status": {"phase": "Ready", "observedGeneration": obj.meta().generation}});
+        api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
         Ok(Action::await_change())
     }
 
@@ -642,10 +529,7 @@ async fn controller_reconciles_creates_and_updates() {
     let observed = |name: &str| {
         server
             .get("test.example.com/v1", "Widget", Some("default"), name)
-            .and_then(|w| {
-                w.pointer("/status/observedGeneration")
-                    .and_then(Value::as_i64)
-            })
+            .and_then(|w| w.pointer("/status/observedGeneration").and_then(Value::as_i64))
     };
     let wait_for = |name: &'static str, generation: i64| {
         let observed = &observed;
@@ -682,21 +566,13 @@ async fn controller_reconciles_creates_and_updates() {
         "controller did not converge; requests: {:#?}",
         server.requests()
     );
-    assert!(
-        server
-            .requests()
-            .iter()
-            .any(|r| r.is_watch() && r.status == 200)
-    );
+    assert!(server.requests().iter().any(|r| r.is_watch() && r.status == 200));
 }
 
 #[tokio::test]
 async fn watch_streams_changes_and_ends_after_timeout() {
     let (_server, client, widgets) = setup();
-    let first = widgets
-        .create(&PostParams::default(), &widget("one", 1))
-        .await
-        .unwrap();
+    let first = widgets.create(&PostParams::default(), &widget("one", 1)).await.unwrap();
 
     // From "0": current state as ADDED.
     let initial: Vec<_> = widgets
@@ -713,10 +589,7 @@ async fn watch_streams_changes_and_ends_after_timeout() {
         .watch(&WatchParams::default().timeout(1), &rv(&first))
         .await
         .unwrap();
-    widgets
-        .create(&PostParams::default(), &widget("two", 2))
-        .await
-        .unwrap();
+    widgets.create(&PostParams::default(), &widget("two", 2)).await.unwrap();
     widgets
         .patch(
             "one",
@@ -725,15 +598,11 @@ async fn watch_streams_changes_and_ends_after_timeout() {
         )
         .await
         .unwrap();
-    widgets
-        .delete("two", &DeleteParams::default())
+    widgets.delete("two", &DeleteParams::default()).await.unwrap();
+    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(5), stream.try_collect::<Vec<_>>())
         .await
+        .expect("watch ends after timeoutSeconds")
         .unwrap();
-    let events: Vec<_> =
-        tokio::time::timeout(Duration::from_secs(5), stream.try_collect::<Vec<_>>())
-            .await
-            .expect("watch ends after timeoutSeconds")
-            .unwrap();
     let summary: Vec<String> = events
         .iter()
         .map(|e| match e {
@@ -744,15 +613,7 @@ async fn watch_streams_changes_and_ends_after_timeout() {
             WatchEvent::Error(e) => format!("ERROR {}", e.code),
         })
         .collect();
-    assert_eq!(
-        summary,
-        [
-            "ADDED two",
-            "MODIFIED one size=5",
-            "DELETED two",
-            "BOOKMARK"
-        ]
-    );
+    assert_eq!(summary, ["ADDED two", "MODIFIED one size=5", "DELETED two", "BOOKMARK"]);
 
     // Label-selector watch: losing the label reads as DELETED.
     let labelled: Api<ConfigMap> = Api::namespaced(client, "default");
@@ -762,10 +623,7 @@ async fn watch_streams_changes_and_ends_after_timeout() {
     let cm = labelled.create(&PostParams::default(), &cm).await.unwrap();
     let stream = labelled
         .watch(
-            &WatchParams::default()
-                .labels("app=x")
-                .timeout(1)
-                .disable_bookmarks(),
+            &WatchParams::default().labels("app=x").timeout(1).disable_bookmarks(),
             &rv(&cm),
         )
         .await
@@ -785,16 +643,9 @@ async fn watch_streams_changes_and_ends_after_timeout() {
 #[tokio::test]
 async fn streaming_list_watcher_gets_initial_events_end() {
     let (_server, _client, widgets) = setup();
-    widgets
-        .create(&PostParams::default(), &widget("a", 1))
-        .await
-        .unwrap();
+    widgets.create(&PostParams::default(), &widget("a", 1)).await.unwrap();
     let config = watcher::Config::default().streaming_lists().timeout(1);
-    let events: Vec<_> = watcher(widgets, config)
-        .take(3)
-        .try_collect()
-        .await
-        .unwrap();
+    let events: Vec<_> = watcher(widgets, config).take(3).try_collect().await.unwrap();
     assert!(matches!(events[0], watcher::Event::Init));
     assert!(matches!(&events[1], watcher::Event::InitApply(w) if w.name_any() == "a"));
     assert!(matches!(events[2], watcher::Event::InitDone));
@@ -803,10 +654,7 @@ async fn streaming_list_watcher_gets_initial_events_end() {
 #[tokio::test]
 async fn injected_failures_fire_once() {
     let (server, _client, widgets) = setup();
-    widgets
-        .create(&PostParams::default(), &widget("i", 1))
-        .await
-        .unwrap();
+    widgets.create(&PostParams::default(), &widget("i", 1)).await.unwrap();
     server.fail_next("patch", "/widgets/i/status", 500);
     let status = json!({"status": {"phase": "Ready"}});
     let err = widgets
@@ -847,10 +695,7 @@ async fn insert_get_list_and_metadata_requests() {
         .unwrap();
     assert_eq!(stored["metadata"]["namespace"], "default");
     assert_eq!(stored["metadata"]["generation"], 1);
-    assert_eq!(
-        stored["status"]["phase"], "Ready",
-        "insert keeps status for seeding"
-    );
+    assert_eq!(stored["status"]["phase"], "Ready", "insert keeps status for seeding");
     assert_ne!(stored["metadata"]["resourceVersion"], "999");
     assert!(server.insert(stored.clone()).is_err(), "already exists");
     assert!(matches!(
@@ -877,8 +722,7 @@ async fn insert_get_list_and_metadata_requests() {
 
     // Unknown resources are 404.
     let unknown = server.requests().len();
-    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::default_namespaced(widgets.into_client());
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::default_namespaced(widgets.into_client());
     assert_eq!(api_error(api.get("x").await.unwrap_err()).0, 404);
     assert_eq!(server.requests().len(), unknown + 1);
 }
@@ -926,13 +770,8 @@ async fn dry_run_preconditions_delete_collection_and_garbage_collection() {
     cms.create(&PostParams::default(), &child).await.unwrap();
     let mut unrelated = ConfigMap::default();
     unrelated.metadata.name = Some("unrelated".into());
-    cms.create(&PostParams::default(), &unrelated)
-        .await
-        .unwrap();
-    widgets
-        .delete("owner", &DeleteParams::default())
-        .await
-        .unwrap();
+    cms.create(&PostParams::default(), &unrelated).await.unwrap();
+    widgets.delete("owner", &DeleteParams::default()).await.unwrap();
     assert_eq!(api_error(cms.get("child").await.unwrap_err()).0, 404);
     assert!(cms.get("unrelated").await.is_ok());
 
@@ -943,19 +782,10 @@ async fn dry_run_preconditions_delete_collection_and_garbage_collection() {
         widgets.create(&PostParams::default(), &w).await.unwrap();
     }
     let deleted = widgets
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels("tier=a"),
-        )
+        .delete_collection(&DeleteParams::default(), &ListParams::default().labels("tier=a"))
         .await
         .unwrap();
-    let names: Vec<String> = deleted
-        .left()
-        .unwrap()
-        .items
-        .iter()
-        .map(|w| w.name_any())
-        .collect();
+    let names: Vec<String> = deleted.left().unwrap().items.iter().map(|w| w.name_any()).collect();
     assert_eq!(names, ["c1", "c2"]);
     let left: Vec<String> = widgets
         .list(&ListParams::default())

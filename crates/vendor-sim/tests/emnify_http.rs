@@ -31,10 +31,7 @@ struct Api {
 impl Api {
     async fn login(sim: &RunningSim) -> Api {
         let http = Client::new();
-        let app = sim.credentials()["application_token"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let app = sim.credentials()["application_token"].as_str().unwrap().to_string();
         let resp = http
             .post(format!("{}/api/v1/authenticate", sim.url))
             .json(&json!({"application_token": app}))
@@ -86,10 +83,7 @@ fn jwt_claims(token: &str) -> Value {
 }
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap())
-        .unwrap_or("")
+    r.headers().get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
 }
 
 #[tokio::test]
@@ -118,27 +112,12 @@ async fn auth_forms_tokens_and_gateway_401() {
     let claims = jwt_claims(&app_token);
     assert_eq!(claims["aud"], "/api/v1/authentication");
     assert_eq!(claims["iss"], "spc-frontend001@spc-frontend");
-    assert_eq!(
-        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-        600
-    );
-    assert!(
-        claims["esc.app"].is_i64()
-            && claims["esc.org"].is_i64()
-            && claims["esc.orgName"].is_string()
-    );
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 600);
+    assert!(claims["esc.app"].is_i64() && claims["esc.org"].is_i64() && claims["esc.orgName"].is_string());
 
     // User credentials: password must be the SHA-1 hex; returns auth + refresh.
     let user = json!({"username": creds["username"], "password": sha1_hex(creds["password"].as_str().unwrap())});
-    let r: Value = http
-        .post(&auth)
-        .json(&user)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = http.post(&auth).json(&user).send().await.unwrap().json().await.unwrap();
     let refresh = r["refresh_token"].as_str().unwrap().to_string();
     assert!(r["auth_token"].is_string());
 
@@ -198,10 +177,7 @@ async fn auth_forms_tokens_and_gateway_401() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["error_token"],
-        "InvalidToken"
-    );
+    assert_eq!(resp.json::<Value>().await.unwrap()["error_token"], "InvalidToken");
 
     // Valid token works, then expire_tokens -> 1103, and re-authentication recovers.
     let ok = http
@@ -305,37 +281,24 @@ async fn service_profile_crud_in_use_and_drift_hooks() {
     let default = list.iter().find(|p| p["name"] == "Default Policy").unwrap();
     // used_count is a string in the list view and counts the 25 seeded endpoints.
     assert_eq!(default["used_count"], json!("25"));
-    assert!(
-        default.get("service").is_none(),
-        "short view has no services"
-    );
+    assert!(default.get("service").is_none(), "short view has no services");
     let default_id = default["id"].as_i64().unwrap();
 
     // Detail view expands lookups.
     let (_, detail) = api.get(&format!("/service_profile/{default_id}")).await;
     assert_eq!(detail["used_count"], json!(25));
     assert!(detail["api_callback"]["url"].is_string());
-    assert!(
-        detail["api_secret"]["purpose"].is_string() && detail["api_secret"].get("secret").is_none()
-    );
+    assert!(detail["api_secret"]["purpose"].is_string() && detail["api_secret"].get("secret").is_none());
     assert_eq!(detail["breakout_region"]["id"], 1);
     assert_eq!(detail["esme_interface_type"]["description"], "RestAPI");
     assert_eq!(detail["dns"]["primary"], "8.8.8.8");
     assert!(detail["ip_firewall_rule_set"]["ip_firewall_profiles"].is_array());
     let services = detail["service"].as_array().unwrap();
-    assert!(
-        services
-            .iter()
-            .any(|s| s["id"] == 38 && s["traffic_limit"].is_array())
-    );
+    assert!(services.iter().any(|s| s["id"] == 38 && s["traffic_limit"].is_array()));
 
     // Create: name required.
     let (status, body) = api
-        .send(
-            Method::POST,
-            "/service_profile",
-            Some(json!({"description": "x"})),
-        )
+        .send(Method::POST, "/service_profile", Some(json!({"description": "x"})))
         .await;
     assert_eq!(status, 422);
     assert_eq!(body["errors"][0]["error_code"], 1402);
@@ -390,25 +353,14 @@ async fn service_profile_crud_in_use_and_drift_hooks() {
         Some(json!({"breakout_region": {"id": null}})),
     )
     .await;
-    assert_eq!(
-        sim.sim.service_profile(id).unwrap()["breakout_region"],
-        Value::Null
-    );
+    assert_eq!(sim.sim.service_profile(id).unwrap()["breakout_region"], Value::Null);
 
     // In use -> 409 with the Conflict body; unknown -> 404 1201.
     let ep = sim.sim.assign_profile_to_new_endpoint(id);
     let (_, list) = api.get("/service_profile").await;
-    let listed = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == id)
-        .unwrap()
-        .clone();
+    let listed = list.as_array().unwrap().iter().find(|p| p["id"] == id).unwrap().clone();
     assert_eq!(listed["used_count"], json!("1"));
-    let (status, body) = api
-        .send(Method::DELETE, &format!("/service_profile/{id}"), None)
-        .await;
+    let (status, body) = api.send(Method::DELETE, &format!("/service_profile/{id}"), None).await;
     assert_eq!(status, 409);
     assert_eq!(body["error_code"], 1409);
     assert_eq!(body["error_token"], "Conflict");
@@ -422,34 +374,20 @@ async fn service_profile_crud_in_use_and_drift_hooks() {
         )
         .await;
     assert_eq!(status, 204);
-    let (status, _) = api
-        .send(Method::DELETE, &format!("/service_profile/{id}"), None)
-        .await;
+    let (status, _) = api.send(Method::DELETE, &format!("/service_profile/{id}"), None).await;
     assert_eq!(status, 204);
     assert!(sim.sim.service_profile(id).is_none());
     let (status, body) = api.get(&format!("/service_profile/{id}")).await;
-    assert_eq!(
-        (status.as_u16(), body["error_code"].as_i64()),
-        (404, Some(1201))
-    );
+    assert_eq!((status.as_u16(), body["error_code"].as_i64()), (404, Some(1201)));
     let (status, body) = api.send(Method::DELETE, "/service_profile/abc", None).await;
-    assert_eq!(
-        (status.as_u16(), body["error_code"].as_i64()),
-        (400, Some(1000))
-    );
+    assert_eq!((status.as_u16(), body["error_code"].as_i64()), (400, Some(1000)));
 
     // Out-of-band hooks: create (adoption) and drift.
-    let adopted = sim
-        .sim
-        .create_service_profile(json!({"name": "Made in Portal"}));
-    sim.sim
-        .patch_service_profile(adopted, json!({"sms_p2p_ext": false}));
+    let adopted = sim.sim.create_service_profile(json!({"name": "Made in Portal"}));
+    sim.sim.patch_service_profile(adopted, json!({"sms_p2p_ext": false}));
     let (_, detail) = api.get(&format!("/service_profile/{adopted}")).await;
     assert_eq!(detail["sms_p2p_ext"], false);
-    assert_eq!(
-        sim.sim.service_profiles().len(),
-        list.as_array().unwrap().len()
-    );
+    assert_eq!(sim.sim.service_profiles().len(), list.as_array().unwrap().len());
     sim.shutdown().await;
 }
 
@@ -484,24 +422,9 @@ async fn services_assignment_limits_and_data_limits() {
     assert_eq!(api.get("/service/999/traffic_limit").await.0, 404);
 
     // Services: PUT 204, again 409; limit on a service not on the profile -> 422.
-    assert_eq!(
-        api.send(Method::PUT, &format!("{base}/service/38"), None)
-            .await
-            .0,
-        204
-    );
-    assert_eq!(
-        api.send(Method::PUT, &format!("{base}/service/38"), None)
-            .await
-            .0,
-        409
-    );
-    assert_eq!(
-        api.send(Method::PUT, &format!("{base}/service/999"), None)
-            .await
-            .0,
-        404
-    );
+    assert_eq!(api.send(Method::PUT, &format!("{base}/service/38"), None).await.0, 204);
+    assert_eq!(api.send(Method::PUT, &format!("{base}/service/38"), None).await.0, 409);
+    assert_eq!(api.send(Method::PUT, &format!("{base}/service/999"), None).await.0, 404);
     assert_eq!(
         api.send(
             Method::PUT,
@@ -512,12 +435,7 @@ async fn services_assignment_limits_and_data_limits() {
         .0,
         422
     );
-    assert_eq!(
-        api.send(Method::PUT, &format!("{base}/service/54"), None)
-            .await
-            .0,
-        204
-    );
+    assert_eq!(api.send(Method::PUT, &format!("{base}/service/54"), None).await.0, 204);
     let (status, body) = api
         .send(
             Method::PUT,
@@ -538,13 +456,9 @@ async fn services_assignment_limits_and_data_limits() {
         422
     );
     assert_eq!(
-        api.send(
-            Method::PUT,
-            &format!("{base}/service/38/traffic_limit/424242"),
-            None
-        )
-        .await
-        .0,
+        api.send(Method::PUT, &format!("{base}/service/38/traffic_limit/424242"), None)
+            .await
+            .0,
         404
     );
     assert_eq!(
@@ -570,9 +484,7 @@ async fn services_assignment_limits_and_data_limits() {
 
     // Service with limits cannot be removed; detach first.
     assert_eq!(
-        api.send(Method::DELETE, &format!("{base}/service/54"), None)
-            .await
-            .0,
+        api.send(Method::DELETE, &format!("{base}/service/54"), None).await.0,
         409
     );
     assert_eq!(
@@ -596,9 +508,7 @@ async fn services_assignment_limits_and_data_limits() {
         422
     );
     assert_eq!(
-        api.send(Method::DELETE, &format!("{base}/service/54"), None)
-            .await
-            .0,
+        api.send(Method::DELETE, &format!("{base}/service/54"), None).await.0,
         204
     );
     let p = sim.sim.service_profile(pid).unwrap();
@@ -609,21 +519,13 @@ async fn services_assignment_limits_and_data_limits() {
     assert_eq!((status.as_u16(), list), (200, json!([])));
     let limit = json!({"service": {"id": 38}, "volume": 1_073_741_824i64, "period": {"id": 2}, "warning_percent": 80});
     let r = api
-        .call(
-            Method::POST,
-            &format!("{base}/traffic_limit"),
-            Some(limit.clone()),
-        )
+        .call(Method::POST, &format!("{base}/traffic_limit"), Some(limit.clone()))
         .await;
     assert_eq!(r.status(), 201);
     assert_eq!(
-        api.send(
-            Method::POST,
-            &format!("{base}/traffic_limit"),
-            Some(limit.clone())
-        )
-        .await
-        .0,
+        api.send(Method::POST, &format!("{base}/traffic_limit"), Some(limit.clone()))
+            .await
+            .0,
         409
     );
     let mut sat = limit.clone();
@@ -661,13 +563,9 @@ async fn services_assignment_limits_and_data_limits() {
         400
     );
     assert_eq!(
-        api.send(
-            Method::POST,
-            "/service_profile/1/traffic_limit",
-            Some(limit.clone())
-        )
-        .await
-        .0,
+        api.send(Method::POST, "/service_profile/1/traffic_limit", Some(limit.clone()))
+            .await
+            .0,
         403
     );
     assert_eq!(api.get("/service_profile/1/traffic_limit").await.0, 403);
@@ -679,29 +577,19 @@ async fn services_assignment_limits_and_data_limits() {
     assert_eq!(list[0]["warning_percent"], 80);
     let first = list[0]["id"].as_i64().unwrap();
     assert_eq!(
-        api.send(
-            Method::DELETE,
-            &format!("{base}/traffic_limit/{first}"),
-            None
-        )
-        .await
-        .0,
+        api.send(Method::DELETE, &format!("{base}/traffic_limit/{first}"), None)
+            .await
+            .0,
         204
     );
     assert_eq!(
-        api.send(
-            Method::DELETE,
-            &format!("{base}/traffic_limit/{first}"),
-            None
-        )
-        .await
-        .0,
+        api.send(Method::DELETE, &format!("{base}/traffic_limit/{first}"), None)
+            .await
+            .0,
         404
     );
     assert_eq!(
-        api.send(Method::DELETE, &format!("{base}/traffic_limit"), None)
-            .await
-            .0,
+        api.send(Method::DELETE, &format!("{base}/traffic_limit"), None).await.0,
         204
     );
     assert_eq!(api.get(&format!("{base}/traffic_limit")).await.1, json!([]));
@@ -747,18 +635,8 @@ async fn services_assignment_limits_and_data_limits() {
         .as_i64()
         .unwrap();
     let in_use = sim.sim.service_profiles()[0]["dns"]["id"].as_i64().unwrap();
-    assert_eq!(
-        api.send(Method::DELETE, &format!("/dns/{in_use}"), None)
-            .await
-            .0,
-        409
-    );
-    assert_eq!(
-        api.send(Method::DELETE, &format!("/dns/{new_dns}"), None)
-            .await
-            .0,
-        204
-    );
+    assert_eq!(api.send(Method::DELETE, &format!("/dns/{in_use}"), None).await.0, 409);
+    assert_eq!(api.send(Method::DELETE, &format!("/dns/{new_dns}"), None).await.0, 204);
     let r = api
         .call(
             Method::POST,
@@ -775,10 +653,7 @@ async fn services_assignment_limits_and_data_limits() {
     assert!(secret.get("secret").is_none());
     let (_, tariffs) = api.get("/tariff_profile").await;
     let tid = tariffs[0]["id"].as_i64().unwrap();
-    assert_eq!(
-        api.get(&format!("/tariff_profile/{tid}")).await.1["id"],
-        tid
-    );
+    assert_eq!(api.get(&format!("/tariff_profile/{tid}")).await.1["id"], tid);
     sim.shutdown().await;
 }
 
@@ -795,9 +670,7 @@ async fn paging_headers_and_clamping() {
     let sim = start(config).await;
     let api = Api::login(&sim).await;
 
-    let r = api
-        .call(Method::GET, "/endpoint?per_page=3&page=2", None)
-        .await;
+    let r = api.call(Method::GET, "/endpoint?per_page=3&page=2", None).await;
     assert_eq!(header(&r, "x-count-per-page"), "3");
     assert_eq!(header(&r, "x-current-page"), "2");
     assert_eq!(header(&r, "x-total-count"), "7");
@@ -811,14 +684,10 @@ async fn paging_headers_and_clamping() {
     assert_eq!(page2.len(), 3);
 
     // page > last -> last page (not empty); page < 1 -> first.
-    let r = api
-        .call(Method::GET, "/endpoint?per_page=3&page=99", None)
-        .await;
+    let r = api.call(Method::GET, "/endpoint?per_page=3&page=99", None).await;
     assert_eq!(header(&r, "x-current-page"), "3");
     assert_eq!(r.json::<Vec<Value>>().await.unwrap().len(), 1);
-    let r = api
-        .call(Method::GET, "/endpoint?per_page=3&page=0", None)
-        .await;
+    let r = api.call(Method::GET, "/endpoint?per_page=3&page=0", None).await;
     assert_eq!(header(&r, "x-current-page"), "1");
     // per_page < 1 -> default; too large -> max (endpoints 1000, SIMs 2500).
     let r = api.call(Method::GET, "/endpoint?per_page=0", None).await;
@@ -852,22 +721,15 @@ async fn paging_headers_and_clamping() {
         assert!(e.get(key).is_some(), "missing {key}");
     }
     let created = e["created"].as_str().unwrap();
-    assert!(
-        created.ends_with(".000+0000") && created.len() == 28,
-        "{created}"
-    );
+    assert!(created.ends_with(".000+0000") && created.len() == 28, "{created}");
     let sim_obj = &e["sim"];
     assert!(
-        sim_obj["iccid"].as_str().unwrap().starts_with("8988303")
-            && sim_obj["iccid"].as_str().unwrap().len() == 19
+        sim_obj["iccid"].as_str().unwrap().starts_with("8988303") && sim_obj["iccid"].as_str().unwrap().len() == 19
     );
     assert_eq!(sim_obj["iccid_with_luhn"].as_str().unwrap().len(), 20);
     assert!(sim_obj["imsi"].as_str().unwrap().starts_with("29505"));
     assert!(sim_obj["msisdn"].as_str().unwrap().starts_with("423663"));
-    assert_eq!(
-        sim_obj["status"],
-        json!({"id": 1, "description": "Activated"})
-    );
+    assert_eq!(sim_obj["status"], json!({"id": 1, "description": "Activated"}));
     sim.shutdown().await;
 }
 
@@ -907,12 +769,7 @@ async fn query_and_sort() {
     // Endpoint filters: substring on name, exact on status.
     let (_, gw) = api.get("/endpoint?q=name:GATEWAY").await;
     let gw = gw.as_array().unwrap().clone();
-    assert!(
-        !gw.is_empty()
-            && gw
-                .iter()
-                .all(|e| e["name"].as_str().unwrap().starts_with("gateway"))
-    );
+    assert!(!gw.is_empty() && gw.iter().all(|e| e["name"].as_str().unwrap().starts_with("gateway")));
     let (_, none) = api.get("/endpoint?q=status:1").await;
     assert_eq!(none, json!([]));
     let (_, both) = api.get("/endpoint?q=status:0,tags:cold-chain").await;
@@ -934,9 +791,7 @@ async fn query_and_sort() {
     let mut expected = names.clone();
     expected.sort_by(|a, b| b.cmp(a));
     assert_eq!(names, expected);
-    let r = api
-        .call(Method::GET, "/sim?sort=-id&q=endpoint:null", None)
-        .await;
+    let r = api.call(Method::GET, "/sim?sort=-id&q=endpoint:null", None).await;
     assert_eq!(header(&r, "x-sort"), "-id");
     assert_eq!(header(&r, "x-filter"), "endpoint:null");
     let ids: Vec<i64> = r
@@ -950,15 +805,9 @@ async fn query_and_sort() {
 
     // Unknown fields -> 422 1301 / 1302.
     let (status, body) = api.get("/endpoint?q=color:red").await;
-    assert_eq!(
-        (status.as_u16(), body["error_code"].as_i64()),
-        (422, Some(1301))
-    );
+    assert_eq!((status.as_u16(), body["error_code"].as_i64()), (422, Some(1301)));
     let (status, body) = api.get("/sim?sort=imsi").await;
-    assert_eq!(
-        (status.as_u16(), body["error_code"].as_i64()),
-        (422, Some(1302))
-    );
+    assert_eq!((status.as_u16(), body["error_code"].as_i64()), (422, Some(1302)));
     let (status, _) = api.get("/endpoint?q=status:abc").await;
     assert_eq!(status, 422);
     sim.shutdown().await;
@@ -1027,19 +876,19 @@ async fn endpoint_lifecycle_and_sim_transitions() {
             ),
         )
         .await;
-    assert_eq!(
-        (status.as_u16(), body["error_code"].as_i64()),
-        (409, Some(1405))
-    );
+    assert_eq!((status.as_u16(), body["error_code"].as_i64()), (409, Some(1405)));
     let space = e["ip_address_space"]["id"].clone();
     let (status, body) = api
-        .send(Method::POST, "/endpoint", Some(json!({"name": "dev-2", "status": {"id": 1}, "service_profile": {"id": profile},
-               "tariff_profile": {"id": tariff}, "ip_address": e["ip_address"], "ip_address_space": {"id": space}})))
+        .send(
+            Method::POST,
+            "/endpoint",
+            Some(
+                json!({"name": "dev-2", "status": {"id": 1}, "service_profile": {"id": profile},
+               "tariff_profile": {"id": tariff}, "ip_address": e["ip_address"], "ip_address_space": {"id": space}}),
+            ),
+        )
         .await;
-    assert_eq!(
-        (status.as_u16(), body["error_code"].as_i64()),
-        (409, Some(1405))
-    );
+    assert_eq!((status.as_u16(), body["error_code"].as_i64()), (409, Some(1405)));
 
     // SIM transitions: 1 -> 2 ok, 2 -> 1 ok, 1 -> 4 refused, 1 -> 0 refused (409 + body).
     assert_eq!(
@@ -1134,18 +983,12 @@ async fn endpoint_lifecycle_and_sim_transitions() {
     let (status, body) = api
         .send(Method::PATCH, "/endpoint/-1", Some(json!({"name": "x"})))
         .await;
-    assert_eq!(
-        (status.as_u16(), body["error_code"].as_i64()),
-        (404, Some(1401))
-    );
+    assert_eq!((status.as_u16(), body["error_code"].as_i64()), (404, Some(1401)));
     assert_eq!(body["message"], "Endpoint with Id '-1' not found.");
     let (status, body) = api
         .send(Method::PATCH, "/endpoint/None", Some(json!({"name": "x"})))
         .await;
-    assert_eq!(
-        (status.as_u16(), body["error_code"].as_i64()),
-        (400, Some(1000))
-    );
+    assert_eq!((status.as_u16(), body["error_code"].as_i64()), (400, Some(1000)));
     let (status, body) = api
         .send(
             Method::PATCH,
@@ -1154,10 +997,7 @@ async fn endpoint_lifecycle_and_sim_transitions() {
         )
         .await;
     assert_eq!(status, 422);
-    assert_eq!(
-        body["errors"][0]["message"],
-        "Service profile with Id '-1' not found."
-    );
+    assert_eq!(body["errors"][0]["message"], "Service profile with Id '-1' not found.");
 
     // Connectivity: OFFLINE by default; hook can set ONLINE; PATCH resets.
     assert_eq!(
@@ -1184,16 +1024,9 @@ async fn endpoint_lifecycle_and_sim_transitions() {
     );
 
     // DELETE: 409 while a SIM is assigned; release with {"sim":{"id":null}} then 204.
-    let (status, _) = api
-        .send(Method::DELETE, &format!("/endpoint/{ep}"), None)
-        .await;
+    let (status, _) = api.send(Method::DELETE, &format!("/endpoint/{ep}"), None).await;
     assert_eq!(status, 409);
-    assert_eq!(
-        api.send(Method::DELETE, &format!("/sim/{sim_a}"), None)
-            .await
-            .0,
-        409
-    );
+    assert_eq!(api.send(Method::DELETE, &format!("/sim/{sim_a}"), None).await.0, 409);
     assert_eq!(
         api.send(
             Method::PATCH,
@@ -1206,33 +1039,12 @@ async fn endpoint_lifecycle_and_sim_transitions() {
     );
     let (_, e3) = api.get(&format!("/endpoint/{ep}")).await;
     assert!(e3.get("sim").is_none(), "sim key omitted when none");
-    assert!(
-        api.get(&format!("/sim/{sim_a}"))
-            .await
-            .1
-            .get("endpoint")
-            .is_none()
-    );
-    assert_eq!(
-        api.send(Method::DELETE, &format!("/endpoint/{ep}"), None)
-            .await
-            .0,
-        204
-    );
+    assert!(api.get(&format!("/sim/{sim_a}")).await.1.get("endpoint").is_none());
+    assert_eq!(api.send(Method::DELETE, &format!("/endpoint/{ep}"), None).await.0, 204);
     assert_eq!(api.get(&format!("/endpoint/{ep}")).await.0, 404);
-    assert_eq!(
-        api.send(Method::DELETE, &format!("/endpoint/{ep}"), None)
-            .await
-            .0,
-        404
-    );
+    assert_eq!(api.send(Method::DELETE, &format!("/endpoint/{ep}"), None).await.0, 404);
     // SIM DELETE once free.
-    assert_eq!(
-        api.send(Method::DELETE, &format!("/sim/{sim_a}"), None)
-            .await
-            .0,
-        204
-    );
+    assert_eq!(api.send(Method::DELETE, &format!("/sim/{sim_a}"), None).await.0, 204);
     assert_eq!(api.get(&format!("/sim/{sim_a}")).await.0, 404);
     sim.shutdown().await;
 }
@@ -1265,12 +1077,7 @@ async fn rate_limits_answer_429() {
     assert_eq!(api.get("/service_profile").await.0, 200);
     // Refill: after 300 ms the endpoint bucket has tokens again.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        api.call(Method::GET, "/endpoint?per_page=1", None)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(api.call(Method::GET, "/endpoint?per_page=1", None).await.status(), 200);
 
     // Scaled down, /authenticate (100 per 5 min) runs out quickly.
     let tight = start(EmnifyConfig {
@@ -1327,9 +1134,7 @@ async fn fault_injection_and_admin_routes() {
     assert_eq!(status, 429);
     assert_eq!(body["error_code"], 1105);
     http.post(format!("{}/_sim/faults", sim.url))
-        .json(
-            &json!({"method": "GET", "path_prefix": "/api/v1/sim", "status": 200, "delay_ms": 300}),
-        )
+        .json(&json!({"method": "GET", "path_prefix": "/api/v1/sim", "status": 200, "delay_ms": 300}))
         .send()
         .await
         .unwrap();
@@ -1355,11 +1160,7 @@ async fn fault_injection_and_admin_routes() {
 
     // Request log and counters.
     let log = sim.sim.requests();
-    assert!(log.contains(&(
-        "GET".to_string(),
-        "/api/v1/service_profile".to_string(),
-        503
-    )));
+    assert!(log.contains(&("GET".to_string(), "/api/v1/service_profile".to_string(), 503)));
     assert!(log.contains(&("GET".to_string(), "/api/v1/endpoint".to_string(), 429)));
     assert_eq!(sim.sim.request_count(), log.len() as u64);
     let served: Vec<Value> = http
@@ -1384,10 +1185,6 @@ async fn fault_injection_and_admin_routes() {
     assert_eq!(state["free_sims"], 10);
     assert_eq!(state["service_profiles"], 3);
     assert_eq!(state["request_count"], log.len() as u64);
-    assert_eq!(
-        sim.sim.request_count(),
-        log.len() as u64,
-        "/_sim calls are not counted"
-    );
+    assert_eq!(sim.sim.request_count(), log.len() as u64, "/_sim calls are not counted");
     sim.shutdown().await;
 }

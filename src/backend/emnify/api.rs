@@ -141,7 +141,11 @@ pub struct Period {
 impl Period {
     /// `5 Days`
     pub fn label(&self) -> String {
-        format!("{} {}", self.time_units.unwrap_or(1), self.unit.as_deref().unwrap_or("?"))
+        format!(
+            "{} {}",
+            self.time_units.unwrap_or(1),
+            self.unit.as_deref().unwrap_or("?")
+        )
     }
 }
 
@@ -240,8 +244,19 @@ mod tests {
     #[test]
     fn timestamps_in_every_form() {
         let expected = "2022-04-07T12:06:06Z";
-        for text in ["2022-04-07T12:06:06.000+0000", "2022-04-07T12:06:06Z", "2022-04-07T12:06:06+00:00", "2022-04-07 12:06:06"] {
-            assert_eq!(parse_time(text).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true), expected, "{text}");
+        for text in [
+            "2022-04-07T12:06:06.000+0000",
+            "2022-04-07T12:06:06Z",
+            "2022-04-07T12:06:06+00:00",
+            "2022-04-07 12:06:06",
+        ] {
+            assert_eq!(
+                parse_time(text)
+                    .unwrap()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                expected,
+                "{text}"
+            );
         }
         assert!(parse_time("yesterday").is_none());
     }
@@ -256,7 +271,8 @@ mod tests {
             e.summary(),
             "InputValidationFailed (1400): Update endpoint validation error; InvalidReference (1401): Service profile with Id '-1' not found."
         );
-        let gateway: ErrorBody = serde_json::from_str(r#"{"message":"token contains an invalid number of segments"}"#).unwrap();
+        let gateway: ErrorBody =
+            serde_json::from_str(r#"{"message":"token contains an invalid number of segments"}"#).unwrap();
         assert_eq!(gateway.summary(), "token contains an invalid number of segments");
     }
 }

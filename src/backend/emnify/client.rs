@@ -89,7 +89,10 @@ pub struct EmnifyClient {
 
 impl std::fmt::Debug for EmnifyClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmnifyClient").field("base", &self.base).field("credentials", &self.credentials).finish()
+        f.debug_struct("EmnifyClient")
+            .field("base", &self.base)
+            .field("credentials", &self.credentials)
+            .finish()
     }
 }
 
@@ -100,7 +103,9 @@ impl EmnifyClient {
             .timeout(config.timeout)
             .user_agent(concat!("connectivity-operator/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| BackendError::new("build emnify http client", ErrorKind::Invalid, e.to_string()).with_source(e))?;
+            .map_err(|e| {
+                BackendError::new("build emnify http client", ErrorKind::Invalid, e.to_string()).with_source(e)
+            })?;
         Ok(EmnifyClient {
             http,
             base: config.base_url.trim_end_matches('/').to_string(),
@@ -118,8 +123,7 @@ impl EmnifyClient {
     /// Account name from the current token's `esc.orgName` claim, when present.
     pub async fn account_name(&self) -> Result<Option<String>, BackendError> {
         let token = self.auth_token().await?;
-        Ok(jwt_claims(token.expose())
-            .and_then(|c| c.get("esc.orgName").and_then(Value::as_str).map(str::to_string)))
+        Ok(jwt_claims(token.expose()).and_then(|c| c.get("esc.orgName").and_then(Value::as_str).map(str::to_string)))
     }
 
     /// A valid auth token: the cached one until 60 s before its `exp`, else a new one.
@@ -152,7 +156,9 @@ impl EmnifyClient {
 
     fn store(&self, state: &mut TokenState, resp: AuthResponse, old_refresh: Option<SecretString>) -> SecretString {
         let token = SecretString::new(resp.auth_token.unwrap_or_default());
-        let exp = jwt_claims(token.expose()).and_then(|c| c.get("exp")?.as_i64()).and_then(|e| DateTime::from_timestamp(e, 0));
+        let exp = jwt_claims(token.expose())
+            .and_then(|c| c.get("exp")?.as_i64())
+            .and_then(|e| DateTime::from_timestamp(e, 0));
         state.auth = Some((token.clone(), exp));
         state.refresh = resp.refresh_token.map(SecretString::new).or(old_refresh);
         token
@@ -160,7 +166,17 @@ impl EmnifyClient {
 
     async fn authenticate(&self, body: Value) -> Result<AuthResponse, BackendError> {
         const ACTION: &str = "authenticate at emnify";
-        let answer = self.exchange(None, "authenticate", Method::POST, "/api/v1/authenticate", None, Some(&body), ACTION).await?;
+        let answer = self
+            .exchange(
+                None,
+                "authenticate",
+                Method::POST,
+                "/api/v1/authenticate",
+                None,
+                Some(&body),
+                ACTION,
+            )
+            .await?;
         let resp: AuthResponse = answer.json(ACTION)?;
         if resp.mfa_token.is_some() && resp.auth_token.is_none() {
             return Err(BackendError::new(
@@ -170,7 +186,11 @@ impl EmnifyClient {
             ));
         }
         if resp.auth_token.as_deref().is_none_or(str::is_empty) {
-            return Err(BackendError::new(ACTION, ErrorKind::Transient, "answer has no auth_token"));
+            return Err(BackendError::new(
+                ACTION,
+                ErrorKind::Transient,
+                "answer has no auth_token",
+            ));
         }
         Ok(resp)
     }
@@ -195,7 +215,10 @@ impl EmnifyClient {
         let mut replayed = false;
         loop {
             let token = self.auth_token().await?;
-            match self.exchange(Some(&token), operation, method.clone(), path, query, body, action).await {
+            match self
+                .exchange(Some(&token), operation, method.clone(), path, query, body, action)
+                .await
+            {
                 Err(e) if e.kind == ErrorKind::Unauthorized && !replayed => {
                     tracing::debug!(operation, "emnify answered 401; re-authenticating once");
                     self.invalidate(&token).await;
@@ -225,7 +248,10 @@ impl EmnifyClient {
             let batch: Vec<T> = answer.json(action)?;
             let empty = batch.is_empty();
             items.extend(batch);
-            let total = answer.header_u64("x-total-pages").or_else(|| answer.header_u64("x-pages")).unwrap_or(1);
+            let total = answer
+                .header_u64("x-total-pages")
+                .or_else(|| answer.header_u64("x-pages"))
+                .unwrap_or(1);
             if page >= total || empty {
                 return Ok(items);
             }
@@ -266,9 +292,15 @@ impl EmnifyClient {
             Ok(resp) => resp,
             Err(e) => {
                 self.record(operation, "error", elapsed);
-                let what = if e.is_timeout() { "request timed out" } else { "request failed" };
-                return Err(BackendError::new(action, ErrorKind::Transient, format!("{what}: {}", without_url(&e)))
-                    .with_source(e));
+                let what = if e.is_timeout() {
+                    "request timed out"
+                } else {
+                    "request failed"
+                };
+                return Err(
+                    BackendError::new(action, ErrorKind::Transient, format!("{what}: {}", without_url(&e)))
+                        .with_source(e),
+                );
             }
         };
         let status = resp.status();
@@ -277,7 +309,12 @@ impl EmnifyClient {
         let body = resp.bytes().await.map_err(|e| {
             BackendError::new(action, ErrorKind::Transient, format!("reading response failed: {e}")).with_source(e)
         })?;
-        tracing::debug!(operation, status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "emnify call");
+        tracing::debug!(
+            operation,
+            status = status.as_u16(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "emnify call"
+        );
         if status.is_success() {
             return Ok(Answer { status, headers, body });
         }
@@ -306,7 +343,9 @@ pub fn error_for(action: &str, status: StatusCode, headers: &HeaderMap, body: &[
         404 => ErrorKind::NotFound,
         409 => ErrorKind::Conflict,
         400 | 405 | 413 | 422 => ErrorKind::Invalid,
-        429 => ErrorKind::RateLimited { retry_after: retry_after(headers) },
+        429 => ErrorKind::RateLimited {
+            retry_after: retry_after(headers),
+        },
         _ => ErrorKind::Transient,
     };
     BackendError::new(action, kind, message)
@@ -325,7 +364,9 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// Claims of a JWT, decoded without verification (we only need `exp` and the org name).
 pub fn jwt_claims(token: &str) -> Option<serde_json::Map<String, Value>> {
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
     match serde_json::from_slice(&bytes).ok()? {
         Value::Object(map) => Some(map),
         _ => None,
@@ -347,7 +388,8 @@ mod tests {
 
     #[test]
     fn jwt_exp_is_read_without_verification() {
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"exp":1700000000,"esc.orgName":"Acme"}"#);
+        let payload =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"exp":1700000000,"esc.orgName":"Acme"}"#);
         let claims = jwt_claims(&format!("eyJhbGciOiJIUzM4NCJ9.{payload}.sig")).unwrap();
         assert_eq!(claims["exp"], 1700000000);
         assert_eq!(claims["esc.orgName"], "Acme");
@@ -358,14 +400,25 @@ mod tests {
     fn statuses_map_onto_kinds() {
         let h = HeaderMap::new();
         assert_eq!(error_for("x", StatusCode::CONFLICT, &h, b"").kind, ErrorKind::Conflict);
-        assert_eq!(error_for("x", StatusCode::NOT_FOUND, &h, b"<html>").kind, ErrorKind::NotFound);
-        assert_eq!(error_for("x", StatusCode::UNPROCESSABLE_ENTITY, &h, b"").kind, ErrorKind::Invalid);
-        assert_eq!(error_for("x", StatusCode::BAD_GATEWAY, &h, b"").kind, ErrorKind::Transient);
+        assert_eq!(
+            error_for("x", StatusCode::NOT_FOUND, &h, b"<html>").kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            error_for("x", StatusCode::UNPROCESSABLE_ENTITY, &h, b"").kind,
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            error_for("x", StatusCode::BAD_GATEWAY, &h, b"").kind,
+            ErrorKind::Transient
+        );
         let mut h429 = HeaderMap::new();
         h429.insert(RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(
             error_for("x", StatusCode::TOO_MANY_REQUESTS, &h429, b"").kind,
-            ErrorKind::RateLimited { retry_after: Some(Duration::from_secs(7)) }
+            ErrorKind::RateLimited {
+                retry_after: Some(Duration::from_secs(7))
+            }
         );
         let e = error_for(
             "delete emnify service profile 7",
@@ -373,6 +426,9 @@ mod tests {
             &h,
             br#"{"error_code":1409,"error_token":"Conflict","message":"in use"}"#,
         );
-        assert_eq!(e.to_string(), "failed to delete emnify service profile 7: HTTP 409: Conflict (1409): in use");
+        assert_eq!(
+            e.to_string(),
+            "failed to delete emnify service profile 7: HTTP 409: Conflict (1409): in use"
+        );
     }
 }

@@ -25,6 +25,9 @@ pub enum Change {
     DetachLimit { service_id: i64, limit_id: i64 },
 }
 
+/// Desired services: service id -> (label, limit id -> label).
+pub type DesiredServices = BTreeMap<i64, (String, BTreeMap<i64, String>)>;
+
 /// The spec with names resolved to emnify ids.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedProfile {
@@ -32,7 +35,7 @@ pub struct ResolvedProfile {
     pub description: Option<String>,
     pub settings: EmnifyServiceProfile,
     /// service id -> (label, limit id -> label); `None` when services are not managed.
-    pub services: Option<BTreeMap<i64, (String, BTreeMap<i64, String>)>>,
+    pub services: Option<DesiredServices>,
 }
 
 /// What the emnify account offers: services and their predefined traffic limits.
@@ -61,13 +64,21 @@ impl Catalogue {
                 let matches: Vec<_> = self
                     .services
                     .iter()
-                    .filter(|s| s.description.as_deref().is_some_and(|d| d.eq_ignore_ascii_case(text.trim())))
+                    .filter(|s| {
+                        s.description
+                            .as_deref()
+                            .is_some_and(|d| d.eq_ignore_ascii_case(text.trim()))
+                    })
                     .collect();
                 match matches.as_slice() {
                     [one] => Ok((one.id.unwrap_or_default(), one.description.clone().unwrap_or_default())),
                     [] => Err(format!(
                         "emnify has no service named {text:?} (known: {})",
-                        self.services.iter().filter_map(|s| s.description.clone()).collect::<Vec<_>>().join(", ")
+                        self.services
+                            .iter()
+                            .filter_map(|s| s.description.clone())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                     _ => Err(format!("several emnify services are named {text:?}; use the id")),
                 }
@@ -99,7 +110,9 @@ pub fn resolve(
                         (Some(id), _, _) => l.id == Some(id),
                         (None, Some(volume), Some(period)) => {
                             l.volume == Some(volume)
-                                && l.period.as_ref().is_some_and(|p| normalise(&p.label()) == normalise(period))
+                                && l.period
+                                    .as_ref()
+                                    .is_some_and(|p| normalise(&p.label()) == normalise(period))
                         }
                         _ => false,
                     });
@@ -107,7 +120,11 @@ pub fn resolve(
                         return Err(format!(
                             "service {label} ({sid}) has no traffic limit {} (available: {})",
                             describe_ref(lim),
-                            available.iter().map(|l| format!("{} = {}", l.id.unwrap_or_default(), l.label())).collect::<Vec<_>>().join(", ")
+                            available
+                                .iter()
+                                .map(|l| format!("{} = {}", l.id.unwrap_or_default(), l.label()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ));
                     };
                     limits.insert(found.id.unwrap_or_default(), found.label());
@@ -134,7 +151,11 @@ fn describe_ref(lim: &crate::crd::EmnifyTrafficLimitRef) -> String {
 }
 
 fn normalise(period: &str) -> String {
-    period.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase()
+    period
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_lowercase()
 }
 
 /// Settings as emnify field name, desired value and documented default (used when emnify omits
@@ -224,7 +245,10 @@ pub fn plan(desired: &ResolvedProfile, observed: &api::ServiceProfile) -> Vec<Pr
         && observed.description.as_deref().unwrap_or("") != d
     {
         body.insert("description".into(), json!(d));
-        fields.push(format!("description {:?} -> {d:?}", observed.description.as_deref().unwrap_or("")));
+        fields.push(format!(
+            "description {:?} -> {d:?}",
+            observed.description.as_deref().unwrap_or("")
+        ));
     }
     for (field, want, default) in flags(&desired.settings) {
         let have = observed_flag(observed, field).unwrap_or(default);
@@ -255,13 +279,17 @@ pub fn plan(desired: &ResolvedProfile, observed: &api::ServiceProfile) -> Vec<Pr
     let Some(want_services) = &desired.services else {
         return changes;
     };
-    let have_services: BTreeMap<i64, (String, BTreeMap<i64, String>)> = observed
+    let have_services: DesiredServices = observed
         .service
         .iter()
         .flatten()
         .filter_map(|s| {
             let id = s.id?;
-            let limits = s.traffic_limit.iter().filter_map(|l| Some((l.id?, l.label()))).collect();
+            let limits = s
+                .traffic_limit
+                .iter()
+                .filter_map(|l| Some((l.id?, l.label())))
+                .collect();
             Some((id, (s.description.clone().unwrap_or_else(|| id.to_string()), limits)))
         })
         .collect();
@@ -273,7 +301,10 @@ pub fn plan(desired: &ResolvedProfile, observed: &api::ServiceProfile) -> Vec<Pr
             if !want_limits.contains_key(lid) {
                 changes.push(ProfileChange {
                     description: format!("detach traffic limit {lid} ({llabel}) from service {label} ({sid})"),
-                    op: ProfileOp::Emnify(Change::DetachLimit { service_id: *sid, limit_id: *lid }),
+                    op: ProfileOp::Emnify(Change::DetachLimit {
+                        service_id: *sid,
+                        limit_id: *lid,
+                    }),
                 });
             }
         }
@@ -297,13 +328,18 @@ pub fn plan(desired: &ResolvedProfile, observed: &api::ServiceProfile) -> Vec<Pr
         }
     }
     for (sid, (label, want_limits)) in want_services {
-        let have_limits: BTreeSet<i64> =
-            have_services.get(sid).map(|(_, l)| l.keys().copied().collect()).unwrap_or_default();
+        let have_limits: BTreeSet<i64> = have_services
+            .get(sid)
+            .map(|(_, l)| l.keys().copied().collect())
+            .unwrap_or_default();
         for (lid, llabel) in want_limits {
             if !have_limits.contains(lid) {
                 changes.push(ProfileChange {
                     description: format!("attach traffic limit {lid} ({llabel}) to service {label} ({sid})"),
-                    op: ProfileOp::Emnify(Change::AttachLimit { service_id: *sid, limit_id: *lid }),
+                    op: ProfileOp::Emnify(Change::AttachLimit {
+                        service_id: *sid,
+                        limit_id: *lid,
+                    }),
                 });
             }
         }
@@ -363,17 +399,37 @@ mod tests {
     use crate::crd::{EmnifyServiceSpec, EmnifyTrafficLimitRef};
 
     fn catalogue() -> Catalogue {
-        let period = |id, units, unit: &str| Some(api::Period { id: Some(id), time_units: Some(units), unit: Some(unit.into()) });
+        let period = |id, units, unit: &str| {
+            Some(api::Period {
+                id: Some(id),
+                time_units: Some(units),
+                unit: Some(unit.into()),
+            })
+        };
         Catalogue {
             services: vec![
-                api::Service { id: Some(38), description: Some("Data".into()) },
-                api::Service { id: Some(53), description: Some("SMS MO".into()) },
+                api::Service {
+                    id: Some(38),
+                    description: Some("Data".into()),
+                },
+                api::Service {
+                    id: Some(53),
+                    description: Some("SMS MO".into()),
+                },
             ],
             limits: BTreeMap::from([(
                 38,
                 vec![
-                    api::TrafficLimit { id: Some(111), volume: Some(64), period: period(33, 5, "Days") },
-                    api::TrafficLimit { id: Some(112), volume: Some(1024), period: period(35, 1, "Months") },
+                    api::TrafficLimit {
+                        id: Some(111),
+                        volume: Some(64),
+                        period: period(33, 5, "Days"),
+                    },
+                    api::TrafficLimit {
+                        id: Some(112),
+                        volume: Some(1024),
+                        period: period(35, 1, "Months"),
+                    },
                 ],
             )]),
         }
@@ -390,15 +446,25 @@ mod tests {
     }
 
     fn settings_with(services: Option<Vec<EmnifyServiceSpec>>) -> EmnifyServiceProfile {
-        EmnifyServiceProfile { services, ..Default::default() }
+        EmnifyServiceProfile {
+            services,
+            ..Default::default()
+        }
     }
 
     fn data_with(limits: Vec<EmnifyTrafficLimitRef>) -> EmnifyServiceSpec {
-        EmnifyServiceSpec { service: IntOrString::String("data".into()), traffic_limits: limits }
+        EmnifyServiceSpec {
+            service: IntOrString::String("data".into()),
+            traffic_limits: limits,
+        }
     }
 
     fn by_id(id: i64) -> EmnifyTrafficLimitRef {
-        EmnifyTrafficLimitRef { id: Some(id), volume: None, period: None }
+        EmnifyTrafficLimitRef {
+            id: Some(id),
+            volume: None,
+            period: None,
+        }
     }
 
     fn resolved(settings: EmnifyServiceProfile) -> ResolvedProfile {
@@ -418,9 +484,17 @@ mod tests {
         settings.dns_id = Some(4);
         let changes = plan(&resolved(settings), &observed_matching());
         assert_eq!(changes.len(), 1);
-        let ProfileOp::Emnify(Change::Patch { body }) = &changes[0].op else { panic!("{changes:?}") };
-        assert_eq!(Value::Object(body.clone()), json!({"allowed_3g": false, "dns": {"id": 4}}));
-        assert_eq!(changes[0].description, "update service profile: allowed_3g true -> false, dns none -> 4");
+        let ProfileOp::Emnify(Change::Patch { body }) = &changes[0].op else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(
+            Value::Object(body.clone()),
+            json!({"allowed_3g": false, "dns": {"id": 4}})
+        );
+        assert_eq!(
+            changes[0].description,
+            "update service profile: allowed_3g true -> false, dns none -> 4"
+        );
     }
 
     #[test]
@@ -441,8 +515,15 @@ mod tests {
     #[test]
     fn services_and_limits_are_diffed_in_a_safe_order() {
         let desired = resolved(settings_with(Some(vec![
-            data_with(vec![EmnifyTrafficLimitRef { id: None, volume: Some(1024), period: Some("1  months".into()) }]),
-            EmnifyServiceSpec { service: IntOrString::Int(53), traffic_limits: vec![] },
+            data_with(vec![EmnifyTrafficLimitRef {
+                id: None,
+                volume: Some(1024),
+                period: Some("1  months".into()),
+            }]),
+            EmnifyServiceSpec {
+                service: IntOrString::Int(53),
+                traffic_limits: vec![],
+            },
         ])));
         let ops: Vec<Change> = plan(&desired, &observed_matching())
             .into_iter()
@@ -453,9 +534,15 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Change::DetachLimit { service_id: 38, limit_id: 111 },
+                Change::DetachLimit {
+                    service_id: 38,
+                    limit_id: 111
+                },
                 Change::AddService { service_id: 53 },
-                Change::AttachLimit { service_id: 38, limit_id: 112 },
+                Change::AttachLimit {
+                    service_id: 38,
+                    limit_id: 112
+                },
             ]
         );
     }
@@ -467,21 +554,47 @@ mod tests {
         let descriptions: Vec<_> = changes.iter().map(|c| c.description.as_str()).collect();
         assert_eq!(
             descriptions,
-            vec!["detach traffic limit 111 (64 per 5 Days) from service Data (38)", "remove service Data (38)"]
+            vec![
+                "detach traffic limit 111 (64 per 5 Days) from service Data (38)",
+                "remove service Data (38)"
+            ]
         );
     }
 
     #[test]
     fn unknown_references_are_reported_with_what_exists() {
-        let err = resolve("x", None, &settings_with(Some(vec![EmnifyServiceSpec {
-            service: IntOrString::String("Telepathy".into()),
-            traffic_limits: vec![],
-        }])), &catalogue())
+        let err = resolve(
+            "x",
+            None,
+            &settings_with(Some(vec![EmnifyServiceSpec {
+                service: IntOrString::String("Telepathy".into()),
+                traffic_limits: vec![],
+            }])),
+            &catalogue(),
+        )
         .unwrap_err();
-        assert!(err.contains("no service named \"Telepathy\"") && err.contains("Data, SMS MO"), "{err}");
-        let err = resolve("x", None, &settings_with(Some(vec![data_with(vec![by_id(999)])])), &catalogue()).unwrap_err();
-        assert!(err.contains("no traffic limit with id 999") && err.contains("111 = 64 per 5 Days"), "{err}");
-        let err = resolve("x", None, &settings_with(Some(vec![data_with(vec![]), data_with(vec![])])), &catalogue()).unwrap_err();
+        assert!(
+            err.contains("no service named \"Telepathy\"") && err.contains("Data, SMS MO"),
+            "{err}"
+        );
+        let err = resolve(
+            "x",
+            None,
+            &settings_with(Some(vec![data_with(vec![by_id(999)])])),
+            &catalogue(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("no traffic limit with id 999") && err.contains("111 = 64 per 5 Days"),
+            "{err}"
+        );
+        let err = resolve(
+            "x",
+            None,
+            &settings_with(Some(vec![data_with(vec![]), data_with(vec![])])),
+            &catalogue(),
+        )
+        .unwrap_err();
         assert!(err.contains("listed twice"), "{err}");
     }
 

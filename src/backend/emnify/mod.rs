@@ -16,8 +16,8 @@ use tokio::sync::Mutex;
 use self::client::EmnifyClient;
 use self::map::{Catalogue, Change};
 use super::{
-    AccountBackend, AccountInfo, BackendError, DesiredServiceProfile, ErrorKind, Lookup, ObservedProfile,
-    Observation, ProfileChange, ProfileOp, ServiceProfileBackend,
+    AccountBackend, AccountInfo, BackendError, DesiredServiceProfile, ErrorKind, Lookup, Observation, ObservedProfile,
+    ProfileChange, ProfileOp, ServiceProfileBackend,
 };
 
 /// How long the service / traffic-limit catalogue is reused before it is read again.
@@ -31,7 +31,10 @@ pub struct EmnifyBackend {
 
 impl EmnifyBackend {
     pub fn new(client: Arc<EmnifyClient>) -> Self {
-        EmnifyBackend { client, catalogue: Mutex::new(None) }
+        EmnifyBackend {
+            client,
+            catalogue: Mutex::new(None),
+        }
     }
 
     pub fn client(&self) -> &Arc<EmnifyClient> {
@@ -45,13 +48,30 @@ impl EmnifyBackend {
         if stale {
             let services: Vec<api::Service> = self
                 .client
-                .call("service.list", Method::GET, "/api/v1/service", None, None, "list emnify services")
+                .call(
+                    "service.list",
+                    Method::GET,
+                    "/api/v1/service",
+                    None,
+                    None,
+                    "list emnify services",
+                )
                 .await?
                 .json("list emnify services")?;
-            *cached = Some((Instant::now(), Catalogue { services, limits: BTreeMap::new() }));
+            *cached = Some((
+                Instant::now(),
+                Catalogue {
+                    services,
+                    limits: BTreeMap::new(),
+                },
+            ));
         }
         let Some((_, catalogue)) = cached.as_mut() else {
-            return Err(BackendError::new("read emnify catalogue", ErrorKind::Transient, "catalogue missing"));
+            return Err(BackendError::new(
+                "read emnify catalogue",
+                ErrorKind::Transient,
+                "catalogue missing",
+            ));
         };
         for sid in wanted {
             if catalogue.limits.contains_key(sid) {
@@ -60,7 +80,14 @@ impl EmnifyBackend {
             let action = format!("list traffic limits of emnify service {sid}");
             let limits: Vec<api::TrafficLimit> = match self
                 .client
-                .call("service.traffic_limit.list", Method::GET, &format!("/api/v1/service/{sid}/traffic_limit"), None, None, &action)
+                .call(
+                    "service.traffic_limit.list",
+                    Method::GET,
+                    &format!("/api/v1/service/{sid}/traffic_limit"),
+                    None,
+                    None,
+                    &action,
+                )
                 .await
             {
                 Ok(answer) => answer.json(&action)?,
@@ -76,7 +103,11 @@ impl EmnifyBackend {
     async fn resolve(&self, desired: &DesiredServiceProfile<'_>) -> Result<map::ResolvedProfile, BackendError> {
         let action = format!("resolve emnify service profile {:?}", desired.name);
         let Some(settings) = &desired.spec.emnify else {
-            return Err(BackendError::new(action, ErrorKind::Invalid, "spec.emnify is required for an emnify ProviderConfig"));
+            return Err(BackendError::new(
+                action,
+                ErrorKind::Invalid,
+                "spec.emnify is required for an emnify ProviderConfig",
+            ));
         };
         // First pass: the services named in the spec, so only their limit catalogues are read.
         let services_only = self.catalogue(&[]).await?;
@@ -98,7 +129,14 @@ impl EmnifyBackend {
         let action = format!("get emnify service profile {id}");
         match self
             .client
-            .call("service_profile.get", Method::GET, &format!("/api/v1/service_profile/{id}"), None, None, &action)
+            .call(
+                "service_profile.get",
+                Method::GET,
+                &format!("/api/v1/service_profile/{id}"),
+                None,
+                None,
+                &action,
+            )
             .await
         {
             Ok(answer) => Ok(Some(answer.json(&action)?)),
@@ -111,7 +149,14 @@ impl EmnifyBackend {
         let action = "list emnify service profiles";
         // Service profiles are not paged (emnify.md §4).
         self.client
-            .call("service_profile.list", Method::GET, "/api/v1/service_profile", None, None, action)
+            .call(
+                "service_profile.list",
+                Method::GET,
+                "/api/v1/service_profile",
+                None,
+                None,
+                action,
+            )
             .await?
             .json(action)
     }
@@ -128,9 +173,13 @@ impl EmnifyBackend {
 }
 
 fn parse_id(id: &str, action: &str) -> Result<i64, BackendError> {
-    id.trim()
-        .parse()
-        .map_err(|_| BackendError::new(action, ErrorKind::Invalid, format!("{id:?} is not an emnify id (a number)")))
+    id.trim().parse().map_err(|_| {
+        BackendError::new(
+            action,
+            ErrorKind::Invalid,
+            format!("{id:?} is not an emnify id (a number)"),
+        )
+    })
 }
 
 #[async_trait]
@@ -149,7 +198,11 @@ impl ServiceProfileBackend for EmnifyBackend {
             Lookup::Name(name) => match self.find_by_name(name).await?.as_slice() {
                 [] => None,
                 [id] => self.get_profile(*id).await?,
-                ids => return Ok(Observation::Ambiguous { ids: ids.iter().map(i64::to_string).collect() }),
+                ids => {
+                    return Ok(Observation::Ambiguous {
+                        ids: ids.iter().map(i64::to_string).collect(),
+                    });
+                }
             },
         };
         let Some(profile) = profile else {
@@ -169,7 +222,14 @@ impl ServiceProfileBackend for EmnifyBackend {
         let action = format!("create emnify service profile {:?}", desired.name);
         let answer = self
             .client
-            .call("service_profile.create", Method::POST, "/api/v1/service_profile", None, Some(&map::create_body(&resolved)), &action)
+            .call(
+                "service_profile.create",
+                Method::POST,
+                "/api/v1/service_profile",
+                None,
+                Some(&map::create_body(&resolved)),
+                &action,
+            )
             .await?;
         if let Some(id) = answer.location_id() {
             return Ok(id.to_string());
@@ -180,7 +240,10 @@ impl ServiceProfileBackend for EmnifyBackend {
             ids => Err(BackendError::new(
                 action,
                 ErrorKind::Transient,
-                format!("created, but {} profiles carry the name; the next observe resolves it", ids.len()),
+                format!(
+                    "created, but {} profiles carry the name; the next observe resolves it",
+                    ids.len()
+                ),
             )),
         }
     }
@@ -194,18 +257,39 @@ impl ServiceProfileBackend for EmnifyBackend {
             let result = match op {
                 Change::Patch { body } => self
                     .client
-                    .call("service_profile.update", Method::PATCH, &base, None, Some(&serde_json::Value::Object(body.clone())), &action)
+                    .call(
+                        "service_profile.update",
+                        Method::PATCH,
+                        &base,
+                        None,
+                        Some(&serde_json::Value::Object(body.clone())),
+                        &action,
+                    )
                     .await
                     .map(drop),
                 Change::AddService { service_id } => tolerate(
                     self.client
-                        .call("service_profile.service.add", Method::PUT, &format!("{base}/service/{service_id}"), None, None, &action)
+                        .call(
+                            "service_profile.service.add",
+                            Method::PUT,
+                            &format!("{base}/service/{service_id}"),
+                            None,
+                            None,
+                            &action,
+                        )
                         .await,
                     ErrorKind::Conflict,
                 ),
                 Change::RemoveService { service_id } => tolerate(
                     self.client
-                        .call("service_profile.service.remove", Method::DELETE, &format!("{base}/service/{service_id}"), None, None, &action)
+                        .call(
+                            "service_profile.service.remove",
+                            Method::DELETE,
+                            &format!("{base}/service/{service_id}"),
+                            None,
+                            None,
+                            &action,
+                        )
                         .await,
                     ErrorKind::NotFound,
                 ),
@@ -246,7 +330,14 @@ impl ServiceProfileBackend for EmnifyBackend {
         let action = format!("delete emnify service profile {pid}");
         tolerate(
             self.client
-                .call("service_profile.delete", Method::DELETE, &format!("/api/v1/service_profile/{pid}"), None, None, &action)
+                .call(
+                    "service_profile.delete",
+                    Method::DELETE,
+                    &format!("/api/v1/service_profile/{pid}"),
+                    None,
+                    None,
+                    &action,
+                )
                 .await,
             ErrorKind::NotFound,
         )
@@ -265,6 +356,8 @@ fn tolerate(result: Result<client::Answer, BackendError>, ok_kind: ErrorKind) ->
 #[async_trait]
 impl AccountBackend for EmnifyBackend {
     async fn verify(&self) -> Result<AccountInfo, BackendError> {
-        Ok(AccountInfo { account: self.client.account_name().await? })
+        Ok(AccountInfo {
+            account: self.client.account_name().await?,
+        })
     }
 }

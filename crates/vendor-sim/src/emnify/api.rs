@@ -12,14 +12,12 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
 
-use super::error::{
-    ApiError, ApiResult, Reply, invalid_format, invalid_reference, out_of_range, required,
-};
+use super::error::{ApiError, ApiResult, Reply, invalid_format, invalid_reference, out_of_range, required};
 use super::jwt::{self, Subject, TokenProblem};
 use super::listing::{self, Attr};
 use super::model::{
-    ApiCallback, ApiSecret, DATA_LIMIT_PERIOD, DataLimit, Dns, Endpoint, PROFILE_FLAGS,
-    SERVICE_DATA, ServiceProfile, State, now_secs, ts,
+    ApiCallback, ApiSecret, DATA_LIMIT_PERIOD, DataLimit, Dns, Endpoint, PROFILE_FLAGS, SERVICE_DATA, ServiceProfile,
+    State, now_secs, ts,
 };
 use super::ratelimit::{self, PER_IP};
 
@@ -51,9 +49,7 @@ fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::bad_request("Request body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "Malformed JSON request body: {e}"
-        ))),
+        Err(e) => Err(ApiError::bad_request(format!("Malformed JSON request body: {e}"))),
     }
 }
 
@@ -136,19 +132,13 @@ impl State {
         match (method, segs) {
             // --- service profiles (§5)
             ("GET", ["service_profile"]) => {
-                let list: Vec<Value> = self
-                    .service_profiles
-                    .values()
-                    .map(|p| self.profile_short(p))
-                    .collect();
+                let list: Vec<Value> = self.service_profiles.values().map(|p| self.profile_short(p)).collect();
                 Ok(Reply::json(Value::Array(list)))
             }
             ("POST", ["service_profile"]) => {
                 let body = parse_body(&req.body)?;
                 let id = self.create_profile(&body)?;
-                Ok(Reply::created(format!(
-                    "{base}/api/v1/service_profile/{id}"
-                )))
+                Ok(Reply::created(format!("{base}/api/v1/service_profile/{id}")))
             }
             ("GET", ["service_profile", id]) => {
                 let id = parse_id(id)?;
@@ -169,12 +159,8 @@ impl State {
                 let id = parse_id(id)?;
                 self.delete_profile(id)
             }
-            ("PUT", ["service_profile", pid, "service", sid]) => {
-                self.add_service(parse_id(pid)?, parse_id(sid)?)
-            }
-            ("DELETE", ["service_profile", pid, "service", sid]) => {
-                self.remove_service(parse_id(pid)?, parse_id(sid)?)
-            }
+            ("PUT", ["service_profile", pid, "service", sid]) => self.add_service(parse_id(pid)?, parse_id(sid)?),
+            ("DELETE", ["service_profile", pid, "service", sid]) => self.remove_service(parse_id(pid)?, parse_id(sid)?),
             ("PUT", ["service_profile", pid, "service", sid, "traffic_limit", lid]) => {
                 self.attach_limit(parse_id(pid)?, parse_id(sid)?, parse_id(lid)?, true)
             }
@@ -267,20 +253,12 @@ impl State {
                 Ok(Reply::json(Value::Array(list)))
             }
             ("GET", ["breakout_region"]) => Ok(Reply::json(Value::Array(
-                self.breakout_regions
-                    .iter()
-                    .map(|b| self.breakout_json(b.0))
-                    .collect(),
+                self.breakout_regions.iter().map(|b| self.breakout_json(b.0)).collect(),
             ))),
             ("GET", ["esme_interface_type"]) => Ok(Reply::json(Value::Array(
-                self.esme_types
-                    .iter()
-                    .map(|e| self.esme_json(e.0))
-                    .collect(),
+                self.esme_types.iter().map(|e| self.esme_json(e.0)).collect(),
             ))),
-            ("GET", ["dns"]) => Ok(Reply::json(Value::Array(
-                self.dns.values().map(Dns::to_json).collect(),
-            ))),
+            ("GET", ["dns"]) => Ok(Reply::json(Value::Array(self.dns.values().map(Dns::to_json).collect()))),
             ("POST", ["dns"]) => {
                 let body = parse_body(&req.body)?;
                 self.create_dns(&body)
@@ -299,10 +277,7 @@ impl State {
                 Ok(Reply::empty(204))
             }
             ("GET", ["api_callback"]) => Ok(Reply::json(Value::Array(
-                self.api_callbacks
-                    .values()
-                    .map(|c| self.callback_json(c))
-                    .collect(),
+                self.api_callbacks.values().map(|c| self.callback_json(c)).collect(),
             ))),
             ("POST", ["api_callback"]) => {
                 let body = parse_body(&req.body)?;
@@ -335,10 +310,7 @@ impl State {
                 Ok(Reply::empty(204))
             }
             ("GET", ["api_secret"]) => Ok(Reply::json(Value::Array(
-                self.api_secrets
-                    .values()
-                    .map(|s| self.secret_json(s))
-                    .collect(),
+                self.api_secrets.values().map(|s| self.secret_json(s)).collect(),
             ))),
             ("POST", ["api_secret"]) => {
                 let body = parse_body(&req.body)?;
@@ -358,11 +330,7 @@ impl State {
                 if !self.api_secrets.contains_key(&id) {
                     return Err(ApiError::not_found("API secret", id));
                 }
-                if self
-                    .service_profiles
-                    .values()
-                    .any(|p| p.api_secret == Some(id))
-                {
+                if self.service_profiles.values().any(|p| p.api_secret == Some(id)) {
                     return Err(ApiError::conflict(format!(
                         "API secret with id {id} is used by a service profile"
                     )));
@@ -371,10 +339,7 @@ impl State {
                 Ok(Reply::empty(204))
             }
             ("GET", ["tariff_profile"]) => Ok(Reply::json(Value::Array(
-                self.tariff_profiles
-                    .values()
-                    .map(|t| self.tariff_json(t))
-                    .collect(),
+                self.tariff_profiles.values().map(|t| self.tariff_json(t)).collect(),
             ))),
             ("GET", ["tariff_profile", id]) => {
                 let id = parse_id(id)?;
@@ -413,10 +378,7 @@ impl State {
             }
             ("GET", ["endpoint", id]) => {
                 let id = parse_id(id)?;
-                let e = self
-                    .endpoints
-                    .get(&id)
-                    .ok_or_else(|| endpoint_missing(id))?;
+                let e = self.endpoints.get(&id).ok_or_else(|| endpoint_missing(id))?;
                 Ok(Reply::json(self.endpoint_json(e, true)))
             }
             ("PATCH", ["endpoint", id]) => {
@@ -427,10 +389,7 @@ impl State {
             }
             ("DELETE", ["endpoint", id]) => {
                 let id = parse_id(id)?;
-                let e = self
-                    .endpoints
-                    .get(&id)
-                    .ok_or_else(|| endpoint_missing(id))?;
+                let e = self.endpoints.get(&id).ok_or_else(|| endpoint_missing(id))?;
                 if e.sim.is_some() {
                     return Err(ApiError::conflict(format!(
                         "Endpoint with id {id} has a SIM assigned; release the SIM before deleting"
@@ -443,23 +402,17 @@ impl State {
             }
             ("GET", ["endpoint", id, "connectivity"]) => {
                 let id = parse_id(id)?;
-                let e = self
-                    .endpoints
-                    .get(&id)
-                    .ok_or_else(|| endpoint_missing(id))?;
+                let e = self.endpoints.get(&id).ok_or_else(|| endpoint_missing(id))?;
                 Ok(Reply::json(connectivity_json(e)))
             }
             ("PATCH", ["endpoint", id, "connectivity"]) => {
                 let id = parse_id(id)?;
                 let body = parse_body(&req.body)?;
-                let e = self
-                    .endpoints
-                    .get_mut(&id)
-                    .ok_or_else(|| endpoint_missing(id))?;
+                let e = self.endpoints.get_mut(&id).ok_or_else(|| endpoint_missing(id))?;
                 if body.is_empty()
-                    || body.iter().any(|(k, v)| {
-                        !matches!(k.as_str(), "location" | "pdp_context") || !v.is_null()
-                    })
+                    || body
+                        .iter()
+                        .any(|(k, v)| !matches!(k.as_str(), "location" | "pdp_context") || !v.is_null())
                 {
                     return Err(ApiError::validation(
                         "Reset connectivity validation error",
@@ -486,10 +439,7 @@ impl State {
             ),
             ("GET", ["sim", id]) => {
                 let id = parse_id(id)?;
-                let s = self
-                    .sims
-                    .get(&id)
-                    .ok_or_else(|| ApiError::not_found("SIM", id))?;
+                let s = self.sims.get(&id).ok_or_else(|| ApiError::not_found("SIM", id))?;
                 Ok(Reply::json(self.sim_json(s)))
             }
             ("PATCH", ["sim", id]) => {
@@ -500,10 +450,7 @@ impl State {
             }
             ("DELETE", ["sim", id]) => {
                 let id = parse_id(id)?;
-                let s = self
-                    .sims
-                    .get(&id)
-                    .ok_or_else(|| ApiError::not_found("SIM", id))?;
+                let s = self.sims.get(&id).ok_or_else(|| ApiError::not_found("SIM", id))?;
                 if let Some(ep) = s.endpoint {
                     return Err(ApiError::conflict(format!(
                         "SIM with id {id} is assigned to endpoint {ep}"
@@ -541,11 +488,7 @@ impl State {
             return Ok(Reply::json(json!({"auth_token": t})));
         }
         if let (Some(username), Some(password)) = (str_field("username"), str_field("password")) {
-            let (failures, locked_until) = self
-                .login_failures
-                .get(&username)
-                .copied()
-                .unwrap_or((0, 0));
+            let (failures, locked_until) = self.login_failures.get(&username).copied().unwrap_or((0, 0));
             if locked_until > now {
                 return Err(ApiError::emnify(
                     401,
@@ -577,9 +520,7 @@ impl State {
             };
             let auth = self.issue_auth(&subject, now, ttl);
             let refresh = self.issue_refresh(&subject, now);
-            return Ok(Reply::json(
-                json!({"auth_token": auth, "refresh_token": refresh}),
-            ));
+            return Ok(Reply::json(json!({"auth_token": auth, "refresh_token": refresh})));
         }
         if let Some(refresh) = str_field("refresh_token") {
             let valid = jwt::verify(&self.jwt_key, &refresh).ok().filter(|c| {
@@ -607,26 +548,14 @@ impl State {
     }
 
     fn issue_auth(&mut self, subject: &Subject, now: i64, ttl: i64) -> String {
-        let claims = jwt::auth_claims(
-            self.org.id,
-            &self.org.name,
-            subject,
-            now,
-            now.saturating_add(ttl),
-        );
+        let claims = jwt::auth_claims(self.org.id, &self.org.name, subject, now, now.saturating_add(ttl));
         let t = jwt::sign(&self.jwt_key, &claims);
         self.live_auth_tokens.insert(t.clone());
         t
     }
 
     fn issue_refresh(&mut self, subject: &Subject, now: i64) -> String {
-        let mut claims = jwt::auth_claims(
-            self.org.id,
-            &self.org.name,
-            subject,
-            now,
-            now + REFRESH_TTL_SECS,
-        );
+        let mut claims = jwt::auth_claims(self.org.id, &self.org.name, subject, now, now + REFRESH_TTL_SECS);
         claims["esc.typ"] = json!("refresh");
         let t = jwt::sign(&self.jwt_key, &claims);
         self.live_refresh_tokens.insert(t.clone());
@@ -636,11 +565,7 @@ impl State {
     /// Bearer checks of spec §9.2, in the order the gateway and the app apply them.
     fn check_bearer(&self, header: Option<&str>) -> Result<(), ApiError> {
         let Some(header) = header else {
-            return Err(ApiError::gateway(
-                401,
-                "Unauthorized",
-                "UnauthorizedException",
-            ));
+            return Err(ApiError::gateway(401, "Unauthorized", "UnauthorizedException"));
         };
         let token = header
             .strip_prefix("Bearer ")
@@ -684,12 +609,7 @@ impl State {
 
     /// Validates `body` and applies it to `p`; collects nested errors rather than stopping at
     /// the first so the 1400 wrapper lists them all, as emnify's does.
-    fn apply_profile_fields(
-        &self,
-        p: &mut ServiceProfile,
-        body: &Map<String, Value>,
-        errors: &mut Vec<Value>,
-    ) {
+    fn apply_profile_fields(&self, p: &mut ServiceProfile, body: &Map<String, Value>, errors: &mut Vec<Value>) {
         match opt_string(body, "name") {
             Ok(Some(Some(n))) if !n.trim().is_empty() => p.name = n,
             Ok(None) => {}
@@ -711,9 +631,7 @@ impl State {
             }
         }
         // Deprecated alias, ignored when apply_data_quota is present (spec §5.1).
-        if let (Some(Value::Bool(b)), None) =
-            (body.get("apply_quota"), body.get("apply_data_quota"))
-        {
+        if let (Some(Value::Bool(b)), None) = (body.get("apply_quota"), body.get("apply_data_quota")) {
             p.flags.insert("apply_data_quota", *b);
         }
         type Slot = fn(&mut ServiceProfile) -> &mut Option<i64>;
@@ -724,9 +642,7 @@ impl State {
             ("esme_interface_type", "ESME interface type", |p| {
                 &mut p.esme_interface_type
             }),
-            ("breakout_region", "Breakout region", |p| {
-                &mut p.breakout_region
-            }),
+            ("breakout_region", "Breakout region", |p| &mut p.breakout_region),
             ("dns", "DNS", |p| &mut p.dns),
         ];
         for (key, label, slot) in refs {
@@ -744,9 +660,7 @@ impl State {
                     if exists {
                         *slot(p) = Some(id);
                     } else {
-                        errors.push(invalid_reference(format!(
-                            "Invalid reference to {label} with id {id}"
-                        )));
+                        errors.push(invalid_reference(format!("Invalid reference to {label} with id {id}")));
                     }
                 }
                 Err(()) => errors.push(invalid_format("ServiceProfile", key)),
@@ -765,10 +679,7 @@ impl State {
         let mut p = ServiceProfile::new(0, String::new());
         self.apply_profile_fields(&mut p, body, &mut errors);
         if !errors.is_empty() {
-            return Err(ApiError::validation(
-                "Create service profile validation error",
-                errors,
-            ));
+            return Err(ApiError::validation("Create service profile validation error", errors));
         }
         p.id = self.alloc_id();
         let id = p.id;
@@ -785,10 +696,7 @@ impl State {
         let mut errors = Vec::new();
         self.apply_profile_fields(&mut p, body, &mut errors);
         if !errors.is_empty() {
-            return Err(ApiError::validation(
-                "Update service profile validation error",
-                errors,
-            ));
+            return Err(ApiError::validation("Update service profile validation error", errors));
         }
         self.service_profiles.insert(id, p);
         Ok(())
@@ -883,9 +791,7 @@ impl State {
                 422,
                 1401,
                 "InvalidReference",
-                format!(
-                    "Traffic limit {lid} is not assigned to service {sid} on service profile {pid}"
-                ),
+                format!("Traffic limit {lid} is not assigned to service {sid} on service profile {pid}"),
             ));
         }
         Ok(Reply::empty(200))
@@ -896,9 +802,7 @@ impl State {
         let service = match ref_field(body, "service") {
             Ok(Some(Some(id))) => id,
             _ => {
-                return Err(ApiError::bad_request(
-                    "service.id is required and must be 38 (Data)",
-                ));
+                return Err(ApiError::bad_request("service.id is required and must be 38 (Data)"));
             }
         };
         if service != SERVICE_DATA {
@@ -934,17 +838,15 @@ impl State {
             Some(v) => match as_i64(v) {
                 Some(w) if (0..=100).contains(&w) => Some(w),
                 _ => {
-                    return Err(ApiError::bad_request(
-                        "warning_percent must be between 0 and 100",
-                    ));
+                    return Err(ApiError::bad_request("warning_percent must be between 0 and 100"));
                 }
             },
         };
-        if self.service_profiles.get(&pid).is_some_and(|p| {
-            p.data_limits
-                .iter()
-                .any(|l| l.satellite_only == satellite_only)
-        }) {
+        if self
+            .service_profiles
+            .get(&pid)
+            .is_some_and(|p| p.data_limits.iter().any(|l| l.satellite_only == satellite_only))
+        {
             return Err(ApiError::duplicated(format!(
                 "A data limit for service 38 with satellite_only={satellite_only} already exists on service profile {pid}"
             )));
@@ -1001,21 +903,14 @@ impl State {
     }
 
     fn create_callback(&mut self, body: &Map<String, Value>) -> Result<i64, ApiError> {
-        let Some(url) = body
-            .get("url")
-            .and_then(Value::as_str)
-            .filter(|u| !u.is_empty())
-        else {
+        let Some(url) = body.get("url").and_then(Value::as_str).filter(|u| !u.is_empty()) else {
             return Err(ApiError::validation(
                 "Create API callback validation error",
                 vec![required("ApiCallback", "url")],
             ));
         };
         let id = self.alloc_id();
-        let purpose = body
-            .get("purpose")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let purpose = body.get("purpose").and_then(Value::as_str).map(str::to_string);
         self.api_callbacks.insert(
             id,
             ApiCallback {
@@ -1039,10 +934,7 @@ impl State {
             ));
         }
         let id = self.alloc_id();
-        let purpose = body
-            .get("purpose")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let purpose = body.get("purpose").and_then(Value::as_str).map(str::to_string);
         // The secret itself is never returned, so it is not kept either.
         self.api_secrets.insert(id, ApiSecret { id, purpose });
         Ok(id)
@@ -1064,9 +956,7 @@ impl State {
             "created" => Attr::Date(Some(e.created.clone())),
             "last_updated" => Attr::Date(Some(e.last_updated.clone())),
             "iccid" => Attr::Text(sim.map(|s| s.iccid.clone())),
-            "iccid_with_luhn" => Attr::Text(
-                sim.map(|s| format!("{}{}", s.iccid, super::model::luhn_digit(&s.iccid))),
-            ),
+            "iccid_with_luhn" => Attr::Text(sim.map(|s| format!("{}{}", s.iccid, super::model::luhn_digit(&s.iccid)))),
             "sim_status" => Attr::Id(sim.map(|s| s.status)),
             // No simulated SIM is an eUICC.
             _ => Attr::Text(None),
@@ -1080,11 +970,7 @@ impl State {
             "customer_org" => Attr::Id(Some(self.org.id)),
             "reseller_org" => Attr::Id(None),
             "iccid" => Attr::Text(Some(s.iccid.clone())),
-            "iccid_with_luhn" => Attr::Text(Some(format!(
-                "{}{}",
-                s.iccid,
-                super::model::luhn_digit(&s.iccid)
-            ))),
+            "iccid_with_luhn" => Attr::Text(Some(format!("{}{}", s.iccid, super::model::luhn_digit(&s.iccid)))),
             "status" => Attr::Id(Some(s.status)),
             "production_date" => Attr::Date(Some(s.production_date.clone())),
             "imsi" => Attr::Text(Some(s.imsi.clone())),
@@ -1147,9 +1033,7 @@ impl State {
             return Ok(None);
         }
         if Some(ip) != own && self.used_ips.contains(&ip) {
-            return Err(ApiError::duplicated(format!(
-                "IP address {ip} is already assigned"
-            )));
+            return Err(ApiError::duplicated(format!("IP address {ip} is already assigned")));
         }
         Ok(Some(ip))
     }
@@ -1160,9 +1044,7 @@ impl State {
         let status = match ref_field(body, "status") {
             Ok(Some(Some(s @ (0 | 1)))) => s,
             Ok(Some(Some(s))) => {
-                errors.push(invalid_reference(format!(
-                    "Endpoint status with Id '{s}' not found."
-                )));
+                errors.push(invalid_reference(format!("Endpoint status with Id '{s}' not found.")));
                 0
             }
             _ => {
@@ -1197,23 +1079,17 @@ impl State {
                 None
             }
         };
-        let imei_lock = body
-            .get("imei_lock")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let imei_lock = body.get("imei_lock").and_then(Value::as_bool).unwrap_or(false);
         let ip = self.check_ip(body, None, &mut errors)?;
         let sim = self.check_sim_ref(body, None, &mut errors)?;
         if !errors.is_empty() {
-            return Err(ApiError::validation(
-                "Create endpoint validation error",
-                errors,
-            ));
+            return Err(ApiError::validation("Create endpoint validation error", errors));
         }
         let ip = match ip {
             Some(ip) => ip,
-            None => self.next_free_ip().ok_or_else(|| {
-                ApiError::emnify(404, 1601, "Unavailable", "No IP Address available.")
-            })?,
+            None => self
+                .next_free_ip()
+                .ok_or_else(|| ApiError::emnify(404, 1601, "Unavailable", "No IP Address available."))?,
         };
         // Validate the requested SIM status change before anything is written.
         let sim_target = match &sim {
@@ -1270,9 +1146,7 @@ impl State {
         match ref_field(body, "service_profile") {
             Ok(Some(Some(id))) if self.service_profiles.contains_key(&id) => Some(id),
             Ok(Some(Some(id))) => {
-                errors.push(invalid_reference(format!(
-                    "Service profile with Id '{id}' not found."
-                )));
+                errors.push(invalid_reference(format!("Service profile with Id '{id}' not found.")));
                 None
             }
             Ok(None) if !required_field => None,
@@ -1292,9 +1166,7 @@ impl State {
         match ref_field(body, "tariff_profile") {
             Ok(Some(Some(id))) if self.tariff_profiles.contains_key(&id) => Some(id),
             Ok(Some(Some(id))) => {
-                errors.push(invalid_reference(format!(
-                    "Tariff profile with Id '{id}' not found."
-                )));
+                errors.push(invalid_reference(format!("Tariff profile with Id '{id}' not found.")));
                 None
             }
             Ok(None) if !required_field => None,
@@ -1363,11 +1235,7 @@ impl State {
     }
 
     fn patch_endpoint(&mut self, id: i64, body: &Map<String, Value>) -> Result<(), ApiError> {
-        let current = self
-            .endpoints
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| endpoint_missing(id))?;
+        let current = self.endpoints.get(&id).cloned().ok_or_else(|| endpoint_missing(id))?;
         let mut e = current.clone();
         let mut errors = Vec::new();
         match opt_string(body, "name") {
@@ -1393,9 +1261,7 @@ impl State {
         match ref_field(body, "status") {
             Ok(None) => {}
             Ok(Some(Some(s @ (0 | 1)))) => e.status = s,
-            Ok(Some(Some(s))) => errors.push(invalid_reference(format!(
-                "Endpoint status with Id '{s}' not found."
-            ))),
+            Ok(Some(Some(s))) => errors.push(invalid_reference(format!("Endpoint status with Id '{s}' not found."))),
             _ => errors.push(invalid_format("Endpoint", "status")),
         }
         if let Some(sp) = self.check_profile_ref(body, &mut errors, false) {
@@ -1409,20 +1275,14 @@ impl State {
         }
         // `{"sim":{"id":null}}` releases the SIM; `{"sim":{"id":N[,status]}}` assigns / changes it.
         let release = matches!(body.get("sim"), Some(Value::Null))
-            || body
-                .get("sim")
-                .and_then(|s| s.get("id"))
-                .is_some_and(Value::is_null);
+            || body.get("sim").and_then(|s| s.get("id")).is_some_and(Value::is_null);
         let sim = if release {
             None
         } else {
             self.check_sim_ref(body, Some(id), &mut errors)?
         };
         if !errors.is_empty() {
-            return Err(ApiError::validation(
-                "Update endpoint validation error",
-                errors,
-            ));
+            return Err(ApiError::validation("Update endpoint validation error", errors));
         }
         if let Some((sim_id, Some(to))) = sim {
             // Checked before any write so a refused transition leaves the endpoint untouched.
@@ -1477,9 +1337,7 @@ impl State {
                 None => {}
                 // Only re-stating the current organisation is accepted: the simulator has one org
                 // and the user is a customer, who may change nothing but the status (spec §7.2).
-                Some(v)
-                    if key == "customer_org"
-                        && v.get("id").and_then(as_i64) == Some(self.org.id) => {}
+                Some(v) if key == "customer_org" && v.get("id").and_then(as_i64) == Some(self.org.id) => {}
                 Some(_) => errors.push(invalid_reference(format!("Invalid reference to {key}"))),
             }
         }
@@ -1488,9 +1346,7 @@ impl State {
             Some(v) => match v.get("id").and_then(as_i64) {
                 Some(s @ 0..=4) => Some(s),
                 Some(s) => {
-                    errors.push(invalid_reference(format!(
-                        "SIM status with Id '{s}' not found."
-                    )));
+                    errors.push(invalid_reference(format!("SIM status with Id '{s}' not found.")));
                     None
                 }
                 None => {

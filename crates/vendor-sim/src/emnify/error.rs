@@ -57,9 +57,7 @@ impl ApiError {
     pub fn emnify(status: u16, code: i64, token: &str, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: Some(
-                json!({"error_code": code, "error_token": token, "message": message.into()}),
-            ),
+            body: Some(json!({"error_code": code, "error_token": token, "message": message.into()})),
             headers: Vec::new(),
         }
     }
@@ -74,12 +72,7 @@ impl ApiError {
     }
     /// 404 1201 NotFound with the generic `{resource} with id {id} not found` message.
     pub fn not_found(resource: &str, id: impl std::fmt::Display) -> Self {
-        Self::emnify(
-            404,
-            1201,
-            "NotFound",
-            format!("{resource} with id {id} not found"),
-        )
+        Self::emnify(404, 1201, "NotFound", format!("{resource} with id {id} not found"))
     }
     /// 409 1405 Duplicated.
     pub fn duplicated(message: impl Into<String>) -> Self {

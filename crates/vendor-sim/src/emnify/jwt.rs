@@ -48,26 +48,16 @@ pub(crate) fn verify(key: &[u8], token: &str) -> Result<Value, TokenProblem> {
     if parts.len() != 3 {
         return Err(TokenProblem::Segments);
     }
-    let sig = URL_SAFE_NO_PAD
-        .decode(parts[2])
-        .map_err(|_| TokenProblem::Invalid)?;
+    let sig = URL_SAFE_NO_PAD.decode(parts[2]).map_err(|_| TokenProblem::Invalid)?;
     let mut m = HmacSha384::new_from_slice(key).map_err(|_| TokenProblem::Invalid)?;
     m.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
     m.verify_slice(&sig).map_err(|_| TokenProblem::Invalid)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(parts[1])
-        .map_err(|_| TokenProblem::Invalid)?;
+    let payload = URL_SAFE_NO_PAD.decode(parts[1]).map_err(|_| TokenProblem::Invalid)?;
     serde_json::from_slice(&payload).map_err(|_| TokenProblem::Invalid)
 }
 
 /// Claims of an auth token issued for an application token or a user.
-pub(crate) fn auth_claims(
-    org_id: i64,
-    org_name: &str,
-    subject: &Subject,
-    iat: i64,
-    exp: i64,
-) -> Value {
+pub(crate) fn auth_claims(org_id: i64, org_name: &str, subject: &Subject, iat: i64, exp: i64) -> Value {
     let mut c = json!({
         "aud": "/api/v1/authentication",
         "esc.org": org_id,

@@ -208,20 +208,14 @@ pub(crate) fn respond<T>(
         attr(a, "id").cmp(&attr(b, "id"))
     });
 
-    let per_page = match params
-        .get("per_page")
-        .and_then(|p| p.trim().parse::<i64>().ok())
-    {
+    let per_page = match params.get("per_page").and_then(|p| p.trim().parse::<i64>().ok()) {
         Some(n) if n >= 1 => (n as usize).min(spec.max_per_page),
         _ => spec.default_per_page,
     };
     let total = selected.len();
     // An empty collection still has one (empty) page, so "page > last" never underflows.
     let total_pages = total.div_ceil(per_page).max(1);
-    let page = match params
-        .get("page")
-        .and_then(|p| p.trim().parse::<i64>().ok())
-    {
+    let page = match params.get("page").and_then(|p| p.trim().parse::<i64>().ok()) {
         Some(n) if n >= 1 => (n as usize).min(total_pages),
         _ => 1,
     };
@@ -275,9 +269,7 @@ fn encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' | b',' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' | b',' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -294,11 +286,7 @@ mod tests {
         assert!(!Attr::Id(Some(3)).matches("endpoint", "null").unwrap());
         assert!(Attr::Id(Some(3)).matches("id", "3").unwrap());
         assert!(Attr::Id(Some(3)).matches("id", "x").is_err());
-        assert!(
-            Attr::Text(Some("Sensor-01".into()))
-                .matches("name", "sensor")
-                .unwrap()
-        );
+        assert!(Attr::Text(Some("Sensor-01".into())).matches("name", "sensor").unwrap());
         assert!(
             Attr::Date(Some("2022-04-07T12:06:06.000+0000".into()))
                 .matches("created", "2022-04-07")

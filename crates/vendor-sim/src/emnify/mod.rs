@@ -235,10 +235,7 @@ impl EmnifySim {
     /// Detail view (as `GET /service_profile/{id}`) of every profile.
     pub fn service_profiles(&self) -> Vec<Value> {
         let s = self.lock();
-        s.service_profiles
-            .values()
-            .map(|p| s.profile_detail(p))
-            .collect()
+        s.service_profiles.values().map(|p| s.profile_detail(p)).collect()
     }
 
     pub fn service_profile(&self, id: i64) -> Option<Value> {
@@ -289,10 +286,7 @@ impl EmnifySim {
         };
         match s.create_endpoint(&body) {
             Ok(id) => id,
-            Err(e) => panic!(
-                "assign_profile_to_new_endpoint({profile_id}) failed: {:?}",
-                e.body
-            ),
+            Err(e) => panic!("assign_profile_to_new_endpoint({profile_id}) failed: {:?}", e.body),
         }
     }
 
@@ -327,10 +321,7 @@ impl EmnifySim {
     /// `BLOCKED`. Returns false for an unknown endpoint or status.
     pub fn set_connectivity(&self, endpoint_id: i64, status: &str) -> bool {
         let status = status.to_ascii_uppercase();
-        if !matches!(
-            status.as_str(),
-            "OFFLINE" | "ATTACHED" | "ONLINE" | "BLOCKED"
-        ) {
+        if !matches!(status.as_str(), "OFFLINE" | "ATTACHED" | "ONLINE" | "BLOCKED") {
             return false;
         }
         match self.lock().endpoints.get_mut(&endpoint_id) {
@@ -366,10 +357,7 @@ impl EmnifySim {
     fn take_fault(&self, method: &str, path: &str) -> Option<Fault> {
         let mut s = self.lock();
         let idx = s.faults.iter().position(|f| {
-            f.method
-                .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && path.starts_with(&f.path_prefix)
+            f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method)) && path.starts_with(&f.path_prefix)
         })?;
         let fault = s.faults[idx].clone();
         s.faults[idx].count -= 1;
@@ -385,8 +373,7 @@ impl EmnifySim {
         if s.request_log.len() >= REQUEST_LOG_CAP {
             s.request_log.pop_front();
         }
-        s.request_log
-            .push_back((method.to_string(), path.to_string(), status));
+        s.request_log.push_back((method.to_string(), path.to_string(), status));
     }
 }
 
@@ -414,10 +401,7 @@ fn fault_response(f: &Fault) -> Response {
 async fn api_entry(AxumState(sim): AxumState<EmnifySim>, req: Request) -> Response {
     let method = req.method().as_str().to_string();
     let uri = req.uri().clone();
-    let path_and_query = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
+    let path_and_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let path = uri.path().to_string();
     let headers = req.headers().clone();
 
@@ -438,8 +422,7 @@ async fn api_entry(AxumState(sim): AxumState<EmnifySim>, req: Request) -> Respon
     }
     let Some(api_path) = path.strip_prefix("/api") else {
         sim.record(&method, &path_and_query, 404);
-        return ApiError::emnify(404, 1201, "NotFound", format!("No resource at {path}"))
-            .into_response();
+        return ApiError::emnify(404, 1201, "NotFound", format!("No resource at {path}")).into_response();
     };
     let body = match axum::body::to_bytes(req.into_body(), 16 * 1024 * 1024).await {
         Ok(b) => b.to_vec(),
@@ -478,10 +461,7 @@ async fn api_entry(AxumState(sim): AxumState<EmnifySim>, req: Request) -> Respon
 
 /// `http://host:port` as the client addressed us, for absolute `Location`/`Link` URLs.
 fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     let proto = headers
         .get("x-forwarded-proto")
         .and_then(|h| h.to_str().ok())
@@ -532,14 +512,8 @@ async fn admin_profiles(AxumState(sim): AxumState<EmnifySim>) -> Response {
     Reply::json(Value::Array(sim.service_profiles())).into_response()
 }
 
-async fn admin_connectivity(
-    AxumState(sim): AxumState<EmnifySim>,
-    Path(id): Path<i64>,
-    body: Body,
-) -> Response {
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_default();
+async fn admin_connectivity(AxumState(sim): AxumState<EmnifySim>, Path(id): Path<i64>, body: Body) -> Response {
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let status = serde_json::from_slice::<Value>(&bytes)
         .ok()
         .and_then(|v| v.get("status").and_then(Value::as_str).map(str::to_string))
@@ -547,7 +521,6 @@ async fn admin_connectivity(
     if sim.set_connectivity(id, &status) {
         Reply::empty(204).into_response()
     } else {
-        ApiError::bad_request("unknown endpoint or status (OFFLINE|ATTACHED|ONLINE|BLOCKED)")
-            .into_response()
+        ApiError::bad_request("unknown endpoint or status (OFFLINE|ATTACHED|ONLINE|BLOCKED)").into_response()
     }
 }

@@ -23,9 +23,7 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
 /// The current time at second resolution (emnify stores seconds, hence the `.000`).
 pub(crate) fn now_secs() -> DateTime<Utc> {
     let now = Utc::now();
-    Utc.timestamp_opt(now.timestamp(), 0)
-        .single()
-        .unwrap_or(now)
+    Utc.timestamp_opt(now.timestamp(), 0).single().unwrap_or(now)
 }
 
 /// Boolean switches of a service profile with their create-time defaults (spec §5.1).
@@ -364,11 +362,7 @@ impl State {
     }
 
     pub fn traffic_limit_json(&self, l: &TrafficLimitDef) -> Value {
-        let period = self
-            .periods
-            .iter()
-            .find(|p| p.id == l.period_id)
-            .map(Period::to_json);
+        let period = self.periods.iter().find(|p| p.id == l.period_id).map(Period::to_json);
         json!({"id": l.id, "volume": l.volume, "period": period})
     }
 
@@ -402,10 +396,7 @@ impl State {
         m.insert("id".into(), json!(p.id));
         m.insert("name".into(), json!(p.name));
         m.insert("description".into(), json!(p.description));
-        m.insert(
-            "used_count".into(),
-            json!(self.used_count(p.id).to_string()),
-        );
+        m.insert("used_count".into(), json!(self.used_count(p.id).to_string()));
         for f in SHORT_VIEW_FLAGS {
             m.insert((*f).into(), json!(p.flags.get(f).copied().unwrap_or(false)));
         }
@@ -500,10 +491,7 @@ impl State {
 
     /// The endpoint object; `detail` adds what only `GET /endpoint/{id}` carries.
     pub fn endpoint_json(&self, e: &Endpoint, detail: bool) -> Value {
-        let sp_name = self
-            .service_profiles
-            .get(&e.service_profile)
-            .map(|p| p.name.clone());
+        let sp_name = self.service_profiles.get(&e.service_profile).map(|p| p.name.clone());
         let tp = self.tariff_profiles.get(&e.tariff_profile);
         let mut v = json!({
             "id": e.id,
@@ -522,9 +510,9 @@ impl State {
             v["sim"] = self.sim_embedded(sim);
         }
         if detail {
-            v["ip_address_space"] = json!({"id": self.ip_space.id, "ip_address_space": self.ip_space.cidr(), "ip_address_version": 4});
-            v["tariff_profile"]["satellite_capable"] =
-                json!(tp.map(|t| t.satellite_capable).unwrap_or(false));
+            v["ip_address_space"] =
+                json!({"id": self.ip_space.id, "ip_address_space": self.ip_space.cidr(), "ip_address_version": 4});
+            v["tariff_profile"]["satellite_capable"] = json!(tp.map(|t| t.satellite_capable).unwrap_or(false));
             if let Some(imei) = &e.imei
                 && imei.len() >= 14
                 && imei.chars().all(|c| c.is_ascii_digit())
@@ -533,7 +521,8 @@ impl State {
                 v["imei_with_luhn"] = json!(format!("{body}{}", luhn_digit(body)));
             }
             if e.connectivity != "OFFLINE" {
-                v["runtime_data"] = json!({"msc": "423663003000", "sgsn": "423663003100", "sgsn_ip_address": "185.24.36.10"});
+                v["runtime_data"] =
+                    json!({"msc": "423663003000", "sgsn": "423663003100", "sgsn_ip_address": "185.24.36.10"});
             }
         } else {
             v["ip_address_space"] = json!({"id": self.ip_space.id});
@@ -819,12 +808,7 @@ pub(crate) fn seed(config: EmnifyConfig, jwt_key: Vec<u8>) -> State {
         );
     }
 
-    let tags = [
-        "fleet,sensor",
-        "fleet,tracker",
-        "gateway",
-        "fleet,sensor,cold-chain",
-    ];
+    let tags = ["fleet,sensor", "fleet,tracker", "gateway", "fleet,sensor,cold-chain"];
     let mut endpoints = BTreeMap::new();
     let mut used_ips = HashSet::new();
     let mut hosts = ip_space.hosts();
@@ -844,11 +828,7 @@ pub(crate) fn seed(config: EmnifyConfig, jwt_key: Vec<u8>) -> State {
                 id,
                 created: ts(created),
                 last_updated: ts(updated),
-                name: format!(
-                    "{}-{:03}",
-                    if i % 4 == 2 { "gateway" } else { "sensor" },
-                    i + 1
-                ),
+                name: format!("{}-{:03}", if i % 4 == 2 { "gateway" } else { "sensor" }, i + 1),
                 tags: Some(tags[i % tags.len()].to_string()),
                 ip_address: ip,
                 imei: Some(imei),
@@ -918,16 +898,8 @@ mod tests {
     fn seed_is_deterministic() {
         let a = seed(EmnifyConfig::default(), vec![1]);
         let b = seed(EmnifyConfig::default(), vec![2]);
-        let ja: Vec<Value> = a
-            .endpoints
-            .values()
-            .map(|e| a.endpoint_json(e, true))
-            .collect();
-        let jb: Vec<Value> = b
-            .endpoints
-            .values()
-            .map(|e| b.endpoint_json(e, true))
-            .collect();
+        let ja: Vec<Value> = a.endpoints.values().map(|e| a.endpoint_json(e, true)).collect();
+        let jb: Vec<Value> = b.endpoints.values().map(|e| b.endpoint_json(e, true)).collect();
         assert_eq!(ja, jb);
         assert_eq!(a.endpoints.len(), 25);
         assert_eq!(

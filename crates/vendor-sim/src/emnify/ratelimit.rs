@@ -36,10 +36,7 @@ pub(crate) const AUTHENTICATE: Limit = Limit {
     rate: 100.0 / 300.0,
     burst: 100.0,
 };
-const SLOW: Limit = Limit {
-    rate: 10.0,
-    burst: 5.0,
-};
+const SLOW: Limit = Limit { rate: 10.0, burst: 5.0 };
 const FAST: Limit = Limit {
     rate: 100.0,
     burst: 50.0,
@@ -66,9 +63,7 @@ pub(crate) fn classify(method: &str, segs: &[&str]) -> Option<(String, Limit)> {
         ["organisation", _, "stats"] => ("organisation/{id}/stats", SLOW),
         ["organisation", _, "billing"] => ("organisation/{id}/billing", SLOW),
         ["sim", id, "stats"] if numeric(id) => ("sim/{id}/stats", SLOW),
-        ["endpoint", id, "connectivity_info"] if numeric(id) => {
-            ("endpoint/{id}/connectivity_info", SLOW)
-        }
+        ["endpoint", id, "connectivity_info"] if numeric(id) => ("endpoint/{id}/connectivity_info", SLOW),
         ["sim", id] if numeric(id) => ("sim/{id}", FAST),
         ["service_profile"] => ("service_profile", FAST),
         ["tariff_profile"] => ("tariff_profile", FAST),
@@ -120,9 +115,7 @@ mod tests {
         assert!(!b.take(&key, limit, 1.0, t0));
         // 10 req/s refills one token every 100 ms.
         assert!(b.take(&key, limit, 1.0, t0 + Duration::from_millis(110)));
-        assert!(
-            classify("GET", &["endpoint", "12"]).is_some_and(|(k, _)| k == "GET endpoint/{id}")
-        );
+        assert!(classify("GET", &["endpoint", "12"]).is_some_and(|(k, _)| k == "GET endpoint/{id}"));
         assert!(classify("PATCH", &["endpoint", "12"]).is_none());
     }
 }
