@@ -1,6 +1,6 @@
 //! The controllers: a shared [`Context`], the resolve step every kind starts with (ProviderConfig
-//! and credentials Secret to a connected vendor backend), per-object backoff, and [`run`], which
-//! wires the kube-runtime controllers together (see `crate::run`). Each kind's pipeline lives in its own module.
+//! and credentials Secret to a connected vendor backend), per-object backoff, and [`crate::run`], which
+//! wires the kube-runtime controllers together. Each kind's pipeline lives in its own module.
 
 pub mod provider_config;
 pub mod resolve;

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it. Needs only a Rust toolchain and python3; installs
+# everything else it uses (a Python venv with emnify's official SDK) under target/.
+#
+#   bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$SECONDS
+step() { printf '\n==> %s (%ss)\n' "$*" "$((SECONDS - started))"; }
+
+step "rustfmt"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "CRDs in crds/ are generated from the Rust types"
+cargo run --quiet --locked -- crd --output-dir target/crds-check
+diff -ru crds target/crds-check
+
+step "tests (unit, simulator, client, reconcile, controller, offline CLI)"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --doc
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+step "emnify's official Python SDK against the emnify simulator"
+venv=target/pyvenv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check 'emnify-sdk==0.5.3'
+bin=target/debug/connectivity-operator
+simlog=$(mktemp)
+"$bin" sim --vendor emnify --listen 127.0.0.1:0 >"$simlog" &
+simpid=$!
+trap 'kill $simpid 2>/dev/null || true; rm -f "$simlog"' EXIT
+for _ in $(seq 1 100); do [ -s "$simlog" ] && break; sleep 0.1; done
+url=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["url"])' "$simlog")
+token=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["credentials"]["application_token"])' "$simlog")
+EMNIFY_SDK_API_ENDPOINT_URL="$url/api" EMNIFY_SDK_APPLICATION_TOKEN="$token" "$venv/bin/python" tests/python/emnify_sdk_smoke.py
+
+step "README quick start: apply -f examples/quickstart --simulate"
+"$bin" apply -f examples/quickstart --simulate >target/quickstart.yaml
+grep -c "reason: Available" target/quickstart.yaml | grep -qx 2
+
+step "done in $((SECONDS - started))s"
