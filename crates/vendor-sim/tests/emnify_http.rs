@@ -8,6 +8,13 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use vendor_sim::emnify::{EmnifyConfig, EmnifySim, Fault, RunningSim, SeedConfig, sha1_hex};
 
+/// A plain-HTTP client. In a workspace build reqwest's features are unified with the operator's
+/// (`rustls-no-provider`), so a crypto provider must be chosen before a client is built.
+fn http_client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::new()
+}
+
 async fn start(config: EmnifyConfig) -> RunningSim {
     EmnifySim::new(config)
         .serve("127.0.0.1:0".parse().unwrap())
@@ -30,7 +37,7 @@ struct Api {
 
 impl Api {
     async fn login(sim: &RunningSim) -> Api {
-        let http = Client::new();
+        let http = http_client();
         let app = sim.credentials()["application_token"].as_str().unwrap().to_string();
         let resp = http
             .post(format!("{}/api/v1/authenticate", sim.url))
@@ -93,7 +100,7 @@ async fn auth_forms_tokens_and_gateway_401() {
         ..no_limits()
     };
     let sim = start(config).await;
-    let http = Client::new();
+    let http = http_client();
     let auth = format!("{}/api/v1/authenticate", sim.url);
     let creds = sim.credentials();
 
@@ -224,7 +231,7 @@ async fn expired_by_exp_and_lockout_after_three_failures() {
     assert_eq!(status, 401);
     assert_eq!(body["error_token"], "TokenExpired");
 
-    let http = Client::new();
+    let http = http_client();
     let auth = format!("{}/api/v1/authenticate", sim.url);
     let username = sim.credentials()["username"].clone();
     for _ in 0..3 {
@@ -1085,7 +1092,7 @@ async fn rate_limits_answer_429() {
         ..EmnifyConfig::default()
     })
     .await;
-    let http = Client::new();
+    let http = http_client();
     let mut codes = Vec::new();
     for _ in 0..5 {
         let r = http
@@ -1122,7 +1129,7 @@ async fn fault_injection_and_admin_routes() {
     assert_eq!(api.get("/service_profile").await.0, 200, "fault used up");
 
     // Over HTTP: a 429 then a delayed success.
-    let http = Client::new();
+    let http = http_client();
     let r = http
         .post(format!("{}/_sim/faults", sim.url))
         .json(&json!({"path_prefix": "/api/v1/endpoint", "status": 429, "count": 1}))
