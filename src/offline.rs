@@ -227,7 +227,7 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
         if !emnify_pcs.is_empty() {
             let config = options.emnify_sim.clone().unwrap_or_default();
             let sim = vendor_sim::emnify::EmnifySim::new(config)
-                .serve("127.0.0.1:0".parse().expect("static address"))
+                .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
                 .await
                 .map_err(|source| OfflineError::Simulator {
                     vendor: "emnify".into(),
@@ -483,7 +483,12 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
         match service_profile::plan(&sp, &ctx).await {
             Ok(planned) => {
                 let vendor = planned.provider.vendor;
-                let lines = describe(&planned.decision, vendor, &planned.vendor_name);
+                let lines = describe(
+                    &planned.decision,
+                    vendor,
+                    &planned.vendor_name,
+                    sp.spec.external_id.as_deref(),
+                );
                 if lines.is_empty() {
                     writeln!(out, "{label} ({vendor}): up to date")?;
                 } else {
@@ -492,13 +497,10 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
                         writeln!(out, "  {line}")?;
                     }
                 }
-                changes |= matches!(
-                    planned.decision,
-                    service_profile::Decision::Create | service_profile::Decision::Update { .. }
-                );
+                changes |= planned.decision.changes_vendor();
                 failed |= matches!(
                     planned.decision,
-                    service_profile::Decision::Conflict { .. } | service_profile::Decision::ExternalIdNotFound { .. }
+                    service_profile::Decision::Conflict { .. } | service_profile::Decision::ExternalIdNotFound
                 );
             }
             Err(e) => {
@@ -516,23 +518,37 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
     })
 }
 
-fn describe(decision: &service_profile::Decision, vendor: crate::crd::Vendor, name: &str) -> Vec<String> {
+fn describe(
+    decision: &service_profile::Decision,
+    vendor: crate::crd::Vendor,
+    name: &str,
+    external_id: Option<&str>,
+) -> Vec<String> {
     use service_profile::Decision;
     match decision {
-        Decision::Create => vec![format!(
-            "+ create {vendor} service profile {name:?} (then add its services and limits)"
-        )],
-        Decision::Update { id, changes } => changes
+        Decision::Create => {
+            vec![format!(
+                "+ create {vendor} service profile {name:?} (then add its services and limits)"
+            )]
+        }
+        Decision::Update(o) => o
+            .changes
             .iter()
-            .map(|c| format!("~ {} (profile {id})", c.description))
+            .map(|c| format!("~ {} (profile {})", c.description, o.id))
             .collect(),
-        Decision::UpToDate { .. } => vec![],
+        Decision::UpToDate(_) => vec![],
         Decision::Conflict { ids } => vec![format!("! several profiles are named {name:?}: {}", ids.join(", "))],
-        Decision::ExternalIdNotFound { id } => vec![format!("! externalId {id} does not exist")],
+        Decision::ExternalIdNotFound => {
+            vec![format!(
+                "! externalId {} does not exist",
+                external_id.unwrap_or_default()
+            )]
+        }
         Decision::ReportMissing => vec![format!("? observe-only: no profile named {name:?}")],
-        Decision::ReportDrift { id, changes } => changes
+        Decision::ReportDrift(o) => o
+            .changes
             .iter()
-            .map(|c| format!("? observe-only drift: {} (profile {id})", c.description))
+            .map(|c| format!("? observe-only drift: {} (profile {})", c.description, o.id))
             .collect(),
     }
 }

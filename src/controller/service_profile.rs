@@ -120,39 +120,38 @@ pub enum LookupSource {
 pub enum Decision {
     /// Nothing at the vendor: create it.
     Create,
-    /// The vendor object differs: apply these changes.
-    Update { id: String, changes: Vec<ProfileChange> },
+    /// The vendor object differs: apply `observed.changes`.
+    Update(ObservedProfile),
     /// The vendor object matches the spec.
-    UpToDate { id: String },
+    UpToDate(ObservedProfile),
     /// Several vendor objects carry the name: refuse to guess.
     Conflict { ids: Vec<String> },
     /// `spec.externalId` names nothing: never create in its place.
-    ExternalIdNotFound { id: String },
+    ExternalIdNotFound,
     /// Observe-only and nothing found.
     ReportMissing,
     /// Observe-only and the vendor object differs from the spec.
-    ReportDrift { id: String, changes: Vec<ProfileChange> },
+    ReportDrift(ObservedProfile),
+}
+
+impl Decision {
+    /// Whether acting on this decision writes at the vendor.
+    pub fn changes_vendor(&self) -> bool {
+        matches!(self, Decision::Create | Decision::Update(_))
+    }
 }
 
 /// The plan step: decide from the management policy and the observation. Pure.
-pub fn decide(policy: ManagementPolicy, source: LookupSource, observation: &Observation<ObservedProfile>) -> Decision {
+pub fn decide(policy: ManagementPolicy, source: LookupSource, observation: Observation<ObservedProfile>) -> Decision {
     let observe_only = policy != ManagementPolicy::Full;
     match observation {
-        Observation::Missing if source == LookupSource::ExternalId => {
-            Decision::ExternalIdNotFound { id: String::new() }
-        }
+        Observation::Missing if source == LookupSource::ExternalId => Decision::ExternalIdNotFound,
         Observation::Missing if observe_only => Decision::ReportMissing,
         Observation::Missing => Decision::Create,
-        Observation::Ambiguous { ids } => Decision::Conflict { ids: ids.clone() },
-        Observation::Present(o) if o.changes.is_empty() => Decision::UpToDate { id: o.id.clone() },
-        Observation::Present(o) if observe_only => Decision::ReportDrift {
-            id: o.id.clone(),
-            changes: o.changes.clone(),
-        },
-        Observation::Present(o) => Decision::Update {
-            id: o.id.clone(),
-            changes: o.changes.clone(),
-        },
+        Observation::Ambiguous { ids } => Decision::Conflict { ids },
+        Observation::Present(o) if o.changes.is_empty() => Decision::UpToDate(o),
+        Observation::Present(o) if observe_only => Decision::ReportDrift(o),
+        Observation::Present(o) => Decision::Update(o),
     }
 }
 
@@ -160,7 +159,6 @@ pub fn decide(policy: ManagementPolicy, source: LookupSource, observation: &Obse
 pub struct Planned {
     pub provider: Arc<Provider>,
     pub vendor_name: String,
-    pub observation: Observation<ObservedProfile>,
     pub decision: Decision,
 }
 
@@ -186,14 +184,10 @@ pub async fn plan(sp: &ServiceProfile, ctx: &Context) -> Result<Planned, Error> 
     // observe
     let (source, observation) = observe(provider.service_profiles.as_ref(), &desired, sp).await?;
     // plan
-    let mut decision = decide(sp.spec.management_policy, source, &observation);
-    if let Decision::ExternalIdNotFound { id } = &mut decision {
-        id.clone_from(sp.spec.external_id.as_ref().unwrap_or(&String::new()));
-    }
+    let decision = decide(sp.spec.management_policy, source, observation);
     Ok(Planned {
         provider,
         vendor_name: desired.name.clone(),
-        observation,
         decision,
     })
 }
@@ -246,7 +240,7 @@ pub async fn reconcile(sp: Arc<ServiceProfile>, ctx: Arc<Context>) -> Result<Act
 /// Retry policy after a failed reconcile.
 pub fn error_policy(sp: Arc<ServiceProfile>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed(KIND, err.reason());
-    tracing::warn!(servicprofile = %sp.name_any(), namespace = sp.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
+    tracing::warn!(serviceprofile = %sp.name_any(), namespace = sp.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
     Action::requeue(ctx.retry_delay(&key_of(sp.as_ref()), err.retry_after(), err.is_permanent()))
 }
 
@@ -309,7 +303,6 @@ async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> 
     let Planned {
         provider,
         vendor_name,
-        observation,
         decision,
     } = plan(sp, ctx).await?;
     let backend = provider.service_profiles.as_ref();
@@ -319,77 +312,46 @@ async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> 
         spec: &sp.spec,
     };
     let known_id = sp.status.as_ref().and_then(|s| s.id.clone());
-    let ready = |observed: &ObservedProfile| ready_condition(observed, generation);
+    let adopted = |id: &str| known_id.as_deref() != Some(id);
+    let done = |observed: ObservedProfile| Outcome {
+        id: Some(observed.id.clone()),
+        ready: ready_condition(&observed, generation),
+        observed: Some(observed),
+    };
     match decision {
         Decision::Create => {
             let id = backend.create(&desired).await?;
-            event(
-                ctx,
-                sp,
-                EventType::Normal,
-                "Created",
-                "Create",
-                format!("created {vendor} service profile {vendor_name:?} with id {id}"),
-            )
-            .await;
+            let note = format!("created {vendor} service profile {vendor_name:?} with id {id}");
+            event(ctx, sp, EventType::Normal, "Created", "Create", note).await;
             // Record the id before anything else, so a crash from here on adopts instead of creating again.
             record_id(ctx, sp, &id, generation).await?;
-            let observed = update_until_in_sync(backend, &desired, &id, ctx, sp).await?;
-            Ok(Outcome {
-                id: Some(id),
-                ready: ready(&observed),
-                observed: Some(observed),
-            })
+            Ok(done(update_until_in_sync(backend, &desired, &id, ctx, sp).await?))
         }
-        Decision::Update { id, changes } => {
-            if known_id.as_deref() != Some(id.as_str()) {
-                event(
-                    ctx,
-                    sp,
-                    EventType::Normal,
-                    "Adopted",
-                    "Adopt",
-                    format!("adopted existing {vendor} service profile {id}"),
-                )
-                .await;
+        Decision::Update(observed) => {
+            if adopted(&observed.id) {
+                adopt_event(ctx, sp, vendor, &observed.id).await;
             }
-            apply_changes(backend, &id, &changes, ctx, sp).await?;
-            let observed = present(backend.observe(&desired, &Lookup::Id(id.clone())).await?, &id)?;
-            Ok(Outcome {
-                id: Some(id),
-                ready: ready(&observed),
-                observed: Some(observed),
-            })
+            apply_changes(backend, &observed.id, &observed.changes, ctx, sp).await?;
+            Ok(done(present(
+                backend.observe(&desired, &Lookup::Id(observed.id.clone())).await?,
+                &observed.id,
+            )?))
         }
-        Decision::UpToDate { id } => {
-            if known_id.as_deref() != Some(id.as_str()) {
-                event(
-                    ctx,
-                    sp,
-                    EventType::Normal,
-                    "Adopted",
-                    "Adopt",
-                    format!("adopted existing {vendor} service profile {id}"),
-                )
-                .await;
+        Decision::UpToDate(observed) => {
+            if adopted(&observed.id) {
+                adopt_event(ctx, sp, vendor, &observed.id).await;
             }
-            let Observation::Present(observed) = observation else {
-                return Err(
-                    BackendError::new("observe service profile", ErrorKind::Transient, "observation changed").into(),
-                );
-            };
-            Ok(Outcome {
-                id: Some(id),
-                ready: ready(&observed),
-                observed: Some(observed),
-            })
+            Ok(done(observed))
         }
         Decision::Conflict { ids } => Err(Error::Ambiguous {
             vendor,
             name: vendor_name,
             ids,
         }),
-        Decision::ExternalIdNotFound { id } => Err(Error::ExternalIdNotFound { vendor, id }),
+        Decision::ExternalIdNotFound => Err(Error::ExternalIdNotFound {
+            vendor,
+            id: sp.spec.external_id.clone().unwrap_or_default(),
+        }),
         Decision::ReportMissing => Ok(Outcome {
             id: None,
             observed: None,
@@ -401,19 +363,13 @@ async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> 
                 generation,
             ),
         }),
-        Decision::ReportDrift { id, .. } => {
-            let Observation::Present(observed) = observation else {
-                return Err(
-                    BackendError::new("observe service profile", ErrorKind::Transient, "observation changed").into(),
-                );
-            };
-            Ok(Outcome {
-                id: Some(id),
-                ready: ready(&observed),
-                observed: Some(observed),
-            })
-        }
+        Decision::ReportDrift(observed) => Ok(done(observed)),
     }
+}
+
+async fn adopt_event(ctx: &Context, sp: &ServiceProfile, vendor: Vendor, id: &str) {
+    let note = format!("adopted existing {vendor} service profile {id}");
+    event(ctx, sp, EventType::Normal, "Adopted", "Adopt", note).await;
 }
 
 /// After a create: apply what the create body could not carry (services, limits).
@@ -627,24 +583,40 @@ mod tests {
         }
     }
 
+    fn observed(changes: Vec<ProfileChange>) -> ObservedProfile {
+        ObservedProfile {
+            id: "7".into(),
+            used_count: Some(0),
+            summary: Default::default(),
+            changes,
+        }
+    }
+
     #[test]
     fn missing_is_created_only_under_full_management() {
         assert_eq!(
-            decide(ManagementPolicy::Full, LookupSource::Name, &Observation::Missing),
+            decide(ManagementPolicy::Full, LookupSource::Name, Observation::Missing),
             Decision::Create
         );
         assert_eq!(
-            decide(ManagementPolicy::ObserveOnly, LookupSource::Name, &Observation::Missing),
+            decide(ManagementPolicy::Full, LookupSource::StatusId, Observation::Missing),
+            Decision::Create
+        );
+        assert_eq!(
+            decide(ManagementPolicy::ObserveOnly, LookupSource::Name, Observation::Missing),
             Decision::ReportMissing
         );
+        assert!(Decision::Create.changes_vendor());
     }
 
     #[test]
     fn missing_external_id_is_never_created() {
-        assert!(matches!(
-            decide(ManagementPolicy::Full, LookupSource::ExternalId, &Observation::Missing),
-            Decision::ExternalIdNotFound { .. }
-        ));
+        for policy in [ManagementPolicy::Full, ManagementPolicy::ObserveOnly] {
+            assert_eq!(
+                decide(policy, LookupSource::ExternalId, Observation::Missing),
+                Decision::ExternalIdNotFound
+            );
+        }
     }
 
     #[test]
@@ -652,37 +624,32 @@ mod tests {
         let obs = Observation::Ambiguous {
             ids: vec!["1".into(), "2".into()],
         };
+        let decision = decide(ManagementPolicy::Full, LookupSource::Name, obs);
         assert_eq!(
-            decide(ManagementPolicy::Full, LookupSource::Name, &obs),
+            decision,
             Decision::Conflict {
                 ids: vec!["1".into(), "2".into()]
             }
         );
+        assert!(!decision.changes_vendor());
     }
 
     #[test]
     fn differences_are_updated_or_reported() {
         assert_eq!(
-            decide(ManagementPolicy::Full, LookupSource::StatusId, &present(vec![change()])),
-            Decision::Update {
-                id: "7".into(),
-                changes: vec![change()]
-            }
+            decide(ManagementPolicy::Full, LookupSource::StatusId, present(vec![change()])),
+            Decision::Update(observed(vec![change()]))
         );
-        assert_eq!(
-            decide(
-                ManagementPolicy::ObserveOnly,
-                LookupSource::StatusId,
-                &present(vec![change()])
-            ),
-            Decision::ReportDrift {
-                id: "7".into(),
-                changes: vec![change()]
-            }
+        let drift = decide(
+            ManagementPolicy::ObserveOnly,
+            LookupSource::StatusId,
+            present(vec![change()]),
         );
+        assert_eq!(drift, Decision::ReportDrift(observed(vec![change()])));
+        assert!(!drift.changes_vendor(), "observe-only never writes");
         assert_eq!(
-            decide(ManagementPolicy::Full, LookupSource::Name, &present(vec![])),
-            Decision::UpToDate { id: "7".into() }
+            decide(ManagementPolicy::Full, LookupSource::Name, present(vec![])),
+            Decision::UpToDate(observed(vec![]))
         );
     }
 
