@@ -11,7 +11,7 @@ use connectivity_operator::controller::Settings;
 use connectivity_operator::crd;
 use connectivity_operator::metrics::Metrics;
 use connectivity_operator::offline::{self, OfflineOptions};
-use connectivity_operator::run::{RunOptions, run};
+use connectivity_operator::run::{LeaderElection, RunOptions, run};
 
 #[derive(Parser)]
 #[command(
@@ -44,9 +44,18 @@ enum Command {
         /// Address of /healthz, /readyz and /metrics.
         #[arg(long, default_value = "0.0.0.0:8080", env = "METRICS_ADDR")]
         metrics_addr: SocketAddr,
-        /// Watch only this namespace (default: all namespaces).
-        #[arg(long, env = "WATCH_NAMESPACE")]
-        namespace: Option<String>,
+        /// Watch only this namespace; repeat for several (default: all namespaces).
+        #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
+        namespaces: Vec<String>,
+        /// Reconcile only while holding a Lease, so that only one replica works at a time.
+        #[arg(long, env = "LEADER_ELECTION")]
+        leader_election: bool,
+        /// Namespace of the leader-election Lease (default: the pod's namespace).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        leader_election_namespace: String,
+        /// Name of the leader-election Lease.
+        #[arg(long, default_value = "connectivity-operator")]
+        leader_election_lease: String,
         /// Timeout of one vendor API request.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         vendor_timeout: Duration,
@@ -161,28 +170,26 @@ async fn main() -> anyhow::Result<()> {
         Command::Run {
             resync_interval,
             metrics_addr,
-            namespace,
+            namespaces,
             vendor_timeout,
+            leader_election,
+            leader_election_namespace,
+            leader_election_lease,
         } => {
             init_logging(cli.log_format);
             let client = kube::Client::try_default()
                 .await
                 .context("failed to build a Kubernetes client (kubeconfig or in-cluster config)")?;
-            let settings = Settings {
-                resync_interval,
-                vendor_timeout,
-                ..Settings::default()
-            };
-            run(
-                client,
-                RunOptions {
-                    settings,
-                    listen: metrics_addr,
-                    namespace,
-                },
-                Metrics::new(),
-            )
-            .await?;
+            let settings = Settings { resync_interval, vendor_timeout, ..Settings::default() };
+            let leader_election = leader_election.then(|| LeaderElection {
+                namespace: leader_election_namespace,
+                lease: leader_election_lease,
+                identity: std::env::var("POD_NAME")
+                    .unwrap_or_else(|_| format!("connectivity-operator-{}", std::process::id())),
+                duration_seconds: 15,
+            });
+            let options = RunOptions { settings, listen: metrics_addr, namespaces, leader_election };
+            run(client, options, Metrics::new()).await?;
             Ok(())
         }
         Command::Sim {

@@ -1,18 +1,21 @@
-//! `connectivity-operator run`: the kube-runtime controllers for ProviderConfig and
-//! ServiceProfile, plus `/healthz`, `/readyz` and `/metrics`, with graceful shutdown.
+//! `connectivity-operator run`: the kube-runtime controllers for every kind, `/healthz`,
+//! `/readyz` and `/metrics`, optional leader election on a Kubernetes Lease (so two replicas never
+//! reconcile at once), and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use futures::future::{BoxFuture, join_all};
 use futures::{FutureExt, StreamExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
+use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 
 use crate::controller::{Context, Settings, provider_config, service_profile};
@@ -25,6 +28,23 @@ pub enum RunError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("the metrics and health server failed: {source}")]
     Serve { source: std::io::Error },
+    #[error("failed to take part in leader election on Lease {namespace}/{lease}: {source}")]
+    LeaderElection { namespace: String, lease: String, source: LeaseManagerError },
+    #[error("lost leadership of Lease {namespace}/{lease}; exiting so a restart competes again")]
+    LostLeadership { namespace: String, lease: String },
+}
+
+/// Leader election on a Lease.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    /// Namespace of the Lease (the operator's own namespace).
+    pub namespace: String,
+    /// Name of the Lease.
+    pub lease: String,
+    /// This replica's identity (the pod name).
+    pub identity: String,
+    /// Lease duration in seconds; a leader that stops renewing loses the lease after it.
+    pub duration_seconds: u64,
 }
 
 /// Options of `run`.
@@ -33,9 +53,16 @@ pub struct RunOptions {
     pub settings: Settings,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub listen: SocketAddr,
-    /// Watch only this namespace (all namespaces when `None`).
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (all namespaces when empty).
+    pub namespaces: Vec<String>,
+    /// Reconcile only while holding this Lease.
+    pub leader_election: Option<LeaderElection>,
 }
+
+/// What `/readyz` reports.
+const STARTING: u8 = 0;
+const STANDBY: u8 = 1;
+const READY: u8 = 2;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -54,15 +81,12 @@ where
 pub async fn run(client: Client, options: RunOptions, metrics: Metrics) -> Result<(), RunError> {
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
-        .map_err(|source| RunError::Bind {
-            addr: options.listen,
-            source,
-        })?;
+        .map_err(|source| RunError::Bind { addr: options.listen, source })?;
     run_until(client, listener, options, metrics, shutdown_signal()).await
 }
 
 /// Run the controllers, serving health and metrics on `listener`, until `shutdown` resolves;
-/// then stop taking new work, let running reconciles finish, and return.
+/// then stop taking new work, let running reconciles finish, release the Lease and return.
 pub async fn run_until(
     client: Client,
     listener: tokio::net::TcpListener,
@@ -70,8 +94,7 @@ pub async fn run_until(
     metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), options.settings.clone()));
-    let ready = Arc::new(AtomicBool::new(false));
+    let state = Arc::new(AtomicU8::new(STARTING));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -80,29 +103,157 @@ pub async fn run_until(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-
     tracing::info!(addr = %listener.local_addr().unwrap_or(options.listen), "serving /healthz, /readyz and /metrics");
-    let server = axum::serve(listener, health_router(metrics.clone(), ready.clone())).with_graceful_shutdown(stopped());
+    let server = tokio::spawn(
+        axum::serve(listener, health_router(metrics.clone(), state.clone()))
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        });
+    }
 
-    let ns = options.namespace.as_deref();
+    // Leader election: wait for the Lease before reconciling anything.
+    let mut leadership = None;
+    if let Some(le) = &options.leader_election {
+        let err = |source| RunError::LeaderElection { namespace: le.namespace.clone(), lease: le.lease.clone(), source };
+        let manager = LeaseManagerBuilder::new(client.clone(), &le.lease)
+            .with_namespace(&le.namespace)
+            .with_identity(&le.identity)
+            .with_duration(le.duration_seconds)
+            .with_grace(le.duration_seconds.div_ceil(3).max(1))
+            .with_field_manager(crate::controller::FIELD_MANAGER)
+            .build()
+            .await
+            .map_err(err)?;
+        let (mut is_leader, task) = manager.watch().await;
+        state.store(STANDBY, Ordering::SeqCst);
+        tracing::info!(lease = %le.lease, identity = %le.identity, "waiting for leadership");
+        let mut stop = Box::pin(stopped());
+        loop {
+            if *is_leader.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                changed = is_leader.changed() => if changed.is_err() { break },
+                _ = &mut stop => {
+                    drop(is_leader);
+                    let _ = task.await;
+                    let _ = server.await;
+                    return Ok(());
+                }
+            }
+        }
+        tracing::info!(lease = %le.lease, identity = %le.identity, "acquired leadership");
+        leadership = Some((is_leader, task));
+    }
+
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), options.settings.clone()));
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut controllers: Vec<BoxFuture<'static, ()>> = Vec::new();
+    let mut stores = Vec::new();
+    for scope in &scopes {
+        let (futures, store) = controllers_for(&client, scope.as_deref(), &ctx, &stopped);
+        controllers.extend(futures);
+        stores.push(store);
+    }
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            for store in stores {
+                if store.wait_until_ready().await.is_err() {
+                    return;
+                }
+            }
+            state.store(READY, Ordering::SeqCst);
+            tracing::info!("caches synced; ready");
+        });
+    }
+
+    // Leadership lost: stop reconciling at once and report it, so the process restarts.
+    let lost = match leadership {
+        Some((mut is_leader, task)) => {
+            let stop_tx = stop_tx.clone();
+            let mut stop = Box::pin(stopped());
+            let watcher = tokio::spawn(async move {
+                let lost = loop {
+                    tokio::select! {
+                        changed = is_leader.changed() => {
+                            if changed.is_err() || !*is_leader.borrow_and_update() { break true; }
+                        }
+                        _ = &mut stop => break false,
+                    }
+                };
+                if lost {
+                    tracing::error!("lost leadership; stopping the controllers");
+                    let _ = stop_tx.send(true);
+                }
+                // Dropping the receiver ends the lease task, which releases the Lease.
+                drop(is_leader);
+                let _ = task.await;
+                lost
+            });
+            Some(watcher)
+        }
+        None => None,
+    };
+
+    join_all(controllers).await;
+    let _ = stop_tx.send(true);
+    let served = server.await;
+    if let Some(watcher) = lost
+        && watcher.await.unwrap_or(false)
+        && let Some(le) = &options.leader_election
+    {
+        return Err(RunError::LostLeadership { namespace: le.namespace.clone(), lease: le.lease.clone() });
+    }
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(source)) => Err(RunError::Serve { source }),
+        Err(join) => Err(RunError::Serve { source: std::io::Error::other(join) }),
+    }
+}
+
+/// The controllers of every kind for one scope (a namespace, or all), and the ServiceProfile
+/// store whose readiness `/readyz` waits for.
+fn controllers_for<F, Fut>(
+    client: &Client,
+    ns: Option<&str>,
+    ctx: &Arc<Context>,
+    stopped: &F,
+) -> (Vec<BoxFuture<'static, ()>>, kube::runtime::reflector::Store<ServiceProfile>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
     let config = watcher::Config::default().any_semantic();
-    let pc_controller = Controller::new(api::<ProviderConfig>(&client, ns), config.clone())
+    let pc_controller = Controller::new(api::<ProviderConfig>(client, ns), config.clone())
         .graceful_shutdown_on(stopped())
         .run(provider_config::reconcile, provider_config::error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "ProviderConfig controller event");
             }
-        });
-    let sp_controller = Controller::new(api::<ServiceProfile>(&client, ns), config.clone());
+        })
+        .boxed();
+    let sp_controller = Controller::new(api::<ServiceProfile>(client, ns), config.clone());
     let sp_store = sp_controller.store();
-    let readiness_store = sp_store.clone();
+    let mapper_store = sp_store.clone();
     let sp_controller = sp_controller
         // A ProviderConfig that appears, changes or becomes Ready re-triggers its ServiceProfiles.
-        .watches(api::<ProviderConfig>(&client, ns), config, move |pc: ProviderConfig| {
+        .watches(api::<ProviderConfig>(client, ns), config, move |pc: ProviderConfig| {
             let namespace = pc.namespace();
             let name = pc.name_any();
-            sp_store
+            mapper_store
                 .state()
                 .into_iter()
                 .filter(|sp| sp.namespace() == namespace && sp.spec.provider_config_ref.name == name)
@@ -115,47 +266,26 @@ pub async fn run_until(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "ServiceProfile controller event");
             }
-        });
-
-    let mark_ready = {
-        let ready = ready.clone();
-        async move {
-            if readiness_store.wait_until_ready().await.is_ok() {
-                ready.store(true, Ordering::SeqCst);
-                tracing::info!("caches synced; ready");
-            }
-        }
-    };
-    let signals = async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-    };
-    tokio::spawn(mark_ready);
-    tokio::spawn(signals);
-    let (served, _, _) = tokio::join!(
-        server
-            .into_future()
-            .map(|r| r.map_err(|source| RunError::Serve { source })),
-        pc_controller,
-        sp_controller
-    );
-    served
+        })
+        .boxed();
+    (vec![pc_controller, sp_controller], sp_store)
 }
 
-/// `/healthz` (process alive), `/readyz` (caches synced), `/metrics` (OpenMetrics).
-pub fn health_router(metrics: Metrics, ready: Arc<AtomicBool>) -> Router {
+/// `/healthz` (process alive), `/readyz` (caches synced, or standing by for leadership),
+/// `/metrics` (OpenMetrics).
+fn health_router(metrics: Metrics, state: Arc<AtomicU8>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::SeqCst);
+                let state = state.load(Ordering::SeqCst);
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                    match state {
+                        READY => (StatusCode::OK, "ready"),
+                        // A standby replica is healthy and ready to take over; it must not block rollouts.
+                        STANDBY => (StatusCode::OK, "standby: waiting for leadership"),
+                        _ => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced"),
                     }
                 }
             }),
@@ -165,13 +295,7 @@ pub fn health_router(metrics: Metrics, ready: Arc<AtomicBool>) -> Router {
             get(move || {
                 let body = metrics.encode();
                 async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    )
+                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
                         .into_response()
                 }
             }),

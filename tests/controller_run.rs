@@ -38,7 +38,8 @@ async fn controllers_converge_objects_and_serve_health_and_metrics() {
     let options = RunOptions {
         settings: Settings::default(),
         listen: addr,
-        namespace: Some(NS.into()),
+        namespaces: vec![NS.into()],
+        leader_election: None,
     };
     let task = tokio::spawn(run_until(h.client.clone(), listener, options, metrics, async {
         let _ = stop_rx.await;

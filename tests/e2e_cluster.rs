@@ -100,7 +100,8 @@ async fn service_profile_lifecycle_on_a_real_cluster() {
     let options = RunOptions {
         settings: Settings::default(),
         listen: listener.local_addr().unwrap(),
-        namespace: Some(ns.clone()),
+        namespaces: vec![ns.clone()],
+        leader_election: None,
     };
     let operator = tokio::spawn(run_until(client.clone(), listener, options, Metrics::new(), async {
         let _ = stop_rx.await;
