@@ -180,7 +180,11 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("failed to build a Kubernetes client (kubeconfig or in-cluster config)")?;
-            let settings = Settings { resync_interval, vendor_timeout, ..Settings::default() };
+            let settings = Settings {
+                resync_interval,
+                vendor_timeout,
+                ..Settings::default()
+            };
             let leader_election = leader_election.then(|| LeaderElection {
                 namespace: leader_election_namespace,
                 lease: leader_election_lease,
@@ -188,7 +192,12 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|_| format!("connectivity-operator-{}", std::process::id())),
                 duration_seconds: 15,
             });
-            let options = RunOptions { settings, listen: metrics_addr, namespaces, leader_election };
+            let options = RunOptions {
+                settings,
+                listen: metrics_addr,
+                namespaces,
+                leader_election,
+            };
             run(client, options, Metrics::new()).await?;
             Ok(())
         }

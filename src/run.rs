@@ -29,7 +29,11 @@ pub enum RunError {
     #[error("the metrics and health server failed: {source}")]
     Serve { source: std::io::Error },
     #[error("failed to take part in leader election on Lease {namespace}/{lease}: {source}")]
-    LeaderElection { namespace: String, lease: String, source: LeaseManagerError },
+    LeaderElection {
+        namespace: String,
+        lease: String,
+        source: LeaseManagerError,
+    },
     #[error("lost leadership of Lease {namespace}/{lease}; exiting so a restart competes again")]
     LostLeadership { namespace: String, lease: String },
 }
@@ -81,7 +85,10 @@ where
 pub async fn run(client: Client, options: RunOptions, metrics: Metrics) -> Result<(), RunError> {
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
-        .map_err(|source| RunError::Bind { addr: options.listen, source })?;
+        .map_err(|source| RunError::Bind {
+            addr: options.listen,
+            source,
+        })?;
     run_until(client, listener, options, metrics, shutdown_signal()).await
 }
 
@@ -121,7 +128,11 @@ pub async fn run_until(
     // Leader election: wait for the Lease before reconciling anything.
     let mut leadership = None;
     if let Some(le) = &options.leader_election {
-        let err = |source| RunError::LeaderElection { namespace: le.namespace.clone(), lease: le.lease.clone(), source };
+        let err = |source| RunError::LeaderElection {
+            namespace: le.namespace.clone(),
+            lease: le.lease.clone(),
+            source,
+        };
         let manager = LeaseManagerBuilder::new(client.clone(), &le.lease)
             .with_namespace(&le.namespace)
             .with_identity(&le.identity)
@@ -214,12 +225,17 @@ pub async fn run_until(
         && watcher.await.unwrap_or(false)
         && let Some(le) = &options.leader_election
     {
-        return Err(RunError::LostLeadership { namespace: le.namespace.clone(), lease: le.lease.clone() });
+        return Err(RunError::LostLeadership {
+            namespace: le.namespace.clone(),
+            lease: le.lease.clone(),
+        });
     }
     match served {
         Ok(Ok(())) => Ok(()),
         Ok(Err(source)) => Err(RunError::Serve { source }),
-        Err(join) => Err(RunError::Serve { source: std::io::Error::other(join) }),
+        Err(join) => Err(RunError::Serve {
+            source: std::io::Error::other(join),
+        }),
     }
 }
 
@@ -230,7 +246,10 @@ fn controllers_for<F, Fut>(
     ns: Option<&str>,
     ctx: &Arc<Context>,
     stopped: &F,
-) -> (Vec<BoxFuture<'static, ()>>, kube::runtime::reflector::Store<ServiceProfile>)
+) -> (
+    Vec<BoxFuture<'static, ()>>,
+    kube::runtime::reflector::Store<ServiceProfile>,
+)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -295,7 +314,13 @@ fn health_router(metrics: Metrics, state: Arc<AtomicU8>) -> Router {
             get(move || {
                 let body = metrics.encode();
                 async move {
-                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
                         .into_response()
                 }
             }),

@@ -85,6 +85,15 @@ async fn controllers_converge_objects_and_serve_health_and_metrics() {
             .is_some_and(|s| conditions::is_true(&s.conditions, READY))
     })
     .await;
+    // Our own status writes come back as watch events; they must not turn into a reconcile loop.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let vendor_calls = h.vendor_requests().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.vendor_requests().len(),
+        vendor_calls,
+        "no vendor calls while nothing changes"
+    );
 
     let text = http
         .get(format!("{base}/metrics"))

@@ -130,6 +130,17 @@ async fn in_sync_resync_makes_no_vendor_writes() {
     let h = Harness::new().await;
     h.add_sp("fleet", services_spec());
     h.sync_sp("fleet").await;
+    // Right after a sync, our own status write's watch event costs no vendor call at all.
+    let before = h.vendor_requests().len();
+    let action = h.reconcile_sp("fleet").await.unwrap();
+    assert_eq!(h.vendor_requests().len(), before, "nothing due: no vendor call");
+    assert_ne!(
+        format!("{action:?}"),
+        format!("{:?}", kube::runtime::controller::Action::requeue(Duration::from_secs(600))),
+        "requeued for the rest of the interval, not a full one"
+    );
+    // When the resync interval has passed, an in-sync profile is only read.
+    h.resync_due("fleet").await;
     let before = h.vendor_requests().len();
     let action = h.reconcile_sp("fleet").await.unwrap();
     assert!(
@@ -157,6 +168,7 @@ async fn resync_corrects_drift_and_refreshes_used_count() {
         json!({"allowed_3g": true, "description": "edited"}),
     );
     h.sim.sim.assign_profile_to_new_endpoint(id.parse().unwrap());
+    h.resync_due("sensors").await;
     h.reconcile_sp("sensors").await.unwrap();
     let vendor = h.vendor_profile(&id).unwrap();
     assert_eq!(vendor["allowed_3g"], false, "drift corrected");
@@ -389,6 +401,7 @@ async fn profile_deleted_in_the_portal_is_recreated() {
         .send()
         .await
         .unwrap();
+    h.resync_due("sensors").await;
     h.reconcile_sp("sensors").await.unwrap();
     let new_id = h.sp("sensors").await.status.unwrap().id.unwrap();
     assert_ne!(new_id, id);

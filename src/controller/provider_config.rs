@@ -121,6 +121,19 @@ pub fn error_policy(pc: Arc<ProviderConfig>, err: &Error, ctx: Arc<Context>) -> 
 
 async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
     let generation = pc.metadata.generation;
+    let resync = ctx.resync_for(pc.metadata.annotations.as_ref());
+    if let Some(status) = &pc.status
+        && let Some(wait) = super::next_sync_in(
+            conditions::is_true(&status.conditions, READY),
+            status.observed_generation,
+            generation,
+            status.last_checked_time,
+            resync,
+            Utc::now(),
+        )
+    {
+        return Ok(Action::requeue(wait));
+    }
     let result = async {
         let provider = ctx.providers.for_provider_config(&ctx.client, pc).await?;
         let info = provider.account.verify().await.map_err(|source| Error::Verify {
@@ -167,7 +180,7 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
                 )
                 .await;
             }
-            Ok(Action::requeue(ctx.resync_for(pc.metadata.annotations.as_ref())))
+            Ok(Action::requeue(resync))
         }
         Err(err) => {
             status.conditions = conditions::merge(

@@ -269,6 +269,19 @@ async fn apply(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
         write_status(ctx, sp, &status).await?;
         return Ok(Action::await_change());
     }
+    let resync = ctx.resync_for(sp.metadata.annotations.as_ref());
+    if let Some(status) = &sp.status
+        && let Some(wait) = super::next_sync_in(
+            conditions::is_true(&status.conditions, SYNCED),
+            status.observed_generation,
+            generation,
+            status.last_sync_time,
+            resync,
+            Utc::now(),
+        )
+    {
+        return Ok(Action::requeue(wait));
+    }
     match converge(sp, ctx).await {
         Ok(outcome) => {
             ctx.reset_backoff(&key_of(sp));
@@ -288,7 +301,7 @@ async fn apply(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
                 ],
             );
             write_status(ctx, sp, &status).await?;
-            Ok(Action::requeue(ctx.resync_for(sp.metadata.annotations.as_ref())))
+            Ok(Action::requeue(resync))
         }
         Err(err) => {
             report_failure(ctx, sp, &err, "Reconcile").await;

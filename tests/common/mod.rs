@@ -146,6 +146,18 @@ impl Harness {
             .unwrap();
     }
 
+    /// Move the last sync an hour back, as if the resync interval had passed.
+    pub async fn resync_due(&self, name: &str) {
+        self.sps()
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"lastSyncTime": "2020-01-01T00:00:00Z"}})),
+            )
+            .await
+            .unwrap();
+    }
+
     pub async fn delete_sp(&self, name: &str) {
         self.sps().delete(name, &DeleteParams::default()).await.unwrap();
     }
