@@ -92,6 +92,12 @@ enum Command {
         /// Lifetime of issued auth tokens.
         #[arg(long, default_value = "4h", value_parser = parse_duration)]
         token_ttl: Duration,
+        /// Seeded subscriptions (Telenor).
+        #[arg(long, default_value_t = 25)]
+        subscriptions: usize,
+        /// Delay before an accepted asynchronous change is applied (Telenor).
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        async_delay: Duration,
     },
     /// Reconcile manifests (ProviderConfig, Secret, ServiceProfile) without a cluster and print
     /// every object with its resulting status. Exit 0 when all are synced, 1 otherwise.
@@ -118,6 +124,7 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum SimVendor {
     Emnify,
+    Telenor,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -210,6 +217,8 @@ async fn main() -> anyhow::Result<()> {
             no_rate_limits,
             rate_limit_scale,
             token_ttl,
+            subscriptions,
+            async_delay,
         } => {
             init_logging(cli.log_format);
             match vendor {
@@ -237,6 +246,35 @@ async fn main() -> anyhow::Result<()> {
                     connectivity_operator::run::shutdown_signal().await;
                     sim.shutdown().await;
                 }
+                SimVendor::Telenor => {
+                    let defaults = vendor_sim::telenor::TelenorConfig::default();
+                    let config = vendor_sim::telenor::TelenorConfig {
+                        async_delay,
+                        latency,
+                        rate_limit: (!no_rate_limits).then(|| {
+                            let (rate, burst) = defaults.rate_limit.unwrap_or((10.0, 20));
+                            (
+                                rate * rate_limit_scale,
+                                ((f64::from(burst)) * rate_limit_scale).ceil() as u32,
+                            )
+                        }),
+                        seed: vendor_sim::telenor::TelenorSeed {
+                            subscriptions,
+                            ..Default::default()
+                        },
+                        ..defaults
+                    };
+                    let sim = vendor_sim::telenor::TelenorSim::new(config)
+                        .serve(listen)
+                        .await
+                        .context("failed to start the Telenor IoT Connect simulator")?;
+                    println!(
+                        "{}",
+                        serde_json::json!({"vendor": "telenor", "url": sim.url, "token_url": sim.token_url, "credentials": sim.credentials()})
+                    );
+                    connectivity_operator::run::shutdown_signal().await;
+                    sim.shutdown().await;
+                }
             }
             Ok(())
         }
@@ -246,7 +284,7 @@ async fn main() -> anyhow::Result<()> {
                 &OfflineOptions {
                     paths,
                     simulate,
-                    emnify_sim: None,
+                    ..Default::default()
                 },
                 &mut std::io::stdout(),
             )
@@ -259,7 +297,7 @@ async fn main() -> anyhow::Result<()> {
                 &OfflineOptions {
                     paths,
                     simulate,
-                    emnify_sim: None,
+                    ..Default::default()
                 },
                 &mut std::io::stdout(),
             )

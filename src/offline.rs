@@ -16,9 +16,9 @@ use kube::{Client, ResourceExt};
 use memory_apiserver::{MemoryApiServer, ResourceType};
 use serde_json::{Value, json};
 
-use crate::controller::{Context, Settings, provider_config, service_profile};
+use crate::controller::{Context, Settings, provider_config, service_profile, subscription};
 use crate::crd::conditions::{self, READY, SYNCED};
-use crate::crd::{ProviderConfig, ServiceProfile};
+use crate::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,12 @@ pub enum OfflineError {
         what: String,
         name: String,
         source: serde_json::Error,
+    },
+    #[error("{what} {name} is invalid: {message}")]
+    Rejected {
+        what: String,
+        name: String,
+        message: String,
     },
     #[error("failed to load {what} {name} into the in-memory API server: {message}")]
     Load {
@@ -164,7 +170,14 @@ pub struct OfflineCluster {
     pub server: MemoryApiServer,
     pub client: Client,
     /// Simulators started for `--simulate` (kept alive for the run).
-    pub simulators: Vec<vendor_sim::emnify::RunningSim>,
+    pub simulators: Simulators,
+}
+
+/// The embedded simulators an offline run started.
+#[derive(Default)]
+pub struct Simulators {
+    pub emnify: Option<vendor_sim::emnify::RunningSim>,
+    pub telenor: Option<vendor_sim::telenor::RunningSim>,
 }
 
 /// Register our kinds on a fresh in-memory API server.
@@ -192,6 +205,7 @@ pub struct OfflineOptions {
     pub simulate: bool,
     /// Simulator settings for `--simulate`.
     pub emnify_sim: Option<vendor_sim::emnify::EmnifyConfig>,
+    pub telenor_sim: Option<vendor_sim::telenor::TelenorConfig>,
 }
 
 /// Load the manifests into an in-memory cluster (with simulators when asked).
@@ -199,8 +213,11 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
     let mut manifests = load_manifests(&options.paths)?;
     let mut kept = Vec::new();
     for m in manifests.drain(..) {
-        let ours =
-            m.api_version() == crate::crd::API_VERSION && matches!(m.kind(), "ProviderConfig" | "ServiceProfile");
+        let ours = m.api_version() == crate::crd::API_VERSION
+            && matches!(
+                m.kind(),
+                "ProviderConfig" | "ServiceProfile" | "ConnectivitySubscription"
+            );
         let secret = m.api_version() == "v1" && m.kind() == "Secret";
         if ours || secret {
             kept.push(m);
@@ -216,18 +233,18 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
     for m in &mut kept {
         prepare_object(m)?;
     }
-    let mut simulators = Vec::new();
+    let mut simulators = Simulators::default();
     if options.simulate {
-        let emnify_pcs: Vec<usize> = kept
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.kind() == "ProviderConfig" && m.object["spec"]["vendor"] == "emnify")
-            .map(|(i, _)| i)
-            .collect();
-        if !emnify_pcs.is_empty() {
+        let uses_vendor = |kept: &[Manifest], vendor: &str| {
+            kept.iter()
+                .any(|m| m.kind() == "ProviderConfig" && m.object["spec"]["vendor"] == vendor)
+        };
+        let (emnify, telenor) = (uses_vendor(&kept, "emnify"), uses_vendor(&kept, "telenorIotConnect"));
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        if emnify {
             let config = options.emnify_sim.clone().unwrap_or_default();
             let sim = vendor_sim::emnify::EmnifySim::new(config)
-                .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                .serve(local)
                 .await
                 .map_err(|source| OfflineError::Simulator {
                     vendor: "emnify".into(),
@@ -237,27 +254,33 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            for i in emnify_pcs {
-                let (ns, secret_name, key) = {
-                    let pc = &mut kept[i];
-                    pc.object["spec"]["endpoint"] = json!(sim.url);
-                    let r = &pc.object["spec"]["credentialsSecretRef"];
-                    (
-                        pc.namespace(),
-                        r["name"].as_str().unwrap_or_default().to_string(),
-                        r["key"].as_str().unwrap_or("applicationToken").to_string(),
-                    )
-                };
-                if let Some(secret) = kept
-                    .iter_mut()
-                    .find(|m| m.kind() == "Secret" && m.name() == secret_name && m.namespace() == ns)
-                {
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(&token);
-                    secret.object["data"] = json!({ key: encoded });
-                }
-            }
+            point_at(&mut kept, "emnify", &sim.url, json!({}), |key| {
+                vec![(key.unwrap_or("applicationToken").to_string(), token.clone())]
+            });
             eprintln!("# --simulate: emnify simulator at {}", sim.url);
-            simulators.push(sim);
+            simulators.emnify = Some(sim);
+        }
+        if telenor {
+            let config = options.telenor_sim.clone().unwrap_or_default();
+            let sim = vendor_sim::telenor::TelenorSim::new(config)
+                .serve(local)
+                .await
+                .map_err(|source| OfflineError::Simulator {
+                    vendor: "telenorIotConnect".into(),
+                    source,
+                })?;
+            let creds = sim.credentials();
+            let id = creds["client_id"].as_str().unwrap_or_default().to_string();
+            let secret = creds["client_secret"].as_str().unwrap_or_default().to_string();
+            let extra = json!({"telenorIotConnect": {"tokenUrl": sim.token_url}});
+            point_at(&mut kept, "telenorIotConnect", &sim.url, extra, |key| {
+                vec![
+                    ("clientId".to_string(), id.clone()),
+                    (key.unwrap_or("clientSecret").to_string(), secret.clone()),
+                ]
+            });
+            eprintln!("# --simulate: Telenor IoT Connect simulator at {}", sim.url);
+            simulators.telenor = Some(sim);
         }
     }
     let server = memory_server();
@@ -278,6 +301,45 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
         },
         kept,
     ))
+}
+
+/// Point every ProviderConfig of `vendor` at a simulator: its endpoint (and `extra` spec fields),
+/// and the credentials in its Secret (`credentials` gets the ProviderConfig's `key`).
+fn point_at(
+    kept: &mut [Manifest],
+    vendor: &str,
+    url: &str,
+    extra: Value,
+    credentials: impl Fn(Option<&str>) -> Vec<(String, String)>,
+) {
+    let targets: Vec<(String, String, Option<String>)> = kept
+        .iter_mut()
+        .filter(|m| m.kind() == "ProviderConfig" && m.object["spec"]["vendor"] == vendor)
+        .map(|pc| {
+            pc.object["spec"]["endpoint"] = json!(url);
+            if let (Some(spec), Some(extra)) = (pc.object["spec"].as_object_mut(), extra.as_object()) {
+                spec.extend(extra.clone());
+            }
+            let r = &pc.object["spec"]["credentialsSecretRef"];
+            (
+                pc.namespace(),
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["key"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    for (ns, secret_name, key) in targets {
+        if let Some(secret) = kept
+            .iter_mut()
+            .find(|m| m.kind() == "Secret" && m.name() == secret_name && m.namespace() == ns)
+        {
+            let data: serde_json::Map<String, Value> = credentials(key.as_deref())
+                .into_iter()
+                .map(|(k, v)| (k, json!(base64::engine::general_purpose::STANDARD.encode(v))))
+                .collect();
+            secret.object["data"] = Value::Object(data);
+        }
+    }
 }
 
 /// Make a manifest look as the API server would store it: namespace filled, `stringData` folded
@@ -325,6 +387,17 @@ fn validate(m: &mut Manifest) -> Result<(), OfflineError> {
             let sp: ServiceProfile = serde_json::from_value(m.object.clone()).map_err(invalid)?;
             m.object["spec"] = serde_json::to_value(&sp.spec).map_err(invalid)?;
         }
+        "ConnectivitySubscription" => {
+            let c: ConnectivitySubscription = serde_json::from_value(m.object.clone()).map_err(invalid)?;
+            if c.spec.imsi.is_none() && c.spec.iccid.is_none() {
+                return Err(OfflineError::Rejected {
+                    what: m.kind().to_string(),
+                    name: m.name(),
+                    message: "set spec.imsi or spec.iccid (or both)".into(),
+                });
+            }
+            m.object["spec"] = serde_json::to_value(&c.spec).map_err(invalid)?;
+        }
         _ => {}
     }
     Ok(())
@@ -334,6 +407,7 @@ fn offline_settings() -> Settings {
     Settings {
         min_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(5),
+        pending_poll_interval: Duration::from_millis(500),
         ..Settings::default()
     }
 }
@@ -341,6 +415,9 @@ fn offline_settings() -> Settings {
 /// How many times one object is reconciled at most in an offline run (the first pass adds the
 /// finalizer; retryable errors get a few more, with backoff).
 const MAX_PASSES: usize = 6;
+
+/// How long an offline run waits for asynchronous vendor changes (e.g. Telenor mode changes).
+const MAX_PENDING_WAIT: Duration = Duration::from_secs(60);
 
 /// `apply`: reconcile every object, print each with its status as YAML. Returns the exit code:
 /// 0 when every object is Synced, 1 otherwise.
@@ -376,6 +453,18 @@ pub async fn apply(options: &OfflineOptions, out: &mut impl Write) -> Result<i32
                     .map(|s| (s.observed_generation, s.conditions.clone()))
             },
             |e: &service_profile::Error| !e.is_permanent(),
+        )
+        .await?;
+    }
+    for m in manifests.iter().filter(|m| m.kind() == "ConnectivitySubscription") {
+        let api: Api<ConnectivitySubscription> = Api::namespaced(cluster.client.clone(), &m.namespace());
+        drive(
+            &api,
+            &m.name(),
+            &ctx,
+            subscription::reconcile,
+            |c: &ConnectivitySubscription| c.status.as_ref().map(|s| (s.observed_generation, s.conditions.clone())),
+            |e: &subscription::Error| !e.is_permanent(),
         )
         .await?;
     }
@@ -417,7 +506,9 @@ where
     Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, E>>,
     E: std::error::Error,
 {
-    for pass in 0..MAX_PASSES {
+    let started = std::time::Instant::now();
+    let mut pass = 0;
+    while pass < MAX_PASSES {
         let obj = api.get(name).await.map_err(|source| OfflineError::ReadBack {
             what: K::kind(&()).to_string(),
             name: name.to_string(),
@@ -432,7 +523,14 @@ where
                 .is_some()
             && pass > 0
         {
-            return Ok(());
+            let pending = conditions::find(&conds, SYNCED).is_some_and(|c| c.reason == subscription::PENDING);
+            if !pending || started.elapsed() > MAX_PENDING_WAIT {
+                return Ok(());
+            }
+            // An asynchronous vendor change is in flight: come back when the next read is due.
+            tokio::time::sleep(ctx.settings.pending_poll_interval).await;
+        } else {
+            pass += 1;
         }
         match reconcile(Arc::new(obj), ctx.clone()).await {
             Ok(_) => {}
@@ -502,6 +600,50 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
                     planned.decision,
                     service_profile::Decision::Conflict { .. } | service_profile::Decision::ExternalIdNotFound
                 );
+            }
+            Err(e) => {
+                writeln!(out, "{label}: cannot plan: {e}")?;
+                failed = true;
+            }
+        }
+    }
+    for m in manifests.iter().filter(|m| m.kind() == "ConnectivitySubscription") {
+        let api: Api<ConnectivitySubscription> = Api::namespaced(cluster.client.clone(), &m.namespace());
+        let csub = api.get(&m.name()).await.map_err(|source| OfflineError::ReadBack {
+            what: "ConnectivitySubscription".into(),
+            name: m.name(),
+            source,
+        })?;
+        let label = format!("ConnectivitySubscription {}/{}", m.namespace(), m.name());
+        match subscription::plan(&csub, &ctx, ctx.settings.resync_interval).await {
+            Ok(planned) => {
+                use subscription::Decision;
+                let vendor = planned.provider.vendor;
+                let now = &planned.observed.vendor_mode;
+                match &planned.decision {
+                    Decision::InSync => writeln!(out, "{label} ({vendor}): up to date ({now})")?,
+                    Decision::Apply(c) | Decision::AwaitPending(c) => {
+                        changes = true;
+                        writeln!(out, "{label} ({vendor}, now {now}):")?;
+                        for change in c {
+                            writeln!(out, "  ~ {change}")?;
+                        }
+                    }
+                    Decision::Report(c) => {
+                        writeln!(out, "{label} ({vendor}, now {now}):")?;
+                        for change in c {
+                            writeln!(out, "  ? observe-only drift: {change}")?;
+                        }
+                    }
+                    Decision::TerminationNotConfirmed => {
+                        failed = true;
+                        writeln!(out, "{label}: ! {}", subscription::Error::TerminationNotConfirmed)?;
+                    }
+                    Decision::Irreversible(mode) => {
+                        failed = true;
+                        writeln!(out, "{label}: ! the SIM is terminated; it cannot become {mode} again")?;
+                    }
+                }
             }
             Err(e) => {
                 writeln!(out, "{label}: cannot plan: {e}")?;

@@ -18,8 +18,8 @@ use kube::{Api, Client, ResourceExt};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 
-use crate::controller::{Context, Settings, provider_config, service_profile};
-use crate::crd::{ProviderConfig, ServiceProfile};
+use crate::controller::{Context, Settings, provider_config, service_profile, subscription};
+use crate::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -269,16 +269,20 @@ where
     let mapper_store = sp_store.clone();
     let sp_controller = sp_controller
         // A ProviderConfig that appears, changes or becomes Ready re-triggers its ServiceProfiles.
-        .watches(api::<ProviderConfig>(client, ns), config, move |pc: ProviderConfig| {
-            let namespace = pc.namespace();
-            let name = pc.name_any();
-            mapper_store
-                .state()
-                .into_iter()
-                .filter(|sp| sp.namespace() == namespace && sp.spec.provider_config_ref.name == name)
-                .map(|sp| ObjectRef::from_obj(sp.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            api::<ProviderConfig>(client, ns),
+            config.clone(),
+            move |pc: ProviderConfig| {
+                let namespace = pc.namespace();
+                let name = pc.name_any();
+                mapper_store
+                    .state()
+                    .into_iter()
+                    .filter(|sp| sp.namespace() == namespace && sp.spec.provider_config_ref.name == name)
+                    .map(|sp| ObjectRef::from_obj(sp.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(stopped())
         .run(service_profile::reconcile, service_profile::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -287,7 +291,48 @@ where
             }
         })
         .boxed();
-    (vec![pc_controller, sp_controller], sp_store)
+    let csub_controller = Controller::new(api::<ConnectivitySubscription>(client, ns), config.clone());
+    let csub_store = csub_controller.store();
+    let by_profile = csub_store.clone();
+    let by_provider = csub_store;
+    let csub_controller = csub_controller
+        // A referenced ServiceProfile that gets its vendor id (or changes) re-triggers its users.
+        .watches(
+            api::<ServiceProfile>(client, ns),
+            config.clone(),
+            move |sp: ServiceProfile| {
+                let namespace = sp.namespace();
+                let name = sp.name_any();
+                by_profile
+                    .state()
+                    .into_iter()
+                    .filter(|c| {
+                        c.namespace() == namespace
+                            && c.spec.service_profile_ref.as_ref().is_some_and(|r| r.name == name)
+                    })
+                    .map(|c| ObjectRef::from_obj(c.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(api::<ProviderConfig>(client, ns), config, move |pc: ProviderConfig| {
+            let namespace = pc.namespace();
+            let name = pc.name_any();
+            by_provider
+                .state()
+                .into_iter()
+                .filter(|c| c.namespace() == namespace && c.spec.provider_config_ref.name == name)
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stopped())
+        .run(subscription::reconcile, subscription::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "ConnectivitySubscription controller event");
+            }
+        })
+        .boxed();
+    (vec![pc_controller, sp_controller, csub_controller], sp_store)
 }
 
 /// `/healthz` (process alive), `/readyz` (caches synced, or standing by for leadership),

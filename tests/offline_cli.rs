@@ -159,7 +159,8 @@ async fn crd_command_prints_every_crd() {
         names,
         vec![
             "providerconfigs.connectivity-operator.dev",
-            "serviceprofiles.connectivity-operator.dev"
+            "serviceprofiles.connectivity-operator.dev",
+            "connectivitysubscriptions.connectivity-operator.dev"
         ]
     );
 }

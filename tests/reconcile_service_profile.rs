@@ -136,7 +136,10 @@ async fn in_sync_resync_makes_no_vendor_writes() {
     assert_eq!(h.vendor_requests().len(), before, "nothing due: no vendor call");
     assert_ne!(
         format!("{action:?}"),
-        format!("{:?}", kube::runtime::controller::Action::requeue(Duration::from_secs(600))),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(Duration::from_secs(600))
+        ),
         "requeued for the rest of the interval, not a full one"
     );
     // When the resync interval has passed, an in-sync profile is only read.

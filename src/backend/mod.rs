@@ -10,8 +10,11 @@
 //! - Errors are [`BackendError`]s whose [`ErrorKind`] tells the pipeline whether to retry.
 
 pub mod emnify;
+pub mod http;
 pub mod ratelimit;
 mod secret;
+pub mod subscription;
+pub mod telenor;
 
 use std::fmt;
 use std::time::Duration;
@@ -20,6 +23,10 @@ use async_trait::async_trait;
 
 use crate::crd::{ObservedServiceProfile, ServiceProfileSpec};
 pub use secret::SecretString;
+pub use subscription::{
+    DesiredSubscription, Inventory, ObservedSubscription, SimIdentity, SubscriptionBackend, SubscriptionChange,
+    WriteOutcome,
+};
 
 /// What kind of failure a vendor call ended in; decides retry and the condition reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +43,9 @@ pub enum ErrorKind {
     RateLimited { retry_after: Option<Duration> },
     /// Network errors, timeouts, 5xx: retry with backoff.
     Transient,
+    /// A write timed out (e.g. HTTP 504): it may or may not have been applied. Observe before
+    /// sending it again.
+    OutcomeUnknown,
 }
 
 impl ErrorKind {
@@ -48,6 +58,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "Unauthorized",
             ErrorKind::RateLimited { .. } => "RateLimited",
             ErrorKind::Transient => "VendorUnavailable",
+            ErrorKind::OutcomeUnknown => "OutcomeUnknown",
         }
     }
 

@@ -2,10 +2,12 @@
 //! and credentials Secret to a connected vendor backend), per-object backoff, and [`crate::run`], which
 //! wires the kube-runtime controllers together. Each kind's pipeline lives in its own module.
 
+pub mod inventory;
 pub mod provider_config;
 pub mod resolve;
 pub mod service_profile;
 pub mod status;
+pub mod subscription;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,6 +33,10 @@ pub struct Settings {
     /// First retry delay after a failure; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// How often a subscription with a pending (asynchronous) vendor change is read again.
+    pub pending_poll_interval: Duration,
+    /// How long a pending change may stay unapplied before it is sent again.
+    pub pending_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -40,6 +46,8 @@ impl Default for Settings {
             vendor_timeout: Duration::from_secs(30),
             min_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
+            pending_poll_interval: Duration::from_secs(10),
+            pending_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -50,6 +58,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub providers: Providers,
+    pub inventories: inventory::Inventories,
     pub settings: Settings,
     backoff: Backoff,
 }
@@ -63,6 +72,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             providers: Providers::new(metrics.clone(), settings.vendor_timeout),
+            inventories: inventory::Inventories::default(),
             client,
             metrics,
             settings,

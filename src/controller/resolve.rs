@@ -12,7 +12,9 @@ use kube::{Api, Client};
 
 use crate::backend::emnify::EmnifyBackend;
 use crate::backend::emnify::client::{ClientConfig, Credentials, EmnifyClient};
-use crate::backend::{AccountBackend, BackendError, SecretString, ServiceProfileBackend};
+use crate::backend::telenor::TelenorBackend;
+use crate::backend::telenor::client::{self as telenor_client, TelenorClient};
+use crate::backend::{AccountBackend, BackendError, SecretString, ServiceProfileBackend, SubscriptionBackend};
 use crate::crd::{ProviderConfig, RateLimit, Vendor};
 use crate::metrics::Metrics;
 
@@ -67,7 +69,12 @@ pub struct Provider {
     pub vendor: Vendor,
     pub endpoint: String,
     pub service_profiles: Arc<dyn ServiceProfileBackend>,
+    pub subscriptions: Arc<dyn SubscriptionBackend>,
     pub account: Arc<dyn AccountBackend>,
+    /// emnify: tariff profile for endpoints the operator creates.
+    pub default_tariff_profile_id: Option<i64>,
+    /// Service profiles on this vendor are read-only: the operator only observes them.
+    pub read_only_service_profiles: bool,
 }
 
 /// Backends per ProviderConfig.
@@ -145,6 +152,8 @@ impl Providers {
             let mut h = DefaultHasher::new();
             pc.spec.vendor.hash(&mut h);
             endpoint.hash(&mut h);
+            pc.spec.emnify.hash(&mut h);
+            pc.spec.telenor_iot_connect.hash(&mut h);
             credentials.fingerprint().hash(&mut h);
             rate.requests_per_second.to_bits().hash(&mut h);
             rate.burst.hash(&mut h);
@@ -156,13 +165,14 @@ impl Providers {
         {
             return Ok(provider.clone());
         }
-        let provider = Arc::new(
-            self.build(pc.spec.vendor, &endpoint, credentials, &rate)
-                .map_err(|source| ResolveError::BuildClient {
-                    provider: key.clone(),
-                    source,
-                })?,
-        );
+        let provider =
+            Arc::new(
+                self.build(pc, &endpoint, credentials, &rate)
+                    .map_err(|source| ResolveError::BuildClient {
+                        provider: key.clone(),
+                        source,
+                    })?,
+            );
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -172,13 +182,14 @@ impl Providers {
 
     fn build(
         &self,
-        vendor: Vendor,
+        pc: &ProviderConfig,
         endpoint: &str,
         credentials: VendorCredentials,
         rate: &RateLimit,
     ) -> Result<Provider, BackendError> {
-        match (vendor, credentials) {
-            (Vendor::Emnify, VendorCredentials::Emnify(credentials)) => {
+        let vendor = pc.spec.vendor;
+        match credentials {
+            VendorCredentials::Emnify(credentials) => {
                 let client = Arc::new(EmnifyClient::new(
                     ClientConfig {
                         base_url: endpoint.to_string(),
@@ -194,7 +205,37 @@ impl Providers {
                     vendor,
                     endpoint: endpoint.to_string(),
                     service_profiles: backend.clone(),
+                    subscriptions: backend.clone(),
                     account: backend,
+                    default_tariff_profile_id: pc.spec.emnify.as_ref().and_then(|e| e.default_tariff_profile_id),
+                    read_only_service_profiles: false,
+                })
+            }
+            VendorCredentials::Telenor {
+                client_id,
+                client_secret,
+            } => {
+                let client = Arc::new(TelenorClient::new(
+                    telenor_client::ClientConfig {
+                        base_url: endpoint.to_string(),
+                        token_url: pc.spec.telenor_iot_connect.as_ref().and_then(|t| t.token_url.clone()),
+                        client_id,
+                        client_secret,
+                        requests_per_second: rate.requests_per_second,
+                        burst: rate.burst,
+                        timeout: self.timeout,
+                    },
+                    Some(self.metrics.clone()),
+                )?);
+                let backend = Arc::new(TelenorBackend::new(client));
+                Ok(Provider {
+                    vendor,
+                    endpoint: endpoint.to_string(),
+                    service_profiles: backend.clone(),
+                    subscriptions: backend.clone(),
+                    account: backend,
+                    default_tariff_profile_id: None,
+                    read_only_service_profiles: true,
                 })
             }
         }
@@ -218,6 +259,11 @@ pub fn effective_rate_limit(vendor: Vendor, spec: Option<&RateLimit>) -> RateLim
             requests_per_second: 5.0,
             burst: 5,
         },
+        // Telenor documents no numbers; stay well inside what a gateway usually allows.
+        Vendor::TelenorIotConnect => RateLimit {
+            requests_per_second: 5.0,
+            burst: 10,
+        },
     })
 }
 
@@ -225,6 +271,10 @@ pub fn effective_rate_limit(vendor: Vendor, spec: Option<&RateLimit>) -> RateLim
 #[derive(Clone, Debug)]
 pub enum VendorCredentials {
     Emnify(Credentials),
+    Telenor {
+        client_id: String,
+        client_secret: SecretString,
+    },
 }
 
 impl VendorCredentials {
@@ -236,6 +286,13 @@ impl VendorCredentials {
             VendorCredentials::Emnify(Credentials::User { username, password }) => {
                 username.hash(&mut h);
                 password.expose().hash(&mut h);
+            }
+            VendorCredentials::Telenor {
+                client_id,
+                client_secret,
+            } => {
+                client_id.hash(&mut h);
+                client_secret.expose().hash(&mut h);
             }
         }
         h.finish()
@@ -279,6 +336,21 @@ pub fn credentials(vendor: Vendor, secret: &Secret, key: Option<&str>) -> Result
                 _ => Err("expected key \"applicationToken\", or keys \"username\" and \"password\"".into()),
             }
         }
+        Vendor::TelenorIotConnect => {
+            match (
+                secret_value(secret, "clientId"),
+                secret_value(secret, key.unwrap_or("clientSecret")),
+            ) {
+                (Some(client_id), Some(secret)) => Ok(VendorCredentials::Telenor {
+                    client_id,
+                    client_secret: SecretString::new(secret),
+                }),
+                _ => Err(format!(
+                    "expected keys \"clientId\" and {:?}",
+                    key.unwrap_or("clientSecret")
+                )),
+            }
+        }
     }
 }
 
@@ -301,19 +373,32 @@ mod tests {
 
     #[test]
     fn emnify_secret_formats() {
-        let VendorCredentials::Emnify(c) =
-            credentials(Vendor::Emnify, &secret(&[("applicationToken", "tok\n")]), None).unwrap();
-        assert!(matches!(c, Credentials::ApplicationToken(t) if t.expose() == "tok"));
-        let VendorCredentials::Emnify(c) = credentials(
+        let c = credentials(Vendor::Emnify, &secret(&[("applicationToken", "tok\n")]), None).unwrap();
+        assert!(matches!(c, VendorCredentials::Emnify(Credentials::ApplicationToken(t)) if t.expose() == "tok"));
+        let c = credentials(
             Vendor::Emnify,
             &secret(&[("username", "a@b.c"), ("password", "pw")]),
             None,
         )
         .unwrap();
-        assert!(matches!(c, Credentials::User { username, .. } if username == "a@b.c"));
-        let VendorCredentials::Emnify(c) =
-            credentials(Vendor::Emnify, &secret(&[("token", "t2")]), Some("token")).unwrap();
-        assert!(matches!(c, Credentials::ApplicationToken(t) if t.expose() == "t2"));
+        assert!(matches!(c, VendorCredentials::Emnify(Credentials::User { username, .. }) if username == "a@b.c"));
+        let c = credentials(Vendor::Emnify, &secret(&[("token", "t2")]), Some("token")).unwrap();
+        assert!(matches!(c, VendorCredentials::Emnify(Credentials::ApplicationToken(t)) if t.expose() == "t2"));
+    }
+
+    #[test]
+    fn telenor_secret_format() {
+        let c = credentials(
+            Vendor::TelenorIotConnect,
+            &secret(&[("clientId", "id"), ("clientSecret", "s")]),
+            None,
+        )
+        .unwrap();
+        assert!(
+            matches!(c, VendorCredentials::Telenor { client_id, client_secret } if client_id == "id" && client_secret.expose() == "s")
+        );
+        let err = credentials(Vendor::TelenorIotConnect, &secret(&[("clientId", "id")]), None).unwrap_err();
+        assert_eq!(err, "expected keys \"clientId\" and \"clientSecret\"");
     }
 
     #[test]

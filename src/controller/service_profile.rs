@@ -141,6 +141,15 @@ impl Decision {
     }
 }
 
+/// On vendors whose profiles are read-only (Telenor) the operator only observes, whatever the spec
+/// says; `Paused` stays paused. Pure.
+pub fn effective_policy(policy: ManagementPolicy, read_only: bool) -> ManagementPolicy {
+    match policy {
+        ManagementPolicy::Full if read_only => ManagementPolicy::ObserveOnly,
+        other => other,
+    }
+}
+
 /// The plan step: decide from the management policy and the observation. Pure.
 pub fn decide(policy: ManagementPolicy, source: LookupSource, observation: Observation<ObservedProfile>) -> Decision {
     let observe_only = policy != ManagementPolicy::Full;
@@ -170,6 +179,8 @@ pub async fn plan(sp: &ServiceProfile, ctx: &Context) -> Result<Planned, Error> 
     let provider = ctx.providers.resolve(&ctx.client, &namespace, provider_name).await?;
     let section_present = match provider.vendor {
         Vendor::Emnify => sp.spec.emnify.is_some(),
+        // Telenor service policies have no settings we manage.
+        Vendor::TelenorIotConnect => true,
     };
     if !section_present {
         return Err(Error::VendorSectionMissing {
@@ -184,7 +195,8 @@ pub async fn plan(sp: &ServiceProfile, ctx: &Context) -> Result<Planned, Error> 
     // observe
     let (source, observation) = observe(provider.service_profiles.as_ref(), &desired, sp).await?;
     // plan
-    let decision = decide(sp.spec.management_policy, source, observation);
+    let policy = effective_policy(sp.spec.management_policy, provider.read_only_service_profiles);
+    let decision = decide(policy, source, observation);
     Ok(Planned {
         provider,
         vendor_name: desired.name.clone(),
@@ -542,8 +554,12 @@ async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
             .providers
             .resolve(&ctx.client, &namespace, &sp.spec.provider_config_ref.name)
             .await?;
+        if provider.read_only_service_profiles {
+            // Observed only (Telenor): never ours to delete.
+            return Ok(None);
+        }
         match provider.service_profiles.delete(&id).await {
-            Ok(()) => Ok(provider.vendor),
+            Ok(()) => Ok(Some(provider.vendor)),
             Err(e) if e.kind == ErrorKind::Conflict => Err(Error::InUse {
                 vendor: provider.vendor,
                 id: id.clone(),
@@ -554,7 +570,19 @@ async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
     }
     .await;
     match result {
-        Ok(vendor) => {
+        Ok(None) => {
+            event(
+                ctx,
+                sp,
+                EventType::Normal,
+                "Orphaned",
+                "Delete",
+                format!("left vendor service profile {id} in place"),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Ok(Some(vendor)) => {
             ctx.reset_backoff(&key_of(sp));
             event(
                 ctx,

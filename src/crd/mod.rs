@@ -5,6 +5,7 @@
 pub mod conditions;
 pub mod provider_config;
 pub mod service_profile;
+pub mod subscription;
 
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
@@ -12,11 +13,16 @@ use serde::{Deserialize, Serialize};
 
 pub use conditions::{Condition, ConditionStatus};
 pub use provider_config::{
-    CredentialsSecretRef, ProviderConfig, ProviderConfigSpec, ProviderConfigStatus, RateLimit, Vendor,
+    CredentialsSecretRef, EmnifyProviderSettings, ProviderConfig, ProviderConfigSpec, ProviderConfigStatus, RateLimit,
+    TelenorProviderSettings, Vendor,
 };
 pub use service_profile::{
     DeletionPolicy, EmnifyServiceProfile, EmnifyServiceSpec, EmnifyTrafficLimitRef, ManagementPolicy,
     ObservedServiceProfile, ServiceProfile, ServiceProfileSpec, ServiceProfileStatus,
+};
+pub use subscription::{
+    ConnectivitySubscription, ConnectivitySubscriptionSpec, ConnectivitySubscriptionStatus, EmnifySubscription,
+    PendingChange, PendingOutcome, SubscriptionDeletionPolicy, SubscriptionMode,
 };
 
 /// API group of every kind the operator owns.
@@ -40,7 +46,11 @@ pub struct LocalObjectReference {
 
 /// Every CRD the operator serves, in the order `crds/` and the chart keep them.
 pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    vec![ProviderConfig::crd(), ServiceProfile::crd()]
+    vec![
+        ProviderConfig::crd(),
+        ServiceProfile::crd(),
+        ConnectivitySubscription::crd(),
+    ]
 }
 
 /// File name (in `crds/`) of a CRD.

@@ -39,6 +39,33 @@ pub struct ProviderConfigSpec {
     /// the vendor's documented one is used (emnify: 5 requests/s, burst 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// emnify account settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emnify: Option<EmnifyProviderSettings>,
+    /// Telenor IoT Connect account settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telenor_iot_connect: Option<TelenorProviderSettings>,
+}
+
+/// emnify account settings.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmnifyProviderSettings {
+    /// Tariff profile for endpoints the operator creates for SIMs that have none (a
+    /// ConnectivitySubscription's `spec.emnify.tariffProfileId` overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_tariff_profile_id: Option<i64>,
+}
+
+/// Telenor IoT Connect account settings.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TelenorProviderSettings {
+    /// OAuth2 token endpoint (client-credentials grant). Telenor does not document it; default
+    /// `<endpoint>/oauth2/token`, which is where the simulator serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(url)]
+    pub token_url: Option<String>,
 }
 
 /// Vendors the operator can talk to.
@@ -47,6 +74,8 @@ pub struct ProviderConfigSpec {
 pub enum Vendor {
     /// emnify (REST API under `/api/v1`).
     Emnify,
+    /// Telenor IoT Connect (`/iot-connect/...`; asynchronous writes).
+    TelenorIotConnect,
 }
 
 impl Vendor {
@@ -54,6 +83,7 @@ impl Vendor {
     pub fn default_endpoint(self) -> &'static str {
         match self {
             Vendor::Emnify => "https://cdn.emnify.net",
+            Vendor::TelenorIotConnect => "https://api.iot.telenor.com",
         }
     }
 
@@ -61,6 +91,7 @@ impl Vendor {
     pub fn as_str(self) -> &'static str {
         match self {
             Vendor::Emnify => "emnify",
+            Vendor::TelenorIotConnect => "telenorIotConnect",
         }
     }
 }
@@ -79,8 +110,8 @@ pub struct CredentialsSecretRef {
     #[schemars(length(min = 1))]
     pub name: String,
     /// Key holding the vendor's single-value credential (emnify: the application token). When
-    /// absent the vendor's default key is read (emnify: `applicationToken`, or `username` and
-    /// `password` when that key is missing).
+    /// absent the vendor's default keys are read (emnify: `applicationToken`, or `username` and
+    /// `password`; Telenor IoT Connect: `clientId` and `clientSecret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }

@@ -6,6 +6,10 @@
 //! injection, plus admin routes under `/_sim/` that scripts can drive.
 //!
 //! * [`emnify`]: the emnify REST API (`https://cdn.emnify.net/api/v1/...`).
+//! * [`telenor`]: Telenor IoT Connect (`https://api.iot.telenor.com/iot-connect/...`).
+//! * [`bics`]: BICS SIM for Things (`https://sft.bics.com/api/...`).
 #![forbid(unsafe_code)]
 
+pub mod bics;
 pub mod emnify;
+pub mod telenor;

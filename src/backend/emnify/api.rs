@@ -276,3 +276,54 @@ mod tests {
         assert_eq!(gateway.summary(), "token contains an invalid number of segments");
     }
 }
+
+/// `{"id": 1, "description": "Activated"}` status objects of SIMs and endpoints.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Status {
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `GET /api/v1/sim` item (and detail).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Sim {
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub iccid: Option<String>,
+    #[serde(default)]
+    pub iccid_with_luhn: Option<String>,
+    #[serde(default)]
+    pub imsi: Option<String>,
+    #[serde(default)]
+    pub msisdn: Option<String>,
+    #[serde(default)]
+    pub status: Option<Status>,
+    #[serde(default)]
+    pub activation_date: Option<String>,
+    /// Flat endpoint summary in list views (`{id, name, ...}`), `{id}` in older docs.
+    #[serde(default)]
+    pub endpoint: Option<IdRef>,
+}
+
+/// `GET /api/v1/endpoint` item (and detail).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Endpoint {
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub status: Option<Status>,
+    #[serde(default)]
+    pub imei: Option<String>,
+    #[serde(default)]
+    pub service_profile: Option<IdRef>,
+    #[serde(default)]
+    pub tariff_profile: Option<IdRef>,
+    /// Omitted (or null) when the endpoint has no SIM.
+    #[serde(default)]
+    pub sim: Option<Sim>,
+}

@@ -3,12 +3,11 @@
 //! limit, paging by `X-Total-Pages`, and mapping of HTTP answers onto [`ErrorKind`]s.
 //! Tokens and passwords are [`SecretString`]s: they never reach logs, `Debug` or errors.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -16,7 +15,8 @@ use sha1::{Digest, Sha1};
 use tokio::sync::Mutex;
 
 use super::api::{AuthResponse, ErrorBody};
-use crate::backend::ratelimit::RateLimiter;
+pub use crate::backend::http::Answer;
+use crate::backend::http::{HttpCore, kind_for_status};
 use crate::backend::{BackendError, ErrorKind, SecretString};
 use crate::metrics::Metrics;
 
@@ -51,46 +51,17 @@ struct TokenState {
     refresh: Option<SecretString>,
 }
 
-/// A successful answer.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: bytes::Bytes,
-}
-
-impl Answer {
-    pub fn json<T: DeserializeOwned>(&self, action: &str) -> Result<T, BackendError> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            BackendError::new(action, ErrorKind::Transient, format!("unexpected response body: {e}")).with_source(e)
-        })
-    }
-
-    /// Id from the `Location` header's last path segment (absolute or relative URL).
-    pub fn location_id(&self) -> Option<i64> {
-        let loc = self.headers.get(LOCATION)?.to_str().ok()?;
-        loc.trim_end_matches('/').rsplit('/').next()?.parse().ok()
-    }
-
-    fn header_u64(&self, name: &str) -> Option<u64> {
-        self.headers.get(name)?.to_str().ok()?.trim().parse().ok()
-    }
-}
-
 /// HTTP client for one emnify account.
 pub struct EmnifyClient {
-    http: reqwest::Client,
-    base: String,
+    core: HttpCore,
     credentials: Credentials,
     tokens: Mutex<TokenState>,
-    limiter: Arc<RateLimiter>,
-    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for EmnifyClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmnifyClient")
-            .field("base", &self.base)
+            .field("base", &self.core.base_url())
             .field("credentials", &self.credentials)
             .finish()
     }
@@ -98,26 +69,27 @@ impl std::fmt::Debug for EmnifyClient {
 
 impl EmnifyClient {
     pub fn new(config: ClientConfig, metrics: Option<Metrics>) -> Result<Self, BackendError> {
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .user_agent(concat!("connectivity-operator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                BackendError::new("build emnify http client", ErrorKind::Invalid, e.to_string()).with_source(e)
-            })?;
         Ok(EmnifyClient {
-            http,
-            base: config.base_url.trim_end_matches('/').to_string(),
+            core: HttpCore::new(
+                VENDOR,
+                &config.base_url,
+                config.requests_per_second,
+                config.burst,
+                config.timeout,
+                metrics,
+            )?,
             credentials: config.credentials,
             tokens: Mutex::new(TokenState::default()),
-            limiter: Arc::new(RateLimiter::new(config.requests_per_second, config.burst)),
-            metrics,
         })
     }
 
+    /// Requests sent so far (including authentication).
+    pub fn requests_sent(&self) -> u64 {
+        self.core.requests_sent()
+    }
+
     pub fn base_url(&self) -> &str {
-        &self.base
+        self.core.base_url()
     }
 
     /// Account name from the current token's `esc.orgName` claim, when present.
@@ -273,9 +245,7 @@ impl EmnifyClient {
         body: Option<&Value>,
         action: &str,
     ) -> Result<Answer, BackendError> {
-        self.limiter.acquire().await;
-        let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url).header("accept", "application/json");
+        let mut req = self.core.request(method, path);
         if let Some(token) = token {
             req = req.bearer_auth(token.expose());
         }
@@ -285,46 +255,7 @@ impl EmnifyClient {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let started = Instant::now();
-        let result = req.send().await;
-        let elapsed = started.elapsed();
-        let resp = match result {
-            Ok(resp) => resp,
-            Err(e) => {
-                self.record(operation, "error", elapsed);
-                let what = if e.is_timeout() {
-                    "request timed out"
-                } else {
-                    "request failed"
-                };
-                return Err(
-                    BackendError::new(action, ErrorKind::Transient, format!("{what}: {}", without_url(&e)))
-                        .with_source(e),
-                );
-            }
-        };
-        let status = resp.status();
-        self.record(operation, status.as_str(), elapsed);
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| {
-            BackendError::new(action, ErrorKind::Transient, format!("reading response failed: {e}")).with_source(e)
-        })?;
-        tracing::debug!(
-            operation,
-            status = status.as_u16(),
-            elapsed_ms = elapsed.as_millis() as u64,
-            "emnify call"
-        );
-        if status.is_success() {
-            return Ok(Answer { status, headers, body });
-        }
-        Err(error_for(action, status, &headers, &body))
-    }
-
-    fn record(&self, operation: &str, status: &str, elapsed: Duration) {
-        if let Some(m) = &self.metrics {
-            m.vendor_request(VENDOR, operation, status, elapsed);
-        }
+        self.core.send(operation, action, req, error_for).await
     }
 }
 
@@ -337,28 +268,8 @@ pub fn error_for(action: &str, status: StatusCode, headers: &HeaderMap, body: &[
     } else {
         format!("HTTP {}: {detail}", status.as_u16())
     };
-    let kind = match status.as_u16() {
-        401 => ErrorKind::Unauthorized,
-        403 => ErrorKind::Unauthorized,
-        404 => ErrorKind::NotFound,
-        409 => ErrorKind::Conflict,
-        400 | 405 | 413 | 422 => ErrorKind::Invalid,
-        429 => ErrorKind::RateLimited {
-            retry_after: retry_after(headers),
-        },
-        _ => ErrorKind::Transient,
-    };
+    let kind = kind_for_status(status, headers);
     BackendError::new(action, kind, message)
-}
-
-/// `Retry-After` in seconds or as an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
-    (at - Utc::now()).to_std().ok()
 }
 
 /// Claims of a JWT, decoded without verification (we only need `exp` and the org name).
@@ -373,18 +284,10 @@ pub fn jwt_claims(token: &str) -> Option<serde_json::Map<String, Value>> {
     }
 }
 
-/// reqwest errors print the URL; ours never carry secrets in URLs, but keep messages short.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    if let Some(url) = e.url() {
-        msg = msg.replace(&format!(" for url ({url})"), "");
-    }
-    msg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::RETRY_AFTER;
 
     #[test]
     fn jwt_exp_is_read_without_verification() {

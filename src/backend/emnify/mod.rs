@@ -4,6 +4,7 @@
 pub mod api;
 pub mod client;
 pub mod map;
+pub mod subscription;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,8 +17,9 @@ use tokio::sync::Mutex;
 use self::client::EmnifyClient;
 use self::map::{Catalogue, Change};
 use super::{
-    AccountBackend, AccountInfo, BackendError, DesiredServiceProfile, ErrorKind, Lookup, Observation, ObservedProfile,
-    ProfileChange, ProfileOp, ServiceProfileBackend,
+    AccountBackend, AccountInfo, BackendError, DesiredServiceProfile, DesiredSubscription, ErrorKind, Inventory,
+    Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ProfileOp, ServiceProfileBackend,
+    SimIdentity, SubscriptionBackend, SubscriptionChange, WriteOutcome,
 };
 
 /// How long the service / traffic-limit catalogue is reused before it is read again.
@@ -359,5 +361,25 @@ impl AccountBackend for EmnifyBackend {
         Ok(AccountInfo {
             account: self.client.account_name().await?,
         })
+    }
+}
+
+#[async_trait]
+impl SubscriptionBackend for EmnifyBackend {
+    async fn inventory(&self) -> Result<Inventory, BackendError> {
+        self.sweep().await
+    }
+
+    async fn observe(&self, identity: &SimIdentity) -> Result<Option<ObservedSubscription>, BackendError> {
+        self.observe_sim(identity).await
+    }
+
+    async fn update(
+        &self,
+        desired: &DesiredSubscription<'_>,
+        observed: &ObservedSubscription,
+        changes: &[SubscriptionChange],
+    ) -> Result<WriteOutcome, BackendError> {
+        self.update_sim(desired, observed, changes).await
     }
 }

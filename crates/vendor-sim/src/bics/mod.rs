@@ -1,0 +1,697 @@
+//! A stateful simulator of BICS SIM for Things' RPC-style API (`https://sft.bics.com/api/...`).
+//!
+//! connectivity-operator's BICS backend runs against it in tests, local demos and users' CI; its
+//! main job is to exercise the "verify completion" handling (codes 10239/10240 and POSTs that
+//! outlive the client's timeout, spec §6). [`BicsSim`] owns the world (one Enterprise account,
+//! seeded deterministically); [`BicsSim::router`] exposes it over HTTP together with admin routes
+//! under `/_sim/`; [`BicsSim::serve`] binds a port and returns a [`RunningSim`]. Behaviour follows
+//! `shared/vendors/bics-sft.md`; choices where BICS is silent are listed in the crate README.
+//!
+//! Request pipeline (one comment per step in `api_entry`): latency -> call count -> gateway
+//! faults (HTTP status) -> X-Requested-With check -> route check -> rate limit + X-Authorization
+//! -> platform faults (verify completion, slow) -> handler -> request log.
+
+mod api;
+mod envelope;
+mod model;
+mod token;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, Request, State as AxumState};
+use axum::response::Response;
+use axum::routing::{get, post};
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use self::api::ApiRequest;
+use self::envelope::{Answer, admin_json, codes};
+use self::model::{EndpointState, REQUEST_LOG_CAP, State};
+
+/// Default login of the simulated Enterprise user.
+pub const DEMO_USERNAME: &str = "demo@connectivity-operator.local";
+/// Default password (sent in clear text in the `POST /api/login` body, as BICS expects).
+pub const DEMO_PASSWORD: &str = "demo-password";
+/// Id of the one simulated Enterprise account (the only accepted `targetAccountId`).
+pub const DEMO_ACCOUNT_ID: &str = "100001";
+
+/// Simulator switches.
+#[derive(Clone, Debug)]
+pub struct BicsConfig {
+    /// Credentials accepted by `POST /api/login`.
+    pub username: String,
+    pub password: String,
+    /// Lifetime of access tokens; BICS publishes none, one client caches them for 540 s.
+    pub access_ttl: Duration,
+    /// Lifetime of refresh tokens.
+    pub refresh_ttl: Duration,
+    /// Answer an invalid or expired token with a real HTTP 401 instead of the default
+    /// HTTP 200 + `Response.resultCode "1"` + `resultParam.resultCode "401"` (same body in both).
+    pub http_401: bool,
+    /// Refuse (HTTP 403) requests without `X-Requested-With: XMLHttpRequest`.
+    pub require_x_requested_with: bool,
+    /// Per-account token bucket `(rate per second, burst)`; `None` disables it. Excess gets 429.
+    pub rate_limit: Option<(f64, u32)>,
+    /// Added to every `/api` request before it is handled.
+    pub latency: Duration,
+    pub seed: BicsSeed,
+}
+
+impl Default for BicsConfig {
+    fn default() -> Self {
+        Self {
+            username: DEMO_USERNAME.to_string(),
+            password: DEMO_PASSWORD.to_string(),
+            access_ttl: Duration::from_secs(600),
+            refresh_ttl: Duration::from_secs(24 * 3600),
+            http_401: false,
+            require_x_requested_with: false,
+            rate_limit: Some((2.0, 2)),
+            latency: Duration::ZERO,
+            seed: BicsSeed::default(),
+        }
+    }
+}
+
+/// Size and randomness of the seeded world.
+#[derive(Clone, Debug)]
+pub struct BicsSeed {
+    /// Endpoints created with a linked SIM each, in mixed states.
+    pub endpoints: usize,
+    /// SIMs in inventory (`Ready To Activate`, not attached).
+    pub free_sims: usize,
+    /// Seed for ICCIDs, IMSIs and MSISDNs.
+    pub rng_seed: u64,
+}
+
+impl Default for BicsSeed {
+    fn default() -> Self {
+        Self {
+            endpoints: 10,
+            free_sims: 5,
+            rng_seed: 42,
+        }
+    }
+}
+
+/// Whether the change behind a faulted call takes effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Committed,
+    NotCommitted,
+}
+
+/// A scripted failure. `api` is the verb after `/api/` (e.g. `"CreateServiceProfile"`, case as
+/// in the path; `"*"` matches every verb).
+#[derive(Clone, Debug, PartialEq)]
+pub enum BicsFault {
+    /// The next `count` calls to `api` answer resultCode `code` (10239 or 10240) and the change is / is not committed.
+    VerifyCompletion {
+        api: String,
+        code: u32,
+        outcome: Outcome,
+        count: u32,
+    },
+    /// The next `count` calls to `api` stall for `delay` before answering (longer than the client timeout), committing or not.
+    Slow {
+        api: String,
+        delay: Duration,
+        outcome: Outcome,
+        count: u32,
+    },
+    /// HTTP status (429, 500, 503) for the next `count` calls to `api`.
+    Http { api: String, status: u16, count: u32 },
+    /// Every access token issued so far is expired.
+    ExpireTokens,
+}
+
+impl BicsFault {
+    fn api(&self) -> &str {
+        match self {
+            Self::VerifyCompletion { api, .. } | Self::Slow { api, .. } | Self::Http { api, .. } => api,
+            Self::ExpireTokens => "",
+        }
+    }
+
+    fn count_mut(&mut self) -> Option<&mut u32> {
+        match self {
+            Self::VerifyCompletion { count, .. } | Self::Slow { count, .. } | Self::Http { count, .. } => Some(count),
+            Self::ExpireTokens => None,
+        }
+    }
+
+    /// Gateway faults answer before authentication; platform faults after it.
+    fn is_gateway(&self) -> bool {
+        matches!(self, Self::Http { .. })
+    }
+
+    fn matches(&self, api: &str) -> bool {
+        let want = self.api().trim_start_matches("/api/").trim_start_matches('/');
+        want == "*" || want == api
+    }
+}
+
+/// JSON form of [`BicsFault`] for `POST /_sim/faults`.
+#[derive(Deserialize)]
+#[serde(tag = "type")]
+enum FaultBody {
+    VerifyCompletion {
+        api: String,
+        code: u32,
+        #[serde(default)]
+        outcome: OutcomeBody,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    Slow {
+        api: String,
+        delay_ms: u64,
+        #[serde(default)]
+        outcome: OutcomeBody,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    Http {
+        api: String,
+        status: u16,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    ExpireTokens,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+enum OutcomeBody {
+    #[default]
+    #[serde(alias = "committed")]
+    Committed,
+    #[serde(alias = "not_committed", alias = "notCommitted")]
+    NotCommitted,
+}
+
+impl From<OutcomeBody> for Outcome {
+    fn from(o: OutcomeBody) -> Self {
+        match o {
+            OutcomeBody::Committed => Outcome::Committed,
+            OutcomeBody::NotCommitted => Outcome::NotCommitted,
+        }
+    }
+}
+
+impl From<FaultBody> for BicsFault {
+    fn from(f: FaultBody) -> Self {
+        match f {
+            FaultBody::VerifyCompletion {
+                api,
+                code,
+                outcome,
+                count,
+            } => Self::VerifyCompletion {
+                api,
+                code,
+                outcome: outcome.into(),
+                count,
+            },
+            FaultBody::Slow {
+                api,
+                delay_ms,
+                outcome,
+                count,
+            } => Self::Slow {
+                api,
+                delay: Duration::from_millis(delay_ms),
+                outcome: outcome.into(),
+                count,
+            },
+            FaultBody::Http { api, status, count } => Self::Http { api, status, count },
+            FaultBody::ExpireTokens => Self::ExpireTokens,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The simulator: cheap to clone, all clones share one world.
+#[derive(Clone)]
+pub struct BicsSim {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for BicsSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BicsSim").finish_non_exhaustive()
+    }
+}
+
+/// A simulator serving on a local port.
+pub struct RunningSim {
+    /// `http://127.0.0.1:PORT`; plays the role of `https://sft.bics.com`.
+    pub url: String,
+    pub sim: BicsSim,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningSim {
+    /// `{"username", "password"}` for clients and scripts.
+    pub fn credentials(&self) -> Value {
+        let s = self.sim.lock();
+        json!({"username": s.config.username, "password": s.config.password})
+    }
+
+    /// Stops accepting connections and waits for the server task (and in-flight requests,
+    /// including stalled `Slow` ones) to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Err(e) = (&mut self.task).await {
+            tracing::warn!(error = %e, "bics simulator task ended abnormally");
+        }
+    }
+}
+
+impl BicsSim {
+    pub fn new(config: BicsConfig) -> Self {
+        let mut key = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        Self {
+            state: Arc::new(Mutex::new(model::seed(config, key))),
+        }
+    }
+
+    /// Locks the world; poisoning is ignored (a panicked handler loses at most its own change).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every BICS route plus the `/_sim/` admin routes.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/_sim/state", get(admin_state))
+            .route("/_sim/faults", post(admin_fault))
+            .route("/_sim/expire-tokens", post(admin_expire))
+            .route("/_sim/requests", get(admin_requests))
+            .route("/_sim/service_profiles", get(admin_profiles))
+            .route("/_sim/endpoints", get(admin_endpoints))
+            .fallback(api_entry)
+            .with_state(self.clone())
+    }
+
+    /// Binds `addr` (port 0 picks a free port), serves in a background task and returns.
+    pub async fn serve(self, addr: SocketAddr) -> std::io::Result<RunningSim> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "bics simulator server failed");
+            }
+        });
+        Ok(RunningSim {
+            url: format!("http://{local}"),
+            sim: self,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// Queues `fault` (a `count` of 0 is ignored); `ExpireTokens` takes effect at once.
+    pub fn inject(&self, mut fault: BicsFault) {
+        let mut s = self.lock();
+        match fault.count_mut() {
+            None => s.tokens.expire_access_tokens(),
+            Some(0) => {}
+            Some(_) => s.faults.push(fault),
+        }
+    }
+
+    /// Every profile, as `GetServiceProfile` rows.
+    pub fn service_profiles(&self) -> Vec<Value> {
+        self.lock().profiles.values().map(|p| p.row()).collect()
+    }
+
+    /// Profiles named exactly `name` (0 or 1: names are unique).
+    pub fn service_profile_by_name(&self, name: &str) -> Vec<Value> {
+        self.lock()
+            .profiles
+            .values()
+            .filter(|p| p.name == name)
+            .map(|p| p.row())
+            .collect()
+    }
+
+    /// Creates a plan referencing `profile_id` (an ADDON plan for an Addon profile, NORMAL
+    /// otherwise), so deleting the profile answers 1338 and RAT downgrades 10085; returns the
+    /// plan id.
+    ///
+    /// # Panics
+    /// If the profile does not exist: a test hook should fail loudly rather than build an
+    /// inconsistent world.
+    pub fn attach_profile_to_plan(&self, profile_id: &str) -> String {
+        let mut s = self.lock();
+        let Some(category) = s.profile_by_id(profile_id).map(|p| p.category.clone()) else {
+            panic!("attach_profile_to_plan: no service profile {profile_id}");
+        };
+        let id = s.alloc_plan_id();
+        let plan = model::Plan {
+            id: id.clone(),
+            name: format!("hook-plan-{id}"),
+            category: if category == "1" { "ADDON" } else { "NORMAL" }.into(),
+            plan_type: "0".into(),
+            service_profile: Some(profile_id.trim().to_string()),
+            status: "Active".into(),
+        };
+        s.plans.insert(id.clone(), plan);
+        id
+    }
+
+    /// Removes a plan (seeded, hook-made or API-made) and every endpoint's reference to it.
+    /// An unknown id is a no-op.
+    pub fn detach_plan(&self, plan_id: &str) {
+        let mut s = self.lock();
+        s.plans.remove(plan_id);
+        for e in s.endpoints.values_mut() {
+            if e.plan_id.as_deref() == Some(plan_id) {
+                e.plan_id = None;
+            }
+            e.addon_plan_ids.retain(|a| a != plan_id);
+        }
+    }
+
+    /// Every endpoint as `GetEndPointProfile`'s `basicInfo` (with our `status`/`planId` additions).
+    pub fn endpoints(&self) -> Vec<Value> {
+        let s = self.lock();
+        s.endpoints
+            .values()
+            .map(|e| s.endpoint_info(e)["basicInfo"].clone())
+            .collect()
+    }
+
+    /// The endpoint the SIM `iccid` is linked to.
+    pub fn endpoint_by_iccid(&self, iccid: &str) -> Option<Value> {
+        let s = self.lock();
+        s.endpoints
+            .values()
+            .find(|e| e.iccid.as_deref() == Some(iccid))
+            .map(|e| s.endpoint_info(e)["basicInfo"].clone())
+    }
+
+    /// Drift made in the portal: sets the endpoint's state (`Pre-Active`, `Active`, `Suspended`,
+    /// `Hold`); a linked SIM follows (it keeps its status for `Hold`).
+    ///
+    /// # Panics
+    /// On an unknown endpoint or state.
+    pub fn set_endpoint_state(&self, endpoint_id: &str, state: &str) {
+        let Some(to) = EndpointState::parse(state) else {
+            panic!("set_endpoint_state: unknown state {state:?} (Pre-Active|Active|Suspended|Hold)");
+        };
+        let mut s = self.lock();
+        let Some(n) = State::endpoint_key(endpoint_id).filter(|n| s.endpoints.contains_key(n)) else {
+            panic!("set_endpoint_state: no endpoint {endpoint_id}");
+        };
+        s.set_state(n, to);
+    }
+
+    /// Total `/api` requests received (all outcomes), excluding `/_sim`.
+    pub fn request_count(&self) -> u64 {
+        self.lock().request_count
+    }
+
+    /// The last (up to 10 000) API requests: method, path with query, HTTP status.
+    pub fn requests(&self) -> Vec<(String, String, u16)> {
+        self.lock().request_log.iter().cloned().collect()
+    }
+
+    /// How many times `/api/<api>` was called, whatever the outcome (faulted, refused and
+    /// stalled calls included).
+    pub fn call_count(&self, api: &str) -> usize {
+        self.lock().call_counts.get(api).copied().unwrap_or(0)
+    }
+
+    /// Counts of what the simulator holds (also `GET /_sim/state`).
+    pub fn state_summary(&self) -> Value {
+        self.lock().summary()
+    }
+
+    /// Takes the first queued fault for `api` of the given kind, decrementing its count.
+    fn take_fault(&self, api: &str, gateway: bool) -> Option<BicsFault> {
+        let mut s = self.lock();
+        let idx = s
+            .faults
+            .iter()
+            .position(|f| f.is_gateway() == gateway && f.matches(api))?;
+        let fault = s.faults[idx].clone();
+        if let Some(c) = s.faults[idx].count_mut() {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                s.faults.remove(idx);
+            }
+        }
+        Some(fault)
+    }
+
+    /// Logs the request and renders `answer` with a fresh `responseId`.
+    fn finish(&self, method: &str, path_and_query: &str, answer: &Answer) -> Response {
+        let mut s = self.lock();
+        s.request_count += 1;
+        if s.request_log.len() >= REQUEST_LOG_CAP {
+            s.request_log.pop_front();
+        }
+        s.request_log
+            .push_back((method.to_string(), path_and_query.to_string(), answer.status));
+        s.response_seq += 1;
+        let now = chrono::Utc::now();
+        let id = format!("{}{:06}", now.timestamp_millis(), s.response_seq % 1_000_000);
+        answer.render(&id, &now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    }
+}
+
+fn verify_completion_answer(code: u32) -> Answer {
+    let code = code.to_string();
+    let description = match code.as_str() {
+        codes::VERIFY_FAILED => "Operation failed, please verify completion",
+        codes::VERIFY_TIMEOUT => "Operation timed out, please verify completion",
+        _ => "Injected fault",
+    };
+    Answer::fail(&code, description)
+}
+
+/// Entry point for everything that is not `/_sim/...`.
+async fn api_entry(AxumState(sim): AxumState<BicsSim>, req: Request) -> Response {
+    let method = req.method().as_str().to_string();
+    let uri = req.uri().clone();
+    let path_and_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let headers = req.headers().clone();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+
+    // latency: the round trip to Brussels, before anything else happens
+    let latency = sim.lock().config.latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let api = uri
+        .path()
+        .strip_prefix("/api/")
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+        .map(str::to_string);
+    let Some(api) = api else {
+        let answer = Answer::fail(codes::NO_SUCH_API, format!("No such API: {}", uri.path())).with_status(404);
+        return sim.finish(&method, &path_and_query, &answer);
+    };
+    // call count: every attempt, so tests can tell whether a client repeated a mutation
+    *sim.lock().call_counts.entry(api.clone()).or_insert(0) += 1;
+    // gateway faults: an HTTP status before auth, nothing processed
+    if let Some(BicsFault::Http { status, .. }) = sim.take_fault(&api, true) {
+        let answer = if status == 429 {
+            Answer::fail(codes::RATE_LIMITED, "Request rate limit exceeded")
+        } else {
+            let reason = axum::http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Injected fault");
+            Answer::fail(&status.to_string(), reason)
+        };
+        return sim.finish(&method, &path_and_query, &answer.with_status(status));
+    }
+    // strictness flag: real clients always send X-Requested-With
+    if sim.lock().config.require_x_requested_with
+        && !header("x-requested-with").is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest"))
+    {
+        let answer =
+            Answer::fail(codes::FORBIDDEN, "X-Requested-With: XMLHttpRequest header is required").with_status(403);
+        return sim.finish(&method, &path_and_query, &answer);
+    }
+    // route check: unknown verb 404, wrong method 405
+    if let Err(answer) = State::route_check(&method, &api) {
+        return sim.finish(&method, &path_and_query, &answer);
+    }
+    let body = match axum::body::to_bytes(req.into_body(), 16 * 1024 * 1024).await {
+        Ok(b) => b.to_vec(),
+        Err(e) => {
+            let answer = Answer::fail(codes::INVALID_REQUEST, format!("Unreadable request body: {e}"));
+            return sim.finish(&method, &path_and_query, &answer);
+        }
+    };
+    let api_req = ApiRequest {
+        method: method.clone(),
+        api: api.clone(),
+        query: Query::<HashMap<String, String>>::try_from_uri(&uri)
+            .map(|q| q.0)
+            .unwrap_or_default(),
+        body,
+        x_authorization: header("x-authorization"),
+        has_authorization: headers.contains_key("authorization"),
+    };
+    // rate limit (per account) and X-Authorization
+    if let Err(answer) = sim.lock().admit(&api_req) {
+        return sim.finish(&method, &path_and_query, &answer);
+    }
+    // platform faults, then the handler
+    let answer = match sim.take_fault(&api, false) {
+        Some(BicsFault::VerifyCompletion { code, outcome, .. }) => {
+            if outcome == Outcome::Committed {
+                // Processed normally (an invalid request still changes nothing); answer replaced.
+                let _ = sim.lock().handle(&api_req);
+            }
+            verify_completion_answer(code)
+        }
+        Some(BicsFault::Slow { delay, outcome, .. }) => {
+            // The platform keeps processing whatever the client does, so a committed change
+            // lands on receipt, before the stall: a client that times out and polls sees it,
+            // and a dropped connection (which cancels this future) cannot lose it.
+            let answer = match outcome {
+                Outcome::Committed => sim.lock().handle(&api_req),
+                Outcome::NotCommitted => verify_completion_answer(10240),
+            };
+            let resp = sim.finish(&method, &path_and_query, &answer);
+            tokio::time::sleep(delay).await;
+            return resp;
+        }
+        _ => sim.lock().handle(&api_req),
+    };
+    // request log
+    sim.finish(&method, &path_and_query, &answer)
+}
+
+async fn admin_state(AxumState(sim): AxumState<BicsSim>) -> Response {
+    admin_json(200, sim.state_summary())
+}
+
+async fn admin_fault(AxumState(sim): AxumState<BicsSim>, body: Body) -> Response {
+    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
+        Ok(b) => b,
+        Err(e) => return admin_json(400, json!({"message": format!("unreadable body: {e}")})),
+    };
+    match serde_json::from_slice::<FaultBody>(&bytes) {
+        Ok(f) => {
+            sim.inject(f.into());
+            admin_json(204, Value::Null)
+        }
+        Err(e) => admin_json(400, json!({"message": format!("invalid fault: {e}")})),
+    }
+}
+
+async fn admin_expire(AxumState(sim): AxumState<BicsSim>) -> Response {
+    sim.inject(BicsFault::ExpireTokens);
+    admin_json(204, Value::Null)
+}
+
+async fn admin_requests(AxumState(sim): AxumState<BicsSim>) -> Response {
+    let list: Vec<Value> = sim
+        .requests()
+        .into_iter()
+        .map(|(m, p, s)| json!({"method": m, "path": p, "status": s}))
+        .collect();
+    admin_json(200, Value::Array(list))
+}
+
+async fn admin_profiles(AxumState(sim): AxumState<BicsSim>) -> Response {
+    admin_json(200, Value::Array(sim.service_profiles()))
+}
+
+async fn admin_endpoints(AxumState(sim): AxumState<BicsSim>) -> Response {
+    admin_json(200, Value::Array(sim.endpoints()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_json_forms() {
+        let f: FaultBody = serde_json::from_value(json!({
+            "type": "VerifyCompletion", "api": "CreateServiceProfile", "code": 10240, "outcome": "NotCommitted"
+        }))
+        .unwrap();
+        assert_eq!(
+            BicsFault::from(f),
+            BicsFault::VerifyCompletion {
+                api: "CreateServiceProfile".into(),
+                code: 10240,
+                outcome: Outcome::NotCommitted,
+                count: 1
+            }
+        );
+        let f: FaultBody =
+            serde_json::from_value(json!({"type": "Slow", "api": "x", "delay_ms": 1500, "count": 2})).unwrap();
+        assert!(
+            matches!(BicsFault::from(f), BicsFault::Slow { delay, outcome: Outcome::Committed, count: 2, .. } if delay == Duration::from_millis(1500))
+        );
+        let f: FaultBody = serde_json::from_value(json!({"type": "ExpireTokens"})).unwrap();
+        assert_eq!(BicsFault::from(f), BicsFault::ExpireTokens);
+        assert!(serde_json::from_value::<FaultBody>(json!({"type": "Http", "api": "x"})).is_err());
+    }
+
+    #[test]
+    fn faults_match_by_api_and_run_out() {
+        let sim = BicsSim::new(BicsConfig::default());
+        sim.inject(BicsFault::Http {
+            api: "/api/fetchSIM".into(),
+            status: 503,
+            count: 2,
+        });
+        sim.inject(BicsFault::Slow {
+            api: "*".into(),
+            delay: Duration::ZERO,
+            outcome: Outcome::Committed,
+            count: 0,
+        });
+        assert!(sim.take_fault("fetchSIM", false).is_none());
+        assert!(sim.take_fault("login", true).is_none());
+        assert!(sim.take_fault("fetchSIM", true).is_some());
+        assert!(sim.take_fault("fetchSIM", true).is_some());
+        assert!(sim.take_fault("fetchSIM", true).is_none());
+    }
+
+    #[test]
+    fn hooks_attach_detach_and_drift() {
+        let sim = BicsSim::new(BicsConfig::default());
+        assert_eq!(sim.service_profile_by_name("DEFAULT").len(), 1);
+        let plan = sim.attach_profile_to_plan("SP_1001");
+        assert_eq!(sim.lock().plans_using("SP_1001").len(), 2);
+        sim.detach_plan(&plan);
+        sim.detach_plan("572960");
+        assert!(sim.lock().plans_using("SP_1001").is_empty());
+        assert!(sim.endpoints().iter().all(|e| e["planId"] == "-"));
+        let e = sim.endpoints()[0].clone();
+        sim.set_endpoint_state(e["endPointId"].as_str().unwrap(), "Suspended");
+        let after = sim.endpoint_by_iccid(e["iccid"].as_str().unwrap()).unwrap();
+        assert_eq!(after["status"], "Suspended");
+        assert_eq!(after["simStatus"], "Suspended");
+    }
+}

@@ -1,0 +1,116 @@
+//! Shared bulk observation: one inventory sweep per ProviderConfig per resync interval, shared
+//! by every ConnectivitySubscription on it. Concurrent reconciles wait for the sweep in flight
+//! instead of starting their own, so N subscriptions cost the pages of one sweep, not N GETs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::backend::{BackendError, Inventory, SubscriptionBackend};
+
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Inventory>)>>>;
+
+#[derive(Default)]
+pub struct Inventories {
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Per account: vendor writes in flight, and objects waiting for a pending change.
+    activity: Mutex<HashMap<String, Activity>>,
+}
+
+#[derive(Default)]
+struct Activity {
+    writes_in_flight: usize,
+    /// Objects (namespace/name) with a pending change.
+    pending: std::collections::HashSet<String>,
+}
+
+impl Inventories {
+    /// The account's inventory, swept again when older than `max_age`.
+    pub async fn get(
+        &self,
+        key: &str,
+        backend: &dyn SubscriptionBackend,
+        max_age: Duration,
+    ) -> Result<Arc<Inventory>, BackendError> {
+        let slot: Slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        let mut cached = slot.lock().await;
+        if let Some((at, inventory)) = cached.as_ref()
+            && at.elapsed() < max_age
+        {
+            return Ok(inventory.clone());
+        }
+        let started = Instant::now();
+        let inventory = Arc::new(backend.inventory().await?);
+        tracing::info!(
+            provider = key,
+            subscriptions = inventory.len(),
+            requests = inventory.requests,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "swept the vendor inventory"
+        );
+        *cached = Some((Instant::now(), inventory.clone()));
+        Ok(inventory)
+    }
+
+    /// Age of the cached inventory and what its sweep cost, if there is one.
+    pub fn cached(&self, key: &str) -> Option<(Duration, u64)> {
+        let slot = self.slots.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()?;
+        let cached = slot.try_lock().ok()?;
+        cached.as_ref().map(|(at, inv)| (at.elapsed(), inv.requests))
+    }
+
+    /// Count a vendor write starting (`+1`) or ending (`-1`) on an account.
+    pub fn write_started(&self, key: &str) {
+        self.activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .writes_in_flight += 1;
+    }
+
+    pub fn write_finished(&self, key: &str) {
+        if let Some(a) = self.activity.lock().unwrap_or_else(|p| p.into_inner()).get_mut(key) {
+            a.writes_in_flight = a.writes_in_flight.saturating_sub(1);
+        }
+    }
+
+    pub fn writes_in_flight(&self, key: &str) -> usize {
+        self.activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map_or(0, |a| a.writes_in_flight)
+    }
+
+    /// Record whether object `object` on account `key` waits for a pending change.
+    pub fn set_pending(&self, key: &str, object: &str, pending: bool) {
+        let mut map = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        let a = map.entry(key.to_string()).or_default();
+        if pending {
+            a.pending.insert(object.to_string());
+        } else {
+            a.pending.remove(object);
+        }
+    }
+
+    /// Objects on an account waiting for a pending change.
+    pub fn pending(&self, key: &str) -> usize {
+        self.activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map_or(0, |a| a.pending.len())
+    }
+
+    /// Drop an account's cached inventory (its ProviderConfig changed or went away).
+    pub fn forget(&self, key: &str) {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}

@@ -1,0 +1,882 @@
+//! ConnectivitySubscription pipeline. One reconcile reads as:
+//! resolve (ProviderConfig -> backend; `serviceProfileRef` -> vendor profile id) -> observe (the
+//! account's shared inventory sweep; while a change is pending, a single read, or a fresh sweep
+//! when many SIMs are pending at once) -> plan (pure [`decide`], with the termination guard) ->
+//! act (vendor write; asynchronous vendors leave a pending change) -> status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as FinalizerEvent};
+
+use super::resolve::{Provider, ResolveError};
+use super::status::{apply_status, event};
+use super::{Context, key_of};
+use crate::backend::{
+    BackendError, DesiredSubscription, ErrorKind, ObservedSubscription, SimIdentity, SubscriptionChange, WriteOutcome,
+};
+use crate::crd::conditions::{self, Condition, ConditionStatus, READY, SYNCED};
+use crate::crd::{
+    ConnectivitySubscription, ConnectivitySubscriptionStatus, FINALIZER, ManagementPolicy, PendingChange,
+    PendingOutcome, ServiceProfile, SubscriptionDeletionPolicy, SubscriptionMode, Vendor,
+};
+
+pub const KIND: &str = "ConnectivitySubscription";
+
+/// Reason of `Synced=False` while a vendor change is in flight.
+pub const PENDING: &str = "Pending";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("ServiceProfile {name} (spec.serviceProfileRef) not found")]
+    ServiceProfileNotFound { name: String },
+    #[error("failed to get ServiceProfile {name}: {source}")]
+    GetServiceProfile { name: String, source: kube::Error },
+    #[error("ServiceProfile {name} has no vendor id yet; waiting for it to become Ready")]
+    ServiceProfileNotReady { name: String },
+    #[error("ServiceProfile {name} belongs to ProviderConfig {actual}, not {expected}")]
+    ServiceProfileElsewhere {
+        name: String,
+        actual: String,
+        expected: String,
+    },
+    #[error("{vendor} has no SIM with {identity}")]
+    SimNotFound { vendor: Vendor, identity: String },
+    #[error(transparent)]
+    Vendor(#[from] BackendError),
+    #[error(
+        "mode Terminated is irreversible: set the annotation connectivity-operator.dev/confirm-termination to this SIM's ICCID or IMSI to allow it; nothing was sent"
+    )]
+    TerminationNotConfirmed,
+    #[error("the SIM is terminated at {vendor}, which is irreversible; it cannot become {desired} again")]
+    Terminated { vendor: Vendor, desired: SubscriptionMode },
+    #[error("failed to write status of ConnectivitySubscription {name}: {source}")]
+    WriteStatus { name: String, source: kube::Error },
+    #[error("failed to manage the finalizer of ConnectivitySubscription {name}: {source}")]
+    Finalizer {
+        name: String,
+        source: Box<finalizer::Error<Error>>,
+    },
+}
+
+impl Error {
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Finalizer { source, .. } => match source.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.root(),
+                _ => self,
+            },
+            _ => self,
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self.root() {
+            Error::Resolve(e) => e.reason(),
+            Error::ServiceProfileNotFound { .. } => "ServiceProfileNotFound",
+            Error::GetServiceProfile { .. } => "KubernetesApiError",
+            Error::ServiceProfileNotReady { .. } => "ServiceProfileNotReady",
+            Error::ServiceProfileElsewhere { .. } => "InvalidReference",
+            Error::SimNotFound { .. } => "SimNotFound",
+            Error::Vendor(e) => e.kind.reason(),
+            Error::TerminationNotConfirmed => "TerminationNotConfirmed",
+            Error::Terminated { .. } => "Terminated",
+            Error::WriteStatus { .. } => "StatusWriteFailed",
+            Error::Finalizer { .. } => "FinalizerFailed",
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.root() {
+            Error::Vendor(BackendError {
+                kind: ErrorKind::RateLimited { retry_after },
+                ..
+            }) => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        match self.root() {
+            Error::TerminationNotConfirmed | Error::Terminated { .. } | Error::ServiceProfileElsewhere { .. } => true,
+            Error::Resolve(ResolveError::SecretKeyMissing { .. }) => true,
+            Error::Vendor(e) => e.kind.is_permanent(),
+            _ => false,
+        }
+    }
+}
+
+/// What the act step will do: the pure outcome of the plan step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The SIM matches the spec (or the spec asks for nothing).
+    InSync,
+    /// Send these changes.
+    Apply(Vec<SubscriptionChange>),
+    /// The same changes were already sent and are not applied yet: wait, do not resend.
+    AwaitPending(Vec<SubscriptionChange>),
+    /// Observe-only: these changes would be needed.
+    Report(Vec<SubscriptionChange>),
+    /// `Terminated` asked without the confirmation annotation: send nothing.
+    TerminationNotConfirmed,
+    /// The SIM is terminated and the spec asks for another mode.
+    Irreversible(SubscriptionMode),
+}
+
+/// The plan step. Pure.
+#[allow(clippy::too_many_arguments)]
+pub fn decide(
+    mode: Option<SubscriptionMode>,
+    service_profile_id: Option<&str>,
+    observed: &ObservedSubscription,
+    pending: Option<&PendingChange>,
+    termination_confirmed: bool,
+    policy: ManagementPolicy,
+    now: DateTime<Utc>,
+    pending_timeout: Duration,
+) -> Decision {
+    let terminated = observed.mode == Some(SubscriptionMode::Terminated);
+    let mut changes = Vec::new();
+    if let Some(want) = mode
+        && observed.mode != Some(want)
+    {
+        if terminated {
+            return Decision::Irreversible(want);
+        }
+        // The profile first: a vendor may need it to bring the SIM up (emnify creates the endpoint with it).
+        if let Some(profile) = service_profile_id
+            && observed.service_profile_id.as_deref() != Some(profile)
+        {
+            changes.push(SubscriptionChange::SetServiceProfile(profile.to_string()));
+        }
+        changes.push(SubscriptionChange::SetMode(want));
+    } else if let Some(profile) = service_profile_id
+        && observed.service_profile_id.as_deref() != Some(profile)
+        && !terminated
+    {
+        changes.push(SubscriptionChange::SetServiceProfile(profile.to_string()));
+    }
+    if changes.is_empty() {
+        return Decision::InSync;
+    }
+    if policy != ManagementPolicy::Full {
+        return Decision::Report(changes);
+    }
+    if changes.contains(&SubscriptionChange::SetMode(SubscriptionMode::Terminated)) && !termination_confirmed {
+        return Decision::TerminationNotConfirmed;
+    }
+    if let Some(p) = pending {
+        let same = changes.iter().all(|c| match c {
+            SubscriptionChange::SetMode(m) => p.mode == Some(*m),
+            SubscriptionChange::SetServiceProfile(id) => p.service_profile_id.as_deref() == Some(id.as_str()),
+        });
+        let fresh = (now - p.requested_at).to_std().is_ok_and(|age| age < pending_timeout);
+        if same && fresh {
+            return Decision::AwaitPending(changes);
+        }
+    }
+    Decision::Apply(changes)
+}
+
+fn identity(csub: &ConnectivitySubscription) -> SimIdentity {
+    SimIdentity {
+        imsi: csub.spec.imsi.clone(),
+        iccid: csub.spec.iccid.clone(),
+    }
+}
+
+fn account_key(csub: &ConnectivitySubscription) -> String {
+    format!(
+        "{}/{}",
+        csub.namespace().unwrap_or_else(|| "default".into()),
+        csub.spec.provider_config_ref.name
+    )
+}
+
+fn object_key(csub: &ConnectivitySubscription) -> String {
+    format!("{}/{}", csub.namespace().unwrap_or_default(), csub.name_any())
+}
+
+pub async fn reconcile(csub: Arc<ConnectivitySubscription>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let name = csub.name_any();
+    let api: Api<ConnectivitySubscription> = Api::namespaced(
+        ctx.client.clone(),
+        &csub.namespace().unwrap_or_else(|| "default".into()),
+    );
+    let result = finalizer::finalizer(&api, FINALIZER, csub, |ev| async {
+        match ev {
+            FinalizerEvent::Apply(c) => apply(&c, &ctx).await,
+            FinalizerEvent::Cleanup(c) => cleanup(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|source| Error::Finalizer {
+        name,
+        source: Box::new(source),
+    });
+    ctx.metrics.reconciled(KIND, started.elapsed());
+    result
+}
+
+pub fn error_policy(csub: Arc<ConnectivitySubscription>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(KIND, err.reason());
+    tracing::warn!(connectivitysubscription = %csub.name_any(), namespace = csub.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
+    Action::requeue(ctx.retry_delay(&key_of(csub.as_ref()), err.retry_after(), err.is_permanent()))
+}
+
+/// Resolve step: the account and the vendor id of the referenced ServiceProfile.
+async fn resolve(csub: &ConnectivitySubscription, ctx: &Context) -> Result<(Arc<Provider>, Option<String>), Error> {
+    let namespace = csub.namespace().unwrap_or_else(|| "default".into());
+    let provider = ctx
+        .providers
+        .resolve(&ctx.client, &namespace, &csub.spec.provider_config_ref.name)
+        .await?;
+    let Some(reference) = &csub.spec.service_profile_ref else {
+        return Ok((provider, None));
+    };
+    let profiles: Api<ServiceProfile> = Api::namespaced(ctx.client.clone(), &namespace);
+    let sp = profiles
+        .get_opt(&reference.name)
+        .await
+        .map_err(|source| Error::GetServiceProfile {
+            name: reference.name.clone(),
+            source,
+        })?
+        .ok_or_else(|| Error::ServiceProfileNotFound {
+            name: reference.name.clone(),
+        })?;
+    if sp.spec.provider_config_ref.name != csub.spec.provider_config_ref.name {
+        return Err(Error::ServiceProfileElsewhere {
+            name: reference.name.clone(),
+            actual: sp.spec.provider_config_ref.name.clone(),
+            expected: csub.spec.provider_config_ref.name.clone(),
+        });
+    }
+    let id = sp
+        .status
+        .and_then(|s| s.id)
+        .ok_or_else(|| Error::ServiceProfileNotReady {
+            name: reference.name.clone(),
+        })?;
+    Ok((provider, Some(id)))
+}
+
+/// Observe step: from the shared sweep, or a single read while a change is pending.
+async fn observe(
+    csub: &ConnectivitySubscription,
+    ctx: &Context,
+    provider: &Provider,
+    resync: Duration,
+) -> Result<ObservedSubscription, Error> {
+    let id = identity(csub);
+    let key = account_key(csub);
+    let backend = provider.subscriptions.as_ref();
+    let pending = csub.status.as_ref().is_some_and(|s| s.pending_change.is_some());
+    let found = if pending {
+        // Many SIMs waiting at once (a fleet-wide change): one fresh sweep serves them all and
+        // costs fewer calls than a read each.
+        let sweep_cost = ctx.inventories.cached(&key).map_or(u64::MAX, |(_, cost)| cost);
+        if ctx.inventories.pending(&key) as u64 > sweep_cost {
+            let inventory = ctx
+                .inventories
+                .get(&key, backend, ctx.settings.pending_poll_interval)
+                .await?;
+            inventory.find(&id).cloned()
+        } else {
+            backend.observe(&id).await?
+        }
+    } else {
+        let inventory = ctx.inventories.get(&key, backend, resync).await?;
+        match inventory.find(&id) {
+            Some(o) => Some(o.clone()),
+            // The SIM may be newer than the sweep.
+            None => backend.observe(&id).await?,
+        }
+    };
+    found.ok_or_else(|| Error::SimNotFound {
+        vendor: provider.vendor,
+        identity: id.to_string(),
+    })
+}
+
+async fn apply(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Action, Error> {
+    let generation = csub.metadata.generation;
+    let status = csub.status.clone().unwrap_or_default();
+    if csub.spec.management_policy == ManagementPolicy::Paused {
+        let mut status = status;
+        status.observed_generation = generation;
+        status.conditions = conditions::merge(
+            &status.conditions,
+            vec![Condition::new(
+                SYNCED,
+                ConditionStatus::False,
+                "Paused",
+                "managementPolicy is Paused: no vendor calls",
+                generation,
+            )],
+        );
+        write_status(ctx, csub, &status).await?;
+        return Ok(Action::await_change());
+    }
+    let resync = ctx.resync_for(csub.metadata.annotations.as_ref());
+    let synced_reason = conditions::find(&status.conditions, SYNCED).map(|c| (c.status, c.reason.as_str()));
+    let (quiet, interval) = match &status.pending_change {
+        Some(_) => (
+            synced_reason == Some((ConditionStatus::False, PENDING)),
+            ctx.settings.pending_poll_interval,
+        ),
+        None => (synced_reason.is_some_and(|(s, _)| s == ConditionStatus::True), resync),
+    };
+    if let Some(wait) = super::next_sync_in(
+        quiet,
+        status.observed_generation,
+        generation,
+        status.last_observed_time,
+        interval,
+        Utc::now(),
+    ) {
+        return Ok(Action::requeue(wait));
+    }
+    let key = account_key(csub);
+    // While a fleet-wide change is still being written, verification reads would only compete
+    // with the writes for the rate limit: wait until the writes are out.
+    if status.pending_change.is_some()
+        && ctx.inventories.writes_in_flight(&key) > 0
+        && status.observed_generation == generation
+    {
+        return Ok(Action::requeue(ctx.settings.pending_poll_interval));
+    }
+    match converge(csub, ctx, resync).await {
+        Ok((status, action)) => {
+            ctx.reset_backoff(&key_of(csub));
+            ctx.inventories
+                .set_pending(&key, &object_key(csub), status.pending_change.is_some());
+            write_status(ctx, csub, &status).await?;
+            Ok(action)
+        }
+        Err(err) => {
+            report_failure(ctx, csub, &err).await;
+            Err(err)
+        }
+    }
+}
+
+/// Everything the plan step produced, for `act` or for the offline `plan` command.
+pub struct Planned {
+    pub provider: Arc<Provider>,
+    pub profile_id: Option<String>,
+    pub observed: ObservedSubscription,
+    pub decision: Decision,
+}
+
+/// Resolve, observe and plan (no vendor writes). Shared by reconcile and `plan`.
+pub async fn plan(csub: &ConnectivitySubscription, ctx: &Context, resync: Duration) -> Result<Planned, Error> {
+    // resolve
+    let (provider, profile_id) = resolve(csub, ctx).await?;
+    // observe
+    let observed = observe(csub, ctx, &provider, resync).await?;
+    // plan
+    let previous = csub.status.clone().unwrap_or_default();
+    let decision = decide(
+        csub.spec.mode,
+        profile_id.as_deref(),
+        &observed,
+        previous.pending_change.as_ref(),
+        csub.termination_confirmed(),
+        csub.spec.management_policy,
+        Utc::now(),
+        ctx.settings.pending_timeout,
+    );
+    Ok(Planned {
+        provider,
+        profile_id,
+        observed,
+        decision,
+    })
+}
+
+/// Resolve, observe, plan, act; returns the new status and when to come back.
+async fn converge(
+    csub: &ConnectivitySubscription,
+    ctx: &Context,
+    resync: Duration,
+) -> Result<(ConnectivitySubscriptionStatus, Action), Error> {
+    let generation = csub.metadata.generation;
+    let now = Utc::now();
+    let Planned {
+        provider,
+        profile_id,
+        observed,
+        decision,
+    } = plan(csub, ctx, resync).await?;
+    let previous = csub.status.clone().unwrap_or_default();
+    let vendor = provider.vendor;
+    let mut status = with_observed(previous, &observed, now);
+    status.observed_generation = generation;
+    let poll = Action::requeue(ctx.settings.pending_poll_interval);
+    // act
+    match decision {
+        Decision::InSync => {
+            status.pending_change = None;
+            let ready = match csub.spec.mode {
+                Some(mode) => Condition::new(
+                    READY,
+                    ConditionStatus::True,
+                    "Available",
+                    format!("the SIM is {mode}"),
+                    generation,
+                ),
+                None => Condition::new(
+                    READY,
+                    ConditionStatus::True,
+                    "Observed",
+                    "observe only: no desired mode",
+                    generation,
+                ),
+            };
+            status.conditions = conditions::merge(&status.conditions, vec![ready, synced_ok(generation)]);
+            Ok((status, Action::requeue(resync)))
+        }
+        Decision::Report(changes) => {
+            let message = format!("observe-only; would {}", list(&changes));
+            status.conditions = conditions::merge(
+                &status.conditions,
+                vec![
+                    Condition::new(READY, ConditionStatus::False, "Drifted", message, generation),
+                    synced_ok(generation),
+                ],
+            );
+            Ok((status, Action::requeue(resync)))
+        }
+        Decision::TerminationNotConfirmed => Err(Error::TerminationNotConfirmed),
+        Decision::Irreversible(desired) => Err(Error::Terminated { vendor, desired }),
+        Decision::AwaitPending(changes) => {
+            let message = format!("waiting for {vendor} to apply: {}", list(&changes));
+            status.conditions = conditions::merge(
+                &status.conditions,
+                vec![
+                    Condition::new(READY, ConditionStatus::False, PENDING, message.clone(), generation),
+                    Condition::new(SYNCED, ConditionStatus::False, PENDING, message, generation),
+                ],
+            );
+            Ok((status, poll))
+        }
+        Decision::Apply(changes) => {
+            let desired = DesiredSubscription {
+                name: csub.name_any(),
+                identity: identity(csub),
+                mode: csub.spec.mode,
+                service_profile_id: profile_id.clone(),
+                spec: &csub.spec,
+                default_tariff_profile_id: provider.default_tariff_profile_id,
+            };
+            let key = account_key(csub);
+            ctx.inventories.write_started(&key);
+            let written = provider.subscriptions.update(&desired, &observed, &changes).await;
+            ctx.inventories.write_finished(&key);
+            let pending = |outcome| PendingChange {
+                mode: changes.iter().find_map(|c| match c {
+                    SubscriptionChange::SetMode(m) => Some(*m),
+                    SubscriptionChange::SetServiceProfile(_) => None,
+                }),
+                service_profile_id: changes.iter().find_map(|c| match c {
+                    SubscriptionChange::SetServiceProfile(id) => Some(id.clone()),
+                    SubscriptionChange::SetMode(_) => None,
+                }),
+                requested_at: now,
+                outcome,
+            };
+            match written {
+                Ok(WriteOutcome::Applied(after)) => {
+                    event(
+                        ctx,
+                        csub,
+                        EventType::Normal,
+                        "Updated",
+                        "Update",
+                        format!("{vendor}: {}", list(&changes)),
+                    )
+                    .await;
+                    let mut status = with_observed(status, &after, now);
+                    status.pending_change = None;
+                    let ready = if after.mode == csub.spec.mode || csub.spec.mode.is_none() {
+                        Condition::new(
+                            READY,
+                            ConditionStatus::True,
+                            "Available",
+                            format!("the SIM is {}", after.vendor_mode),
+                            generation,
+                        )
+                    } else {
+                        Condition::new(
+                            READY,
+                            ConditionStatus::False,
+                            "Drifted",
+                            format!("the SIM is {}", after.vendor_mode),
+                            generation,
+                        )
+                    };
+                    status.conditions = conditions::merge(&status.conditions, vec![ready, synced_ok(generation)]);
+                    Ok((status, Action::requeue(resync)))
+                }
+                Ok(WriteOutcome::Accepted) => {
+                    let message = format!("{vendor} accepted: {}; applied asynchronously", list(&changes));
+                    event(
+                        ctx,
+                        csub,
+                        EventType::Normal,
+                        "ChangeRequested",
+                        "Update",
+                        message.clone(),
+                    )
+                    .await;
+                    status.pending_change = Some(pending(PendingOutcome::Accepted));
+                    status.conditions = conditions::merge(
+                        &status.conditions,
+                        vec![
+                            Condition::new(READY, ConditionStatus::False, PENDING, message.clone(), generation),
+                            Condition::new(SYNCED, ConditionStatus::False, PENDING, message, generation),
+                        ],
+                    );
+                    Ok((status, poll))
+                }
+                Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
+                    let message = format!("{e}; observing before sending it again");
+                    event(
+                        ctx,
+                        csub,
+                        EventType::Warning,
+                        "OutcomeUnknown",
+                        "Update",
+                        message.clone(),
+                    )
+                    .await;
+                    status.pending_change = Some(pending(PendingOutcome::Unknown));
+                    status.conditions = conditions::merge(
+                        &status.conditions,
+                        vec![
+                            Condition::new(READY, ConditionStatus::False, PENDING, message.clone(), generation),
+                            Condition::new(SYNCED, ConditionStatus::False, PENDING, message, generation),
+                        ],
+                    );
+                    Ok((status, poll))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+fn list(changes: &[SubscriptionChange]) -> String {
+    changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn synced_ok(generation: Option<i64>) -> Condition {
+    Condition::new(SYNCED, ConditionStatus::True, "ReconcileSuccess", "", generation)
+}
+
+fn with_observed(
+    mut status: ConnectivitySubscriptionStatus,
+    o: &ObservedSubscription,
+    now: DateTime<Utc>,
+) -> ConnectivitySubscriptionStatus {
+    status.mode = Some(o.vendor_mode.clone());
+    status.imsi = o.imsi.clone().or(status.imsi);
+    status.iccid = o.iccid.clone().or(status.iccid);
+    status.msisdn = o.msisdn.clone().or(status.msisdn);
+    status.imei = o.imei.clone().or(status.imei);
+    status.service_profile_id = o.service_profile_id.clone();
+    status.id = o.id.clone().or(status.id);
+    status.endpoint_id = o.endpoint_id.clone();
+    status.first_activation_date = o.first_activation_date.clone().or(status.first_activation_date);
+    status.last_observed_time = Some(now);
+    status
+}
+
+async fn write_status(
+    ctx: &Context,
+    csub: &ConnectivitySubscription,
+    status: &ConnectivitySubscriptionStatus,
+) -> Result<(), Error> {
+    apply_status(ctx, csub, status)
+        .await
+        .map_err(|source| Error::WriteStatus {
+            name: csub.name_any(),
+            source,
+        })
+}
+
+async fn report_failure(ctx: &Context, csub: &ConnectivitySubscription, err: &Error) {
+    let generation = csub.metadata.generation;
+    let mut status = csub.status.clone().unwrap_or_default();
+    let message = err.to_string();
+    let mut fresh = vec![Condition::new(
+        SYNCED,
+        ConditionStatus::False,
+        err.reason(),
+        message.clone(),
+        generation,
+    )];
+    if conditions::find(&status.conditions, READY).is_none() || err.is_permanent() {
+        fresh.push(Condition::new(
+            READY,
+            ConditionStatus::False,
+            err.reason(),
+            message.clone(),
+            generation,
+        ));
+    }
+    status.conditions = conditions::merge(&status.conditions, fresh);
+    status.observed_generation = generation;
+    if let Err(e) = write_status(ctx, csub, &status).await {
+        tracing::warn!(error = %e, "failed to record the failure in status");
+    }
+    event(ctx, csub, EventType::Warning, err.reason(), "Reconcile", message).await;
+}
+
+/// Deleting never terminates: `Orphan` leaves the SIM, `Deactivate` deactivates it.
+async fn cleanup(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Action, Error> {
+    ctx.inventories
+        .set_pending(&account_key(csub), &object_key(csub), false);
+    if csub.spec.deletion_policy == SubscriptionDeletionPolicy::Orphan
+        || csub.spec.management_policy != ManagementPolicy::Full
+    {
+        return Ok(Action::await_change());
+    }
+    let result = async {
+        let namespace = csub.namespace().unwrap_or_else(|| "default".into());
+        let provider = ctx
+            .providers
+            .resolve(&ctx.client, &namespace, &csub.spec.provider_config_ref.name)
+            .await?;
+        let Some(observed) = provider.subscriptions.observe(&identity(csub)).await? else {
+            return Ok(None);
+        };
+        if matches!(
+            observed.mode,
+            Some(SubscriptionMode::Deactivated | SubscriptionMode::Terminated)
+        ) {
+            return Ok(None);
+        }
+        let desired = DesiredSubscription {
+            name: csub.name_any(),
+            identity: identity(csub),
+            mode: Some(SubscriptionMode::Deactivated),
+            service_profile_id: None,
+            spec: &csub.spec,
+            default_tariff_profile_id: provider.default_tariff_profile_id,
+        };
+        provider
+            .subscriptions
+            .update(
+                &desired,
+                &observed,
+                &[SubscriptionChange::SetMode(SubscriptionMode::Deactivated)],
+            )
+            .await?;
+        Ok::<_, Error>(Some(provider.vendor))
+    }
+    .await;
+    match result {
+        Ok(deactivated) => {
+            if let Some(vendor) = deactivated {
+                event(
+                    ctx,
+                    csub,
+                    EventType::Normal,
+                    "Deactivated",
+                    "Delete",
+                    format!("deactivated the SIM at {vendor}"),
+                )
+                .await;
+            }
+            Ok(Action::await_change())
+        }
+        Err(err) => {
+            report_failure(ctx, csub, &err).await;
+            Err(err)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn sim(mode: Option<SubscriptionMode>, profile: Option<&str>) -> ObservedSubscription {
+        ObservedSubscription {
+            imsi: Some("242010000000001".into()),
+            iccid: Some("89470100000000000017".into()),
+            mode,
+            vendor_mode: format!("{mode:?}"),
+            service_profile_id: profile.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(300);
+    use SubscriptionMode::*;
+
+    fn d(mode: Option<SubscriptionMode>, profile: Option<&str>, observed: &ObservedSubscription) -> Decision {
+        decide(
+            mode,
+            profile,
+            observed,
+            None,
+            false,
+            ManagementPolicy::Full,
+            t(0),
+            TIMEOUT,
+        )
+    }
+
+    #[test]
+    fn absent_mode_only_observes() {
+        assert_eq!(d(None, None, &sim(Some(Paused), Some("22A8BC76"))), Decision::InSync);
+    }
+
+    #[test]
+    fn mode_and_profile_changes_profile_first() {
+        assert_eq!(
+            d(Some(Active), Some("22GLBDAT"), &sim(Some(Paused), Some("22A8BC76"))),
+            Decision::Apply(vec![
+                SubscriptionChange::SetServiceProfile("22GLBDAT".into()),
+                SubscriptionChange::SetMode(Active)
+            ])
+        );
+        assert_eq!(
+            d(Some(Active), Some("22GLBDAT"), &sim(Some(Active), Some("22A8BC76"))),
+            Decision::Apply(vec![SubscriptionChange::SetServiceProfile("22GLBDAT".into())])
+        );
+        assert_eq!(
+            d(Some(Active), Some("22A8BC76"), &sim(Some(Active), Some("22A8BC76"))),
+            Decision::InSync
+        );
+    }
+
+    #[test]
+    fn unknown_vendor_states_never_match() {
+        // e.g. Telenor ACTIVE_NO_BILLING or emnify's half-configured pairs
+        assert_eq!(
+            d(Some(Active), None, &sim(None, None)),
+            Decision::Apply(vec![SubscriptionChange::SetMode(Active)])
+        );
+    }
+
+    #[test]
+    fn termination_needs_confirmation() {
+        let s = sim(Some(Active), None);
+        assert_eq!(d(Some(Terminated), None, &s), Decision::TerminationNotConfirmed);
+        assert_eq!(
+            decide(
+                Some(Terminated),
+                None,
+                &s,
+                None,
+                true,
+                ManagementPolicy::Full,
+                t(0),
+                TIMEOUT
+            ),
+            Decision::Apply(vec![SubscriptionChange::SetMode(Terminated)])
+        );
+        assert_eq!(
+            d(Some(Terminated), Some("22X"), &s),
+            Decision::TerminationNotConfirmed,
+            "nothing at all is sent, not even the profile change"
+        );
+    }
+
+    #[test]
+    fn terminated_is_final() {
+        assert_eq!(
+            d(Some(Active), None, &sim(Some(Terminated), None)),
+            Decision::Irreversible(Active)
+        );
+        assert_eq!(
+            d(Some(Terminated), None, &sim(Some(Terminated), None)),
+            Decision::InSync
+        );
+        assert_eq!(
+            d(None, Some("22X"), &sim(Some(Terminated), Some("22Y"))),
+            Decision::InSync,
+            "no profile change on a terminated SIM"
+        );
+    }
+
+    #[test]
+    fn pending_changes_are_not_resent_until_they_time_out() {
+        let s = sim(Some(Paused), None);
+        let pending = PendingChange {
+            mode: Some(Active),
+            service_profile_id: None,
+            requested_at: t(0),
+            outcome: PendingOutcome::Unknown,
+        };
+        let at = |secs| {
+            decide(
+                Some(Active),
+                None,
+                &s,
+                Some(&pending),
+                false,
+                ManagementPolicy::Full,
+                t(secs),
+                TIMEOUT,
+            )
+        };
+        assert_eq!(
+            at(10),
+            Decision::AwaitPending(vec![SubscriptionChange::SetMode(Active)])
+        );
+        assert_eq!(
+            at(301),
+            Decision::Apply(vec![SubscriptionChange::SetMode(Active)]),
+            "resent after the timeout"
+        );
+        // A different desired mode than the one pending is sent at once.
+        assert_eq!(
+            decide(
+                Some(Deactivated),
+                None,
+                &s,
+                Some(&pending),
+                false,
+                ManagementPolicy::Full,
+                t(10),
+                TIMEOUT
+            ),
+            Decision::Apply(vec![SubscriptionChange::SetMode(Deactivated)])
+        );
+    }
+
+    #[test]
+    fn observe_only_reports() {
+        assert_eq!(
+            decide(
+                Some(Active),
+                None,
+                &sim(Some(Paused), None),
+                None,
+                false,
+                ManagementPolicy::ObserveOnly,
+                t(0),
+                TIMEOUT
+            ),
+            Decision::Report(vec![SubscriptionChange::SetMode(Active)])
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! `ConnectivitySubscription`: one SIM's connectivity kept in Git. The desired `mode` (and
+//! optionally the service profile) is applied at the vendor; the vendor's own mode value and the
+//! SIM's identifiers are written back into status.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::LocalObjectReference;
+use super::ManagementPolicy;
+use super::conditions::Condition;
+
+/// Annotation that allows `mode: Terminated`: its value must equal the subscription's ICCID or IMSI.
+pub const CONFIRM_TERMINATION_ANNOTATION: &str = "connectivity-operator.dev/confirm-termination";
+
+/// The connectivity of one SIM at a connectivity vendor.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "connectivity-operator.dev",
+    version = "v1alpha1",
+    kind = "ConnectivitySubscription",
+    namespaced,
+    shortname = "csub",
+    category = "connectivity",
+    status = "ConnectivitySubscriptionStatus",
+    doc = "The connectivity of one SIM (identified by IMSI and/or ICCID): its desired mode and service profile, reconciled by connectivity-operator.",
+    printcolumn = r#"{"name":"ICCID","type":"string","jsonPath":".status.iccid"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.mode"}"#,
+    printcolumn = r#"{"name":"Desired","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Profile","type":"string","jsonPath":".spec.serviceProfileRef.name"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.imsi) || has(self.iccid)", "message": "set spec.imsi or spec.iccid (or both)"},
+    {"rule": "!has(oldSelf.imsi) || (has(self.imsi) && self.imsi == oldSelf.imsi)", "message": "spec.imsi is immutable"},
+    {"rule": "!has(oldSelf.iccid) || (has(self.iccid) && self.iccid == oldSelf.iccid)", "message": "spec.iccid is immutable"}
+]))]
+pub struct ConnectivitySubscriptionSpec {
+    /// The ProviderConfig (vendor account) the SIM belongs to, in the same namespace.
+    pub provider_config_ref: LocalObjectReference,
+    /// IMSI of the SIM (6 to 15 digits). Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{6,15}$"))]
+    pub imsi: Option<String>,
+    /// ICCID of the SIM (`89` followed by 16 to 18 digits). Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^89[0-9]{16,18}$"))]
+    pub iccid: Option<String>,
+    /// Desired connectivity mode. Absent: observe only (status shows the vendor's mode, nothing is
+    /// changed). `Terminated` is irreversible at every vendor and is only sent when the annotation
+    /// `connectivity-operator.dev/confirm-termination` equals this SIM's ICCID or IMSI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SubscriptionMode>,
+    /// A ServiceProfile in the same namespace whose vendor profile (its `status.id`) this SIM should
+    /// use. Absent: not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_profile_ref: Option<LocalObjectReference>,
+    /// What happens at the vendor when this object is deleted: `Orphan` (default) leaves the SIM as
+    /// it is; `Deactivate` sets it to `Deactivated`. Deleting never terminates a SIM.
+    #[serde(default)]
+    pub deletion_policy: SubscriptionDeletionPolicy,
+    /// `Full` (default): apply the spec. `ObserveOnly`: only report. `Paused`: no vendor calls.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+    /// emnify settings, used when the SIM has no endpoint (device) yet and one must be created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emnify: Option<EmnifySubscription>,
+}
+
+/// Connectivity modes, the same words at every vendor (the README has the per-vendor table).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum SubscriptionMode {
+    /// Can reach the network and is billed.
+    Active,
+    /// Blocked from the network; resumes at once.
+    Paused,
+    /// Blocked and (as far as the vendor allows) not billed.
+    Deactivated,
+    /// Permanently retired. Irreversible.
+    Terminated,
+}
+
+impl std::fmt::Display for SubscriptionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SubscriptionMode::Active => "Active",
+            SubscriptionMode::Paused => "Paused",
+            SubscriptionMode::Deactivated => "Deactivated",
+            SubscriptionMode::Terminated => "Terminated",
+        })
+    }
+}
+
+/// What happens at the vendor when the object is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SubscriptionDeletionPolicy {
+    /// Leave the SIM as it is.
+    #[default]
+    Orphan,
+    /// Set the SIM to `Deactivated`.
+    Deactivate,
+}
+
+/// emnify settings of a subscription.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmnifySubscription {
+    /// Tariff profile for an endpoint the operator creates for a SIM that has none. Default: the
+    /// ProviderConfig's `spec.emnify.defaultTariffProfileId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tariff_profile_id: Option<i64>,
+    /// Name of an endpoint the operator creates. Default: the object's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_name: Option<String>,
+}
+
+/// Observed state of a ConnectivitySubscription.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectivitySubscriptionStatus {
+    /// The vendor's own mode value, e.g. `ACTIVE_NO_BILLING` (Telenor) or `Activated/Enabled`
+    /// (emnify SIM status / endpoint status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// ICCID as the vendor reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iccid: Option<String>,
+    /// IMSI as the vendor reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imsi: Option<String>,
+    /// MSISDN (phone number with country code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msisdn: Option<String>,
+    /// IMEI of the device, when the vendor reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imei: Option<String>,
+    /// Id of the vendor service profile / service policy the SIM uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_profile_id: Option<String>,
+    /// The vendor's id of the SIM object, where it has one (emnify SIM id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The vendor's id of the device / endpoint the SIM belongs to, where it has one (emnify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_id: Option<String>,
+    /// When the SIM was first activated, as the vendor reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_activation_date: Option<String>,
+    /// A change the vendor accepted but has not applied yet (asynchronous vendors), or whose
+    /// outcome is unknown (a write that timed out). The operator observes before it retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_change: Option<PendingChange>,
+    /// `metadata.generation` last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: the SIM is in the desired mode with the desired profile. `Synced`: the last
+    /// reconcile succeeded (`False` with reason `Pending` while a vendor change is in flight).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// When the operator last read the SIM's state at the vendor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_observed_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A requested vendor change not yet seen applied.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingChange {
+    /// Requested mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SubscriptionMode>,
+    /// Requested service profile / policy id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_profile_id: Option<String>,
+    /// When the change was sent.
+    pub requested_at: chrono::DateTime<chrono::Utc>,
+    /// `Accepted` (the vendor answered 202) or `Unknown` (the write timed out, e.g. HTTP 504).
+    pub outcome: PendingOutcome,
+}
+
+/// How a pending change was answered.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PendingOutcome {
+    /// Accepted for asynchronous processing.
+    Accepted,
+    /// Unknown: the request timed out; it may or may not be applied.
+    Unknown,
+}
+
+impl ConnectivitySubscription {
+    /// Whether `Terminated` may be sent: the confirmation annotation names this SIM.
+    pub fn termination_confirmed(&self) -> bool {
+        let Some(value) = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CONFIRM_TERMINATION_ANNOTATION))
+        else {
+            return false;
+        };
+        let value = value.trim();
+        let status = self.status.as_ref();
+        [
+            self.spec.iccid.as_deref(),
+            self.spec.imsi.as_deref(),
+            status.and_then(|s| s.iccid.as_deref()),
+            status.and_then(|s| s.imsi.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|id| !value.is_empty() && id == value)
+    }
+}
