@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, exactly as CI runs it. Needs only a Rust toolchain and python3; installs
-# everything else it uses (a Python venv with emnify's official SDK) under target/.
+# The whole test suite, exactly as CI runs it. Needs a Rust toolchain, python3 and (for lua5.1 and
+# shellcheck, via apt) root; installs everything else it uses under target/: helm, kubectl,
+# kubernetes-validate, hadolint (scripts/tools.sh) and a Python venv with emnify's official SDK.
 #
 #   bash scripts/test.sh
 set -euo pipefail
@@ -18,7 +19,11 @@ step "CRDs in crds/ are generated from the Rust types"
 cargo run --quiet --locked -- crd --output-dir target/crds-check
 diff -ru crds target/crds-check
 
-step "tests (unit, simulator, client, reconcile, controller, offline CLI)"
+step "packaging: chart, CRD copies, kubernetes-validate, Argo CD health checks (Lua 5.1), Dockerfile lint"
+# Also renders the chart into target/chart-render/, which the RBAC coverage test reads.
+bash scripts/check-chart.sh
+
+step "tests (unit, simulator, client, reconcile, controller, offline CLI, RBAC coverage)"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
     cargo test --workspace --locked --doc

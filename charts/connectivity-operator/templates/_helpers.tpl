@@ -79,7 +79,7 @@ watched) and events. Leases are separate (templates/rbac.yaml, release namespace
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["connectivity-operator.dev"]
   resources: ["providerconfigs/status", "serviceprofiles/status", "connectivitysubscriptions/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
