@@ -21,9 +21,14 @@ use serde_json::{Value, json};
 type Permission = (String, String, String);
 
 fn rendered(file: &str) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/chart-render").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/chart-render")
+        .join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{} is missing ({e}): run `bash scripts/check-chart.sh` first (scripts/test.sh does)", path.display())
+        panic!(
+            "{} is missing ({e}): run `bash scripts/check-chart.sh` first (scripts/test.sh does)",
+            path.display()
+        )
     });
     serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).expect("rendered YAML"))
@@ -33,15 +38,27 @@ fn rendered(file: &str) -> Vec<Value> {
 
 fn granted(objects: &[Value]) -> BTreeSet<Permission> {
     let mut out = BTreeSet::new();
-    for obj in objects.iter().filter(|o| matches!(o["kind"].as_str(), Some("ClusterRole" | "Role"))) {
+    for obj in objects
+        .iter()
+        .filter(|o| matches!(o["kind"].as_str(), Some("ClusterRole" | "Role")))
+    {
         for rule in obj["rules"].as_array().into_iter().flatten() {
             let list = |key: &str| -> Vec<String> {
-                rule[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect()
+                rule[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
             };
             for g in list("apiGroups") {
                 for r in list("resources") {
                     for v in list("verbs") {
-                        assert!(g != "*" && r != "*" && v != "*", "wildcard in {}: {rule}", obj["metadata"]["name"]);
+                        assert!(
+                            g != "*" && r != "*" && v != "*",
+                            "wildcard in {}: {rule}",
+                            obj["metadata"]["name"]
+                        );
                         out.insert((g.clone(), r.clone(), v));
                     }
                 }
@@ -124,25 +141,48 @@ async fn recorded_calls() -> BTreeSet<Permission> {
         "spec": {"providerConfigRef": {"name": "emnify"}, "imsi": first_imsi(&h).await, "mode": "Paused",
                  "serviceProfileRef": {"name": "profile"}, "deletionPolicy": "Deactivate"}
     }));
-    let csubs: kube::Api<connectivity_operator::crd::ConnectivitySubscription> = kube::Api::namespaced(h.client.clone(), NS);
+    let csubs: kube::Api<connectivity_operator::crd::ConnectivitySubscription> =
+        kube::Api::namespaced(h.client.clone(), NS);
     eventually("the subscription to be Ready", || async {
-        csubs.get("sim").await.ok().and_then(|c| c.status).is_some_and(|s| conditions::is_true(&s.conditions, READY))
+        csubs
+            .get("sim")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .is_some_and(|s| conditions::is_true(&s.conditions, READY))
     })
     .await;
     csubs.delete("sim", &Default::default()).await.unwrap();
-    eventually("the subscription to be gone", || async { csubs.get_opt("sim").await.unwrap().is_none() }).await;
+    eventually("the subscription to be gone", || async {
+        csubs.get_opt("sim").await.unwrap().is_none()
+    })
+    .await;
     h.delete_sp("profile").await;
-    eventually("the profile to be gone", || async { h.sps().get_opt("profile").await.unwrap().is_none() }).await;
+    eventually("the profile to be gone", || async {
+        h.sps().get_opt("profile").await.unwrap().is_none()
+    })
+    .await;
     h.pcs().delete("emnify", &Default::default()).await.unwrap();
-    eventually("the ProviderConfig to be gone", || async { h.pcs().get_opt("emnify").await.unwrap().is_none() }).await;
+    eventually("the ProviderConfig to be gone", || async {
+        h.pcs().get_opt("emnify").await.unwrap().is_none()
+    })
+    .await;
     stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 
     h.server
         .requests()
         .iter()
         // The test's own writes (creating objects, deleting them) are not the operator's.
-        .filter(|r| r.query_param("fieldManager").is_some_and(|m| m == "connectivity-operator") || is_operator_call(r))
+        .filter(|r| {
+            r.query_param("fieldManager")
+                .is_some_and(|m| m == "connectivity-operator")
+                || is_operator_call(r)
+        })
         .filter_map(permission)
         .collect()
 }
@@ -186,7 +226,10 @@ async fn first_imsi(h: &Harness) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn chart_rbac_covers_every_call_and_nothing_more() {
     let used = recorded_calls().await;
-    assert!(used.contains(&("coordination.k8s.io".into(), "leases".into(), "create".into())), "{used:#?}");
+    assert!(
+        used.contains(&("coordination.k8s.io".into(), "leases".into(), "create".into())),
+        "{used:#?}"
+    );
     assert!(used.contains(&("".into(), "secrets".into(), "get".into())), "{used:#?}");
 
     // All options on (leader election with 2 replicas, namespaced mode) must cover everything.
@@ -198,11 +241,20 @@ async fn chart_rbac_covers_every_call_and_nothing_more() {
     let occasional: Permission = ("events.k8s.io".into(), "events".into(), "patch".into());
     let used: BTreeSet<Permission> = used.into_iter().chain([occasional]).collect();
     let unused: Vec<_> = all.iter().filter(|p| !used.contains(*p)).collect();
-    assert!(unused.is_empty(), "the chart grants permissions the operator never uses: {unused:#?}");
+    assert!(
+        unused.is_empty(),
+        "the chart grants permissions the operator never uses: {unused:#?}"
+    );
 
     // Default values: one replica, no leader election, so no Lease permissions; the rest as above.
     let default = granted(&rendered("default.yaml"));
-    let missing: Vec<_> = used.iter().filter(|p| p.1 != "leases" && !default.contains(*p)).collect();
+    let missing: Vec<_> = used
+        .iter()
+        .filter(|p| p.1 != "leases" && !default.contains(*p))
+        .collect();
     assert!(missing.is_empty(), "the default chart lacks RBAC for {missing:#?}");
-    assert!(default.iter().all(|p| used.contains(p)), "the default chart grants unused permissions: {default:#?}");
+    assert!(
+        default.iter().all(|p| used.contains(p)),
+        "the default chart grants unused permissions: {default:#?}"
+    );
 }

@@ -113,6 +113,39 @@ impl Inventory {
         self.subscriptions.is_empty()
     }
 
+    /// Replace (or add) one SIM, e.g. with the state a synchronous write left it in.
+    pub fn upsert(&mut self, observed: ObservedSubscription) {
+        let identity = SimIdentity {
+            imsi: observed.imsi.clone(),
+            iccid: observed.iccid.clone(),
+        };
+        let existing = identity
+            .imsi
+            .as_ref()
+            .and_then(|i| self.by_imsi.get(i))
+            .copied()
+            .or_else(|| {
+                identity
+                    .iccid
+                    .as_ref()
+                    .and_then(|i| self.by_iccid.get(&i.chars().take(19).collect::<String>()))
+                    .copied()
+            });
+        match existing {
+            Some(i) => self.subscriptions[i] = observed,
+            None => {
+                let i = self.subscriptions.len();
+                if let Some(imsi) = &observed.imsi {
+                    self.by_imsi.insert(imsi.clone(), i);
+                }
+                if let Some(iccid) = &observed.iccid {
+                    self.by_iccid.insert(iccid.chars().take(19).collect(), i);
+                }
+                self.subscriptions.push(observed);
+            }
+        }
+    }
+
     pub fn find(&self, identity: &SimIdentity) -> Option<&ObservedSubscription> {
         let by_imsi = identity.imsi.as_ref().and_then(|i| self.by_imsi.get(i));
         let by_iccid = identity

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::backend::{BackendError, Inventory, SubscriptionBackend};
+use crate::backend::{BackendError, Inventory, ObservedSubscription, SimIdentity, SubscriptionBackend};
 
-type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Inventory>)>>>;
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Inventory)>>>;
 
 #[derive(Default)]
 pub struct Inventories {
@@ -25,28 +25,23 @@ struct Activity {
 }
 
 impl Inventories {
-    /// The account's inventory, swept again when older than `max_age`.
-    pub async fn get(
+    /// One SIM from the account's inventory, swept again when older than `max_age`.
+    pub async fn find(
         &self,
         key: &str,
         backend: &dyn SubscriptionBackend,
         max_age: Duration,
-    ) -> Result<Arc<Inventory>, BackendError> {
-        let slot: Slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.to_string())
-            .or_default()
-            .clone();
+        identity: &SimIdentity,
+    ) -> Result<Option<ObservedSubscription>, BackendError> {
+        let slot = self.slot(key);
         let mut cached = slot.lock().await;
         if let Some((at, inventory)) = cached.as_ref()
             && at.elapsed() < max_age
         {
-            return Ok(inventory.clone());
+            return Ok(inventory.find(identity).cloned());
         }
         let started = Instant::now();
-        let inventory = Arc::new(backend.inventory().await?);
+        let inventory = backend.inventory().await?;
         tracing::info!(
             provider = key,
             subscriptions = inventory.len(),
@@ -54,8 +49,28 @@ impl Inventories {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "swept the vendor inventory"
         );
-        *cached = Some((Instant::now(), inventory.clone()));
-        Ok(inventory)
+        let found = inventory.find(identity).cloned();
+        *cached = Some((Instant::now(), inventory));
+        Ok(found)
+    }
+
+    /// Record what a synchronous write left a SIM as, so decisions made from the cached sweep
+    /// before the next one see it.
+    pub async fn record(&self, key: &str, observed: &ObservedSubscription) {
+        let slot = self.slot(key);
+        let mut cached = slot.lock().await;
+        if let Some((_, inventory)) = cached.as_mut() {
+            inventory.upsert(observed.clone());
+        }
+    }
+
+    fn slot(&self, key: &str) -> Slot {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Age of the cached inventory and what its sweep cost, if there is one.

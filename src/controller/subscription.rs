@@ -285,18 +285,15 @@ async fn observe(
         // costs fewer calls than a read each.
         let sweep_cost = ctx.inventories.cached(&key).map_or(u64::MAX, |(_, cost)| cost);
         if ctx.inventories.pending(&key) as u64 > sweep_cost {
-            let inventory = ctx
-                .inventories
-                .get(&key, backend, ctx.settings.pending_poll_interval)
-                .await?;
-            inventory.find(&id).cloned()
+            ctx.inventories
+                .find(&key, backend, ctx.settings.pending_poll_interval, &id)
+                .await?
         } else {
             backend.observe(&id).await?
         }
     } else {
-        let inventory = ctx.inventories.get(&key, backend, resync).await?;
-        match inventory.find(&id) {
-            Some(o) => Some(o.clone()),
+        match ctx.inventories.find(&key, backend, resync, &id).await? {
+            Some(o) => Some(o),
             // The SIM may be newer than the sweep.
             None => backend.observe(&id).await?,
         }
@@ -496,6 +493,7 @@ async fn converge(
             };
             match written {
                 Ok(WriteOutcome::Applied(after)) => {
+                    ctx.inventories.record(&key, &after).await;
                     event(
                         ctx,
                         csub,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connectivity_operator::controller::{Context, Settings, provider_config, service_profile};
-use connectivity_operator::crd::{ProviderConfig, ServiceProfile};
+use connectivity_operator::controller::{Context, Settings, provider_config, service_profile, subscription};
+use connectivity_operator::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile};
 use connectivity_operator::metrics::Metrics;
 use connectivity_operator::offline::{Manifest, memory_server, prepare_object};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -23,6 +23,8 @@ pub struct Harness {
     pub client: kube::Client,
     pub ctx: Arc<Context>,
     pub sim: RunningSim,
+    /// Telenor IoT Connect simulator with ProviderConfig `telenor`, when asked for.
+    pub telenor: Option<vendor_sim::telenor::RunningSim>,
 }
 
 pub fn quiet_sim() -> EmnifyConfig {
@@ -51,6 +53,8 @@ impl Harness {
             min_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             vendor_timeout: Duration::from_secs(5),
+            // Pending changes are read again on every reconcile the tests make.
+            pending_poll_interval: Duration::from_millis(1),
             ..Settings::default()
         };
         let ctx = Arc::new(Context::new(client.clone(), Metrics::new(), settings));
@@ -59,6 +63,7 @@ impl Harness {
             client,
             ctx,
             sim,
+            telenor: None,
         };
         let token = h.sim.credentials()["application_token"].as_str().unwrap().to_string();
         h.add(json!({
@@ -66,13 +71,93 @@ impl Harness {
             "metadata": {"name": "emnify-credentials", "namespace": NS},
             "stringData": {"applicationToken": token}
         }));
+        let tariff = emnify_tariff_profile(&h.sim).await;
         h.add(json!({
             "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig",
             "metadata": {"name": "emnify", "namespace": NS},
             "spec": {"vendor": "emnify", "endpoint": h.sim.url, "credentialsSecretRef": {"name": "emnify-credentials"},
-                     "rateLimit": {"requestsPerSecond": 1000.0, "burst": 1000}}
+                     "rateLimit": {"requestsPerSecond": 1000.0, "burst": 1000},
+                     "emnify": {"defaultTariffProfileId": tariff}}
         }));
         h
+    }
+
+    /// Also a Telenor IoT Connect simulator (async writes applied only when a test says so) and
+    /// the ProviderConfig `telenor` with Secret `telenor-credentials`.
+    pub async fn with_telenor() -> Self {
+        let mut h = Self::new().await;
+        let config = vendor_sim::telenor::TelenorConfig {
+            async_delay: Duration::from_secs(3600),
+            rate_limit: None,
+            ..Default::default()
+        };
+        let sim = vendor_sim::telenor::TelenorSim::new(config)
+            .serve("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let creds = sim.credentials();
+        h.add(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "telenor-credentials", "namespace": NS},
+            "stringData": {"clientId": creds["client_id"], "clientSecret": creds["client_secret"]}
+        }));
+        h.add(json!({
+            "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig",
+            "metadata": {"name": "telenor", "namespace": NS},
+            "spec": {"vendor": "telenorIotConnect", "endpoint": sim.url, "credentialsSecretRef": {"name": "telenor-credentials"},
+                     "telenorIotConnect": {"tokenUrl": sim.token_url},
+                     "rateLimit": {"requestsPerSecond": 1000.0, "burst": 1000}}
+        }));
+        h.telenor = Some(sim);
+        h
+    }
+
+    pub fn telenor(&self) -> &vendor_sim::telenor::TelenorSim {
+        &self.telenor.as_ref().expect("harness with Telenor").sim
+    }
+
+    pub fn csubs(&self) -> Api<ConnectivitySubscription> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub async fn csub(&self, name: &str) -> ConnectivitySubscription {
+        self.csubs().get(name).await.unwrap()
+    }
+
+    /// Insert a ConnectivitySubscription with the given spec.
+    pub fn add_csub(&self, name: &str, spec: Value) {
+        self.add(json!({
+            "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ConnectivitySubscription",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": spec
+        }));
+    }
+
+    pub async fn reconcile_csub(&self, name: &str) -> Result<Action, subscription::Error> {
+        let c = self.csub(name).await;
+        subscription::reconcile(Arc::new(c), self.ctx.clone()).await
+    }
+
+    /// First pass adds the finalizer, second does the work. Panics on error.
+    pub async fn sync_csub(&self, name: &str) -> ConnectivitySubscription {
+        for _ in 0..2 {
+            self.reconcile_csub(name)
+                .await
+                .unwrap_or_else(|e| panic!("reconcile of {name} failed: {e}"));
+        }
+        self.csub(name).await
+    }
+
+    /// Move the last observation an hour back, as if the resync interval had passed.
+    pub async fn csub_resync_due(&self, name: &str) {
+        self.csubs()
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"lastObservedTime": "2020-01-01T00:00:00Z"}})),
+            )
+            .await
+            .unwrap();
     }
 
     /// Insert an object as `kubectl apply` would have created it (defaults applied).
@@ -206,4 +291,38 @@ pub fn condition<'a>(sp: &'a ServiceProfile, type_: &str) -> &'a connectivity_op
     let status = sp.status.as_ref().expect("status written");
     connectivity_operator::crd::conditions::find(&status.conditions, type_)
         .unwrap_or_else(|| panic!("no {type_} condition in {status:?}"))
+}
+
+/// A bearer token for calling the emnify simulator directly (as a user's script would).
+pub async fn emnify_token(sim: &RunningSim) -> String {
+    let token = sim.credentials()["application_token"].as_str().unwrap().to_string();
+    let auth: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/authenticate", sim.url))
+        .json(&json!({"application_token": token}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    auth["auth_token"].as_str().unwrap().to_string()
+}
+
+/// GET an emnify API path on the simulator.
+pub async fn emnify_get(sim: &RunningSim, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", sim.url))
+        .bearer_auth(emnify_token(sim).await)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn emnify_tariff_profile(sim: &RunningSim) -> i64 {
+    emnify_get(sim, "/api/v1/tariff_profile").await[0]["id"]
+        .as_i64()
+        .unwrap()
 }

@@ -1,0 +1,522 @@
+//! Reconcile tests for ConnectivitySubscription: the real pipeline on the in-memory API server
+//! against the emnify and Telenor IoT Connect simulators over HTTP.
+
+mod common;
+
+use common::{Harness, NS, emnify_get};
+use connectivity_operator::crd::conditions::{self, READY, SYNCED};
+use connectivity_operator::crd::{ConditionStatus, ConnectivitySubscription, PendingOutcome};
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+fn cond(c: &ConnectivitySubscription, type_: &str) -> (ConditionStatus, String, String) {
+    let status = c.status.as_ref().expect("status");
+    let found = conditions::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} in {status:?}"));
+    (found.status, found.reason.clone(), found.message.clone())
+}
+
+/// Seeded emnify SIMs: (SIM with an Activated endpoint, Issued SIM without endpoint).
+async fn emnify_sims(h: &Harness) -> (Value, Value) {
+    let sims = emnify_get(&h.sim, "/api/v1/sim?per_page=1000").await;
+    let list = sims.as_array().unwrap();
+    let with = list.iter().find(|s| s["endpoint"]["id"].is_i64()).unwrap().clone();
+    let without = list
+        .iter()
+        .find(|s| s["endpoint"].is_null() && s["status"]["id"] == 0)
+        .unwrap()
+        .clone();
+    (with, without)
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn emnify_sim_is_paused_and_moved_to_the_referenced_profile() {
+    let h = Harness::new().await;
+    h.add_sp("trackers", json!({"emnify": {"allowed3g": false}}));
+    let profile = h.sync_sp("trackers").await.status.unwrap().id.unwrap();
+    let (sim, _) = emnify_sims(&h).await;
+    h.add_csub("t1", json!({"providerConfigRef": {"name": "emnify"}, "imsi": sim["imsi"], "mode": "Paused", "serviceProfileRef": {"name": "trackers"}}));
+    let c = h.sync_csub("t1").await;
+    let status = c.status.clone().unwrap();
+    assert_eq!(status.mode.as_deref(), Some("Activated/Disabled"));
+    assert_eq!(status.service_profile_id.as_deref(), Some(profile.as_str()));
+    assert_eq!(status.imsi.as_deref(), sim["imsi"].as_str());
+    assert!(status.iccid.is_some() && status.msisdn.is_some());
+    assert_eq!(status.id, Some(sim["id"].to_string()));
+    assert_eq!(status.endpoint_id, Some(sim["endpoint"]["id"].to_string()));
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(cond(&c, READY).0, ConditionStatus::True);
+    let endpoint = emnify_get(&h.sim, &format!("/api/v1/endpoint/{}", sim["endpoint"]["id"])).await;
+    assert_eq!(endpoint["status"]["id"], 1, "endpoint Disabled");
+    assert_eq!(endpoint["service_profile"]["id"].to_string(), profile);
+    let sim_now = emnify_get(&h.sim, &format!("/api/v1/sim/{}", sim["id"])).await;
+    assert_eq!(sim_now["status"]["id"], 1, "SIM stays Activated when paused");
+
+    // Back to Active: only the endpoint changes.
+    h.csubs()
+        .patch(
+            "t1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mode": "Active"}})),
+        )
+        .await
+        .unwrap();
+    let c = h.sync_csub("t1").await;
+    assert_eq!(c.status.unwrap().mode.as_deref(), Some("Activated/Enabled"));
+}
+
+#[tokio::test]
+async fn emnify_sim_without_endpoint_gets_one() {
+    let h = Harness::new().await;
+    h.add_sp("trackers", json!({"emnify": {}}));
+    let profile = h.sync_sp("trackers").await.status.unwrap().id.unwrap();
+    let (_, free) = emnify_sims(&h).await;
+    h.add_csub("new-device", json!({"providerConfigRef": {"name": "emnify"}, "iccid": free["iccid"], "mode": "Active", "serviceProfileRef": {"name": "trackers"}}));
+    let c = h.sync_csub("new-device").await;
+    let status = c.status.clone().unwrap();
+    assert_eq!(status.mode.as_deref(), Some("Activated/Enabled"));
+    let endpoint = emnify_get(
+        &h.sim,
+        &format!("/api/v1/endpoint/{}", status.endpoint_id.clone().unwrap()),
+    )
+    .await;
+    assert_eq!(endpoint["name"], "new-device", "named after the object");
+    assert_eq!(endpoint["service_profile"]["id"].to_string(), profile);
+    assert_eq!(endpoint["sim"]["id"], free["id"]);
+    assert!(emnify_get(&h.sim, &format!("/api/v1/sim/{}", free["id"])).await["activation_date"].is_string());
+}
+
+#[tokio::test]
+async fn emnify_sim_without_endpoint_and_profile_says_what_is_missing() {
+    let h = Harness::new().await;
+    let (_, free) = emnify_sims(&h).await;
+    h.add_csub(
+        "orphan",
+        json!({"providerConfigRef": {"name": "emnify"}, "iccid": free["iccid"], "mode": "Active"}),
+    );
+    h.reconcile_csub("orphan").await.unwrap();
+    let err = h.reconcile_csub("orphan").await.unwrap_err();
+    assert_eq!(err.reason(), "InvalidRequest");
+    assert!(err.to_string().contains("set spec.serviceProfileRef"), "{err}");
+    // A fresh SIM asked to stay Deactivated needs nothing.
+    h.add_csub(
+        "spare",
+        json!({"providerConfigRef": {"name": "emnify"}, "iccid": free["iccid"], "mode": "Deactivated"}),
+    );
+    let c = h.sync_csub("spare").await;
+    assert_eq!(c.status.unwrap().mode.as_deref(), Some("Issued/no endpoint"));
+}
+
+#[tokio::test]
+async fn service_profile_reference_must_exist_and_be_ready() {
+    let h = Harness::new().await;
+    let (sim, _) = emnify_sims(&h).await;
+    h.add_csub("t1", json!({"providerConfigRef": {"name": "emnify"}, "imsi": sim["imsi"], "mode": "Active", "serviceProfileRef": {"name": "later"}}));
+    h.reconcile_csub("t1").await.unwrap();
+    let err = h.reconcile_csub("t1").await.unwrap_err();
+    assert_eq!(err.reason(), "ServiceProfileNotFound");
+    assert_eq!(cond(&h.csub("t1").await, SYNCED).1, "ServiceProfileNotFound");
+    h.add_sp("later", json!({"emnify": {}}));
+    let err = h.reconcile_csub("t1").await.unwrap_err();
+    assert_eq!(err.reason(), "ServiceProfileNotReady", "no vendor id yet");
+    assert!(!err.is_permanent(), "retried until the profile is Ready");
+    h.sync_sp("later").await;
+    h.reconcile_csub("t1").await.unwrap();
+    let c = h.csub("t1").await;
+    assert_eq!(cond(&c, READY).0, ConditionStatus::True);
+    assert_eq!(
+        c.status.unwrap().service_profile_id,
+        h.sp("later").await.status.unwrap().id
+    );
+}
+
+#[tokio::test]
+async fn termination_needs_the_confirmation_annotation_and_is_final() {
+    let h = Harness::new().await;
+    let (sim, _) = emnify_sims(&h).await;
+    let iccid = str_of(&sim["iccid"]);
+    h.add_csub(
+        "retire",
+        json!({"providerConfigRef": {"name": "emnify"}, "iccid": iccid, "mode": "Terminated"}),
+    );
+    h.reconcile_csub("retire").await.unwrap();
+    let writes_before = h
+        .vendor_requests()
+        .iter()
+        .filter(|(m, _, _)| m != "GET" && m != "POST")
+        .count();
+    let err = h.reconcile_csub("retire").await.unwrap_err();
+    assert_eq!(err.reason(), "TerminationNotConfirmed");
+    assert!(err.is_permanent());
+    let writes_after = h
+        .vendor_requests()
+        .iter()
+        .filter(|(m, _, _)| m != "GET" && m != "POST")
+        .count();
+    assert_eq!(writes_after, writes_before, "nothing sent");
+    let c = h.csub("retire").await;
+    assert_eq!(cond(&c, SYNCED).1, "TerminationNotConfirmed");
+    assert!(
+        h.events_for("retire")
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "TerminationNotConfirmed")
+    );
+
+    // A wrong confirmation is no confirmation.
+    h.csubs()
+        .patch("retire", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"connectivity-operator.dev/confirm-termination": "8988303000000000000"}}})))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.reconcile_csub("retire").await.unwrap_err().reason(),
+        "TerminationNotConfirmed"
+    );
+
+    h.csubs()
+        .patch(
+            "retire",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"connectivity-operator.dev/confirm-termination": iccid}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    h.reconcile_csub("retire").await.unwrap();
+    let c = h.csub("retire").await;
+    assert_eq!(c.status.clone().unwrap().mode.as_deref(), Some("Deleted/no endpoint"));
+    assert_eq!(cond(&c, READY).0, ConditionStatus::True);
+
+    // Terminated is irreversible: asking for Active again is a permanent error, nothing is sent.
+    h.csubs()
+        .patch(
+            "retire",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mode": "Active"}})),
+        )
+        .await
+        .unwrap();
+    let err = h.reconcile_csub("retire").await.unwrap_err();
+    assert_eq!(err.reason(), "Terminated");
+    assert!(err.to_string().contains("irreversible"));
+}
+
+#[tokio::test]
+async fn deleting_deactivates_or_orphans_and_never_terminates() {
+    let h = Harness::new().await;
+    let sims = emnify_get(&h.sim, "/api/v1/sim?per_page=1000").await;
+    let with: Vec<&Value> = sims
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["endpoint"]["id"].is_i64())
+        .take(2)
+        .collect();
+    h.add_csub("deactivate", json!({"providerConfigRef": {"name": "emnify"}, "imsi": with[0]["imsi"], "mode": "Active", "deletionPolicy": "Deactivate"}));
+    h.add_csub(
+        "orphan",
+        json!({"providerConfigRef": {"name": "emnify"}, "imsi": with[1]["imsi"], "mode": "Active"}),
+    );
+    h.sync_csub("deactivate").await;
+    h.sync_csub("orphan").await;
+    for name in ["deactivate", "orphan"] {
+        h.csubs().delete(name, &Default::default()).await.unwrap();
+        h.reconcile_csub(name).await.unwrap();
+        assert!(h.csubs().get_opt(name).await.unwrap().is_none(), "{name} gone");
+    }
+    let first = emnify_get(&h.sim, &format!("/api/v1/sim/{}", with[0]["id"])).await;
+    assert_eq!(first["status"]["id"], 2, "Deactivate: SIM Suspended");
+    let second = emnify_get(&h.sim, &format!("/api/v1/sim/{}", with[1]["id"])).await;
+    assert_eq!(second["status"]["id"], 1, "Orphan: SIM untouched");
+}
+
+#[tokio::test]
+async fn subscriptions_on_one_account_share_one_sweep() {
+    let h = Harness::new().await;
+    let sims = emnify_get(&h.sim, "/api/v1/sim?per_page=1000").await;
+    let active: Vec<&Value> = sims
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["endpoint"]["id"].is_i64())
+        .take(10)
+        .collect();
+    for (i, sim) in active.iter().enumerate() {
+        h.add_csub(
+            &format!("s{i}"),
+            json!({"providerConfigRef": {"name": "emnify"}, "imsi": sim["imsi"], "mode": "Active"}),
+        );
+    }
+    for i in 0..active.len() {
+        h.sync_csub(&format!("s{i}")).await;
+    }
+    // A resync of all ten: one sweep (endpoint pages + SIM pages), no per-SIM reads.
+    h.ctx.inventories.forget("default/emnify");
+    let before = h.vendor_requests().len();
+    for i in 0..active.len() {
+        h.csub_resync_due(&format!("s{i}")).await;
+        h.reconcile_csub(&format!("s{i}")).await.unwrap();
+    }
+    let calls: Vec<String> = h.vendor_requests()[before..]
+        .iter()
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect();
+    assert_eq!(
+        calls.len(),
+        2,
+        "one page of endpoints and one of SIMs for ten subscriptions: {calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.starts_with("GET /api/v1/endpoint?") || c.starts_with("GET /api/v1/sim?")),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn telenor_mode_change_is_pending_until_applied() {
+    let h = Harness::with_telenor().await;
+    let subs = h.telenor().subscriptions();
+    let imsi = subs.iter().find(|s| s["mode"] == "ACTIVE").unwrap()["imsi"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.add_csub(
+        "meter",
+        json!({"providerConfigRef": {"name": "telenor"}, "imsi": imsi, "mode": "Paused"}),
+    );
+    let c = h.sync_csub("meter").await;
+    let status = c.status.clone().unwrap();
+    assert_eq!(
+        status.mode.as_deref(),
+        Some("ACTIVE"),
+        "the vendor's mode until it applies the change"
+    );
+    let pending = status.pending_change.expect("pending change in status");
+    assert_eq!(pending.mode, Some(connectivity_operator::crd::SubscriptionMode::Paused));
+    assert_eq!(pending.outcome, PendingOutcome::Accepted);
+    assert_eq!(cond(&c, SYNCED).1, "Pending");
+    assert_eq!(cond(&c, READY).0, ConditionStatus::False);
+    assert!(h.has_event("meter", "ChangeRequested"));
+
+    // Still pending: read again, not written again.
+    h.reconcile_csub("meter").await.unwrap();
+    assert_eq!(h.telenor().write_count(&imsi), 1);
+    assert_eq!(cond(&h.csub("meter").await, SYNCED).1, "Pending");
+
+    h.telenor().apply_pending_now();
+    h.reconcile_csub("meter").await.unwrap();
+    let c = h.csub("meter").await;
+    let status = c.status.clone().unwrap();
+    assert_eq!(status.mode.as_deref(), Some("PAUSED"));
+    assert!(status.pending_change.is_none());
+    assert_eq!(cond(&c, READY).0, ConditionStatus::True);
+    assert_eq!(cond(&c, SYNCED).0, ConditionStatus::True);
+    assert_eq!(h.telenor().write_count(&imsi), 1, "sent exactly once");
+}
+
+fn telenor_fault(status: u16, apply: bool) -> vendor_sim::telenor::Fault {
+    vendor_sim::telenor::Fault {
+        method: Some("PUT".into()),
+        path_prefix: "/iot-connect/subscriptions/v1/connectivity-subscriptions".into(),
+        status,
+        count: 1,
+        retry_after: None,
+        delay: None,
+        apply,
+    }
+}
+
+#[tokio::test]
+async fn telenor_504_that_was_applied_is_not_sent_twice() {
+    let h = Harness::with_telenor().await;
+    let imsi = h
+        .telenor()
+        .subscriptions()
+        .iter()
+        .find(|s| s["mode"] == "ACTIVE")
+        .unwrap()["imsi"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.add_csub(
+        "meter",
+        json!({"providerConfigRef": {"name": "telenor"}, "imsi": imsi, "mode": "Deactivated"}),
+    );
+    h.reconcile_csub("meter").await.unwrap();
+    h.telenor().inject_fault(telenor_fault(504, true));
+    h.reconcile_csub("meter").await.unwrap();
+    let c = h.csub("meter").await;
+    let pending = c
+        .status
+        .clone()
+        .unwrap()
+        .pending_change
+        .expect("outcome unknown is recorded");
+    assert_eq!(pending.outcome, PendingOutcome::Unknown);
+    assert!(
+        h.events_for("meter")
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "OutcomeUnknown")
+    );
+    // Observed before any retry: not applied yet, so wait (no second write).
+    h.reconcile_csub("meter").await.unwrap();
+    h.telenor().apply_pending_now();
+    h.reconcile_csub("meter").await.unwrap();
+    let c = h.csub("meter").await;
+    assert_eq!(c.status.clone().unwrap().mode.as_deref(), Some("DEACTIVATED"));
+    assert!(c.status.unwrap().pending_change.is_none());
+    assert_eq!(
+        h.telenor().write_count(&imsi),
+        1,
+        "the timed-out write landed once and was never repeated"
+    );
+}
+
+#[tokio::test]
+async fn telenor_504_that_was_lost_is_sent_again_after_the_pending_timeout() {
+    let h = Harness::with_telenor().await;
+    let imsi = h
+        .telenor()
+        .subscriptions()
+        .iter()
+        .find(|s| s["mode"] == "ACTIVE")
+        .unwrap()["imsi"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.add_csub(
+        "meter",
+        json!({"providerConfigRef": {"name": "telenor"}, "imsi": imsi, "mode": "Paused"}),
+    );
+    h.reconcile_csub("meter").await.unwrap();
+    h.telenor().inject_fault(telenor_fault(504, false));
+    h.reconcile_csub("meter").await.unwrap();
+    h.reconcile_csub("meter").await.unwrap();
+    assert_eq!(
+        h.telenor().write_count(&imsi),
+        0,
+        "the lost write is not resent while it may still land"
+    );
+    // Five minutes later (the pending timeout) it has not landed: send it again.
+    h.csubs()
+        .patch_status("meter", &PatchParams::default(), &Patch::Merge(json!({"status": {"pendingChange": {"requestedAt": "2020-01-01T00:00:00Z"}, "lastObservedTime": "2020-01-01T00:00:00Z"}})))
+        .await
+        .unwrap();
+    h.reconcile_csub("meter").await.unwrap();
+    assert_eq!(h.telenor().write_count(&imsi), 1);
+    h.telenor().apply_pending_now();
+    h.reconcile_csub("meter").await.unwrap();
+    assert_eq!(h.csub("meter").await.status.unwrap().mode.as_deref(), Some("PAUSED"));
+}
+
+#[tokio::test]
+async fn telenor_service_policy_comes_from_an_observed_service_profile() {
+    let h = Harness::with_telenor().await;
+    let sub = h
+        .telenor()
+        .subscriptions()
+        .into_iter()
+        .find(|s| s["mode"] == "ACTIVE" && s["servicePolicyId"] != "22NBT5MS")
+        .unwrap();
+    let imsi = str_of(&sub["imsi"]);
+    h.add_sp(
+        "sensors",
+        json!({"providerConfigRef": {"name": "telenor"}, "name": "NB-IoT Sensors 10MB"}),
+    );
+    h.add_sp(
+        "missing",
+        json!({"providerConfigRef": {"name": "telenor"}, "name": "No such policy"}),
+    );
+    let sp = h.sync_sp("sensors").await;
+    assert_eq!(sp.status.as_ref().unwrap().id.as_deref(), Some("22NBT5MS"));
+    assert_eq!(common::condition(&sp, READY).status, ConditionStatus::True);
+    let missing = h.sync_sp("missing").await;
+    assert_eq!(
+        common::condition(&missing, READY).reason,
+        "NotFound",
+        "observe-only: never created"
+    );
+    h.add_csub(
+        "meter",
+        json!({"providerConfigRef": {"name": "telenor"}, "imsi": imsi, "serviceProfileRef": {"name": "sensors"}}),
+    );
+    let c = h.sync_csub("meter").await;
+    assert_eq!(
+        c.status
+            .clone()
+            .unwrap()
+            .pending_change
+            .unwrap()
+            .service_profile_id
+            .as_deref(),
+        Some("22NBT5MS")
+    );
+    h.telenor().apply_pending_now();
+    h.reconcile_csub("meter").await.unwrap();
+    let c = h.csub("meter").await;
+    assert_eq!(
+        c.status.clone().unwrap().service_profile_id.as_deref(),
+        Some("22NBT5MS")
+    );
+    assert_eq!(
+        cond(&c, READY).1,
+        "Observed",
+        "no desired mode: observe the mode, manage the policy"
+    );
+    // Deleting the ServiceProfile never touches Telenor's read-only policy.
+    h.delete_sp("sensors").await;
+    h.reconcile_sp("sensors").await.unwrap();
+    assert!(
+        h.telenor()
+            .service_policies()
+            .iter()
+            .any(|p| p["attributes"]["id"] == "22NBT5MS")
+    );
+}
+
+#[tokio::test]
+async fn telenor_sweep_sees_subscriptions_added_and_removed() {
+    let h = Harness::with_telenor().await;
+    let subs = h.telenor().subscriptions();
+    let gone = str_of(&subs[0]["imsi"]);
+    h.add_csub("gone", json!({"providerConfigRef": {"name": "telenor"}, "imsi": gone}));
+    h.sync_csub("gone").await;
+    let added = h.telenor().add_subscription("ACTIVE_NO_BILLING");
+    let new_imsi = str_of(&added["imsi"]);
+    assert!(h.telenor().remove_subscription(&gone));
+
+    // Next resync: a fresh sweep.
+    h.ctx.inventories.forget("default/telenor");
+    h.add_csub(
+        "new",
+        json!({"providerConfigRef": {"name": "telenor"}, "imsi": new_imsi, "mode": "Active"}),
+    );
+    h.reconcile_csub("new").await.unwrap();
+    let before = h.telenor().requests().len();
+    h.reconcile_csub("new").await.unwrap();
+    let c = h.csub("new").await;
+    assert_eq!(
+        c.status.clone().unwrap().pending_change.unwrap().mode,
+        Some(connectivity_operator::crd::SubscriptionMode::Active)
+    );
+    let calls = h.telenor().requests()[before..].to_vec();
+    assert!(
+        calls.iter().any(|(m, p, _)| m == "POST" && p.contains("/search")),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|(m, p, _)| m == "GET" && p.contains(&new_imsi)),
+        "found by the sweep, not a single GET: {calls:?}"
+    );
+
+    h.csub_resync_due("gone").await;
+    let err = h.reconcile_csub("gone").await.unwrap_err();
+    assert_eq!(err.reason(), "SimNotFound");
+    assert!(err.to_string().contains(&gone));
+    let _ = NS;
+}
