@@ -134,6 +134,26 @@ impl Metrics {
         self.vendor_total.load(Ordering::Relaxed)
     }
 
+    /// Vendor request counts as `(vendor, operation, status, count)`, read back from the
+    /// exposition (for benchmarks and tests).
+    pub fn vendor_request_counts(&self) -> Vec<(String, String, String, u64)> {
+        let label = |line: &str, name: &str| -> String {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        self.encode()
+            .lines()
+            .filter(|l| l.starts_with("connectivity_operator_vendor_requests_total{"))
+            .filter_map(|l| {
+                let count = l.rsplit(' ').next()?.parse().ok()?;
+                Some((label(l, "vendor"), label(l, "operation"), label(l, "status"), count))
+            })
+            .collect()
+    }
+
     /// OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -109,6 +109,10 @@ impl Inventory {
         self.subscriptions.len()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &ObservedSubscription> {
+        self.subscriptions.iter()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.subscriptions.is_empty()
     }

@@ -37,6 +37,9 @@ pub struct Settings {
     pub pending_poll_interval: Duration,
     /// How long a pending change may stay unapplied before it is sent again.
     pub pending_timeout: Duration,
+    /// Observe subscriptions through one inventory sweep per account (default). `false` reads
+    /// each SIM on its own: the baseline the benchmark compares against.
+    pub bulk_observation: bool,
 }
 
 impl Default for Settings {
@@ -48,6 +51,7 @@ impl Default for Settings {
             max_backoff: Duration::from_secs(300),
             pending_poll_interval: Duration::from_secs(10),
             pending_timeout: Duration::from_secs(300),
+            bulk_observation: true,
         }
     }
 }

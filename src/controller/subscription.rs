@@ -280,7 +280,9 @@ async fn observe(
     let key = account_key(csub);
     let backend = provider.subscriptions.as_ref();
     let pending = csub.status.as_ref().is_some_and(|s| s.pending_change.is_some());
-    let found = if pending {
+    let found = if !ctx.settings.bulk_observation {
+        backend.observe(&id).await?
+    } else if pending {
         // Many SIMs waiting at once (a fleet-wide change): one fresh sweep serves them all and
         // costs fewer calls than a read each.
         let sweep_cost = ctx.inventories.cached(&key).map_or(u64::MAX, |(_, cost)| cost);

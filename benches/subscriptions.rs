@@ -1,0 +1,479 @@
+//! Subscription benchmark: the real reconcile pipeline against the vendor simulators (run as
+//! separate processes, with 20 ms latency per request and the vendors' rate limits scaled up so
+//! a run takes minutes, not hours), for N subscriptions on one account. Prints, side by side for
+//! the bulk sweep and for one read per object: vendor calls per full resync, wall time per resync,
+//! 429s; then the time a mode change on all N takes to converge against the bound
+//! (writes needed) / (write rate limit); and the peak RSS of this process.
+//!
+//!   cargo bench --bench subscriptions                      # N = 1000 and 10000, emnify and Telenor
+//!   cargo bench --bench subscriptions -- --n 1000 --vendor telenor
+//!
+//! This process holds the operator and the in-memory Kubernetes API server (which stands in for
+//! the cluster); its RSS is reported with and without the API server's share.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use connectivity_operator::controller::{Context, Settings, subscription};
+use connectivity_operator::crd::{ConnectivitySubscription, SubscriptionMode};
+use connectivity_operator::metrics::Metrics;
+use connectivity_operator::offline::{Manifest, memory_server, prepare_object};
+use connectivity_operator::run::{RunOptions, run_until};
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_connectivity-operator");
+const NS: &str = "default";
+const LATENCY: &str = "20ms";
+/// Reconciles in flight at once when the benchmark drives a resync itself (the controller's
+/// own concurrency is unbounded by default).
+const CONCURRENCY: usize = 512;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Vendor {
+    Emnify,
+    Telenor,
+}
+
+impl Vendor {
+    fn name(self) -> &'static str {
+        match self {
+            Vendor::Emnify => "emnify",
+            Vendor::Telenor => "telenor",
+        }
+    }
+
+    /// The vendor's documented (emnify) or assumed (Telenor, our simulator's default) rate limit
+    /// for one account, requests per second.
+    fn documented_rate(self) -> f64 {
+        match self {
+            // 2000 requests per 5 minutes per IP.
+            Vendor::Emnify => 2000.0 / 300.0,
+            Vendor::Telenor => 10.0,
+        }
+    }
+
+    /// Pages one sweep of N subscriptions needs (the target is this + 2).
+    fn sweep_pages(self, n: usize) -> u64 {
+        match self {
+            // endpoint list at 1000 per page + SIM list at 2500 per page
+            Vendor::Emnify => n.div_ceil(1000).max(1) as u64 + n.div_ceil(2500).max(1) as u64,
+            // inventory search at 100 per page
+            Vendor::Telenor => n.div_ceil(100).max(1) as u64,
+        }
+    }
+}
+
+struct Sim {
+    child: tokio::process::Child,
+    info: Value,
+}
+
+async fn start_sim(vendor: Vendor, n: usize, scale: f64) -> Sim {
+    let mut args: Vec<String> = vec![
+        "sim".into(),
+        "--vendor".into(),
+        vendor.name().into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend([
+        "--latency".into(),
+        LATENCY.into(),
+        "--rate-limit-scale".into(),
+        scale.to_string(),
+    ]);
+    match vendor {
+        Vendor::Emnify => args.extend(["--endpoints".into(), n.to_string(), "--free-sims".into(), "0".into()]),
+        Vendor::Telenor => args.extend([
+            "--subscriptions".into(),
+            n.to_string(),
+            "--async-delay".into(),
+            "2s".into(),
+        ]),
+    }
+    let mut child = tokio::process::Command::new(BIN)
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("simulator starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await
+        .expect("line")
+        .expect("JSON line");
+    Sim {
+        child,
+        info: serde_json::from_str(&line).expect("JSON"),
+    }
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn add(server: &memory_apiserver::MemoryApiServer, object: Value) {
+    let mut m = Manifest {
+        source: "bench".into(),
+        object,
+    };
+    prepare_object(&mut m).expect("valid manifest");
+    server.insert(m.object).expect("insert");
+}
+
+#[derive(Default, Debug, Clone)]
+struct Resync {
+    calls: u64,
+    wall: Duration,
+    throttled: u64,
+}
+
+#[derive(Default, Debug, Clone)]
+struct Converge {
+    writes: u64,
+    rate: f64,
+    time: Duration,
+    throttled: u64,
+}
+
+fn count(metrics: &Metrics, pred: impl Fn(&str, &str) -> bool) -> u64 {
+    metrics
+        .vendor_request_counts()
+        .iter()
+        .filter(|(_, op, status, _)| pred(op, status))
+        .map(|(_, _, _, c)| c)
+        .sum()
+}
+
+fn is_write(op: &str) -> bool {
+    matches!(
+        op,
+        "endpoint.update"
+            | "sim.update"
+            | "endpoint.create"
+            | "sim.delete"
+            | "subscription.mode"
+            | "subscription.service_policy"
+    )
+}
+
+async fn reconcile_all(ctx: &Arc<Context>, api: &Api<ConnectivitySubscription>, names: &[String]) {
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let ctx = ctx.clone();
+            let api = api.clone();
+            async move {
+                let c = api.get(&name).await.expect("object");
+                if let Err(e) = subscription::reconcile(Arc::new(c), ctx).await {
+                    eprintln!("reconcile of {name} failed: {e}");
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+async fn make_resync_due(api: &Api<ConnectivitySubscription>, names: &[String]) {
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                api.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"lastObservedTime": "2020-01-01T00:00:00Z"}})),
+                )
+                .await
+                .expect("status patch");
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+struct Report {
+    vendor: Vendor,
+    n: usize,
+    scale: f64,
+    bulk: Resync,
+    per_object: Resync,
+    converge: Converge,
+    rss_total_mib: f64,
+    rss_apiserver_mib: f64,
+}
+
+async fn scenario(vendor: Vendor, n: usize) -> Report {
+    // Scale the documented limits so one phase takes about a minute at most.
+    let scale = if n >= 10_000 { 50.0 } else { 10.0 };
+    let mut sim = start_sim(vendor, n, scale).await;
+    let url = sim.info["url"].as_str().unwrap().to_string();
+    // The operator stays below the (scaled) vendor limit, as its defaults do for real accounts.
+    let rate = vendor.documented_rate() * scale * 0.95;
+    let server = memory_server();
+    let client = kube::Client::new(server.clone(), NS);
+    let (secret, pc_extra) = match vendor {
+        Vendor::Emnify => (
+            json!({"applicationToken": sim.info["credentials"]["application_token"]}),
+            json!({}),
+        ),
+        Vendor::Telenor => (
+            json!({"clientId": sim.info["credentials"]["client_id"], "clientSecret": sim.info["credentials"]["client_secret"]}),
+            json!({"telenorIotConnect": {"tokenUrl": sim.info["token_url"]}}),
+        ),
+    };
+    add(
+        &server,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS}, "stringData": secret}),
+    );
+    let mut spec = json!({
+        "vendor": if vendor == Vendor::Emnify { "emnify" } else { "telenorIotConnect" },
+        "endpoint": url, "credentialsSecretRef": {"name": "creds"},
+        "rateLimit": {"requestsPerSecond": rate, "burst": (rate / 10.0).ceil().max(1.0) as u32},
+    });
+    spec.as_object_mut()
+        .unwrap()
+        .extend(pc_extra.as_object().unwrap().clone());
+    add(
+        &server,
+        json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig", "metadata": {"name": "bench", "namespace": NS}, "spec": spec}),
+    );
+
+    let settings = Settings {
+        pending_poll_interval: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let metrics = Metrics::new();
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), settings.clone()));
+
+    // The account's SIMs, one object each, desired mode = the mode they are in.
+    let provider = ctx.providers.resolve(&client, NS, "bench").await.expect("provider");
+    let inventory = provider.subscriptions.inventory().await.expect("inventory");
+    let mut names = Vec::new();
+    for (i, sim) in inventory.iter().enumerate() {
+        let name = format!("sim-{i:05}");
+        let mut spec = json!({"providerConfigRef": {"name": "bench"}, "imsi": sim.imsi});
+        if let Some(mode) = sim.mode {
+            spec["mode"] = json!(mode);
+        }
+        add(
+            &server,
+            json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ConnectivitySubscription", "metadata": {"name": name, "namespace": NS}, "spec": spec}),
+        );
+        names.push(name);
+    }
+    assert_eq!(names.len(), n, "the simulator seeded {} SIMs", names.len());
+    let api: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), NS);
+    let rss_apiserver_kib = rss_kib("VmRSS:");
+
+    // Initial sync (finalizers, first status) with the bulk strategy.
+    reconcile_all(&ctx, &api, &names).await;
+    reconcile_all(&ctx, &api, &names).await;
+
+    // A full resync, both strategies.
+    let mut results = Vec::new();
+    for bulk in [true, false] {
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            metrics.clone(),
+            Settings {
+                bulk_observation: bulk,
+                ..settings.clone()
+            },
+        ));
+        make_resync_due(&api, &names).await;
+        let before_calls = metrics.vendor_request_total();
+        let before_429 = count(&metrics, |_, s| s == "429");
+        let started = Instant::now();
+        reconcile_all(&ctx, &api, &names).await;
+        results.push(Resync {
+            calls: metrics.vendor_request_total() - before_calls,
+            wall: started.elapsed(),
+            throttled: count(&metrics, |_, s| s == "429") - before_429,
+        });
+    }
+
+    // A mode change on all N, converged by the real controllers.
+    let target = SubscriptionMode::Paused;
+    let wire = |m: &str| match vendor {
+        Vendor::Emnify => m == "Activated/Disabled",
+        Vendor::Telenor => m == "PAUSED",
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let options = RunOptions {
+        settings: settings.clone(),
+        listen: listener.local_addr().unwrap(),
+        namespaces: vec![NS.into()],
+        leader_election: None,
+    };
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let operator_metrics = Metrics::new();
+    let operator = tokio::spawn(run_until(
+        client.clone(),
+        listener,
+        options,
+        operator_metrics.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await; // controllers list and settle
+    let started = Instant::now();
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"mode": target}})),
+                )
+                .await
+                .expect("spec patch");
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    loop {
+        let done = server
+            .list("connectivity-operator.dev/v1alpha1", "ConnectivitySubscription")
+            .iter()
+            .filter(|c| c["status"]["mode"].as_str().is_some_and(wire) && c["status"]["pendingChange"].is_null())
+            .count();
+        if done == n {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            eprintln!("gave up waiting: {done} of {n} converged");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let converge = Converge {
+        writes: count(&operator_metrics, |op, s| is_write(op) && s.starts_with('2')),
+        rate,
+        time: started.elapsed(),
+        throttled: count(&operator_metrics, |_, s| s == "429"),
+    };
+    stop.send(()).ok();
+    let _ = tokio::time::timeout(Duration::from_secs(60), operator).await;
+    let _ = sim.child.kill().await;
+    Report {
+        vendor,
+        n,
+        scale,
+        bulk: results[0].clone(),
+        per_object: results[1].clone(),
+        converge,
+        rss_total_mib: rss_kib("VmHWM:") as f64 / 1024.0,
+        rss_apiserver_mib: rss_apiserver_kib as f64 / 1024.0,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let ns: Vec<usize> = value("--n").map_or(vec![1000, 10_000], |v| {
+        v.split(',').filter_map(|x| x.parse().ok()).collect()
+    });
+    let vendors: Vec<Vendor> = value("--vendor").map_or(vec![Vendor::Emnify, Vendor::Telenor], |v| {
+        v.split(',')
+            .filter_map(|x| match x {
+                "emnify" => Some(Vendor::Emnify),
+                "telenor" => Some(Vendor::Telenor),
+                _ => None,
+            })
+            .collect()
+    });
+    connectivity_operator::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut reports = Vec::new();
+    for vendor in &vendors {
+        for n in &ns {
+            eprintln!("== {} N={n}", vendor.name());
+            let report = runtime.block_on(scenario(*vendor, *n));
+            print_one(&report);
+            reports.push(report);
+        }
+    }
+    println!("\nFull resync (vendor calls, wall time, 429s received):");
+    println!(
+        "{:<8} {:>6} {:>6} | {:>12} {:>9} {:>8} {:>5} | {:>12} {:>9} {:>5}",
+        "vendor", "N", "scale", "bulk calls", "target", "wall s", "429", "per-obj calls", "wall s", "429"
+    );
+    for r in &reports {
+        println!(
+            "{:<8} {:>6} {:>5}x | {:>12} {:>9} {:>8.1} {:>5} | {:>12} {:>9.1} {:>5}",
+            r.vendor.name(),
+            r.n,
+            r.scale,
+            r.bulk.calls,
+            format!("<= {}", r.vendor.sweep_pages(r.n) + 2),
+            r.bulk.wall.as_secs_f64(),
+            r.bulk.throttled,
+            r.per_object.calls,
+            r.per_object.wall.as_secs_f64(),
+            r.per_object.throttled
+        );
+    }
+    println!("\nMode change on all N (bulk), converged by the controllers:");
+    println!(
+        "{:<8} {:>6} | {:>7} {:>8} {:>8} {:>8} {:>6} {:>5} | {:>8} {:>10}",
+        "vendor", "N", "writes", "rate/s", "bound s", "took s", "ratio", "429", "RSS MiB", "of it API"
+    );
+    for r in &reports {
+        let bound = r.converge.writes as f64 / r.converge.rate;
+        println!(
+            "{:<8} {:>6} | {:>7} {:>8.1} {:>8.1} {:>8.1} {:>6.2} {:>5} | {:>8.1} {:>10.1}",
+            r.vendor.name(),
+            r.n,
+            r.converge.writes,
+            r.converge.rate,
+            bound,
+            r.converge.time.as_secs_f64(),
+            r.converge.time.as_secs_f64() / bound.max(f64::EPSILON),
+            r.converge.throttled,
+            r.rss_total_mib,
+            r.rss_apiserver_mib
+        );
+    }
+}
+
+fn print_one(r: &Report) {
+    eprintln!(
+        "   resync bulk: {} calls in {:.1}s ({} x 429); per object: {} calls in {:.1}s ({} x 429); converge: {} writes in {:.1}s; peak RSS {:.1} MiB",
+        r.bulk.calls,
+        r.bulk.wall.as_secs_f64(),
+        r.bulk.throttled,
+        r.per_object.calls,
+        r.per_object.wall.as_secs_f64(),
+        r.per_object.throttled,
+        r.converge.writes,
+        r.converge.time.as_secs_f64(),
+        r.rss_total_mib
+    );
+}
