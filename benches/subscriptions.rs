@@ -219,13 +219,16 @@ struct Report {
 }
 
 async fn scenario(vendor: Vendor, n: usize) -> Report {
-    // Scale the documented limits so one phase takes about a minute at most.
-    let scale = if n >= 10_000 { 50.0 } else { 10.0 };
+    // Scale the documented limits so the mode change's bound is about 100 s whatever N is: long
+    // enough that fixed delays (the vendor's asynchronous apply, one poll) stay small next to it,
+    // short enough that a run takes minutes.
+    let scale = (n as f64 / (vendor.documented_rate() * 100.0)).max(1.0);
     let mut sim = start_sim(vendor, n, scale).await;
     let url = sim.info["url"].as_str().unwrap().to_string();
     // The operator stays below the (scaled) vendor limit, as its defaults do for real accounts.
     let rate = vendor.documented_rate() * scale * 0.95;
     let server = memory_server();
+    server.set_recording(false);
     let client = kube::Client::new(server.clone(), NS);
     let (secret, pc_extra) = match vendor {
         Vendor::Emnify => (
@@ -280,10 +283,19 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
     assert_eq!(names.len(), n, "the simulator seeded {} SIMs", names.len());
     let api: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), NS);
     let rss_apiserver_kib = rss_kib("VmRSS:");
+    eprintln!(
+        "   RSS after loading {n} objects into the in-memory API server: {:.1} MiB",
+        rss_apiserver_kib as f64 / 1024.0
+    );
 
     // Initial sync (finalizers, first status) with the bulk strategy.
     reconcile_all(&ctx, &api, &names).await;
     reconcile_all(&ctx, &api, &names).await;
+
+    eprintln!(
+        "   RSS after the initial sync: {:.1} MiB",
+        rss_kib("VmRSS:") as f64 / 1024.0
+    );
 
     // A full resync, both strategies.
     let mut results = Vec::new();
@@ -307,6 +319,12 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
             throttled: count(&metrics, |_, s| s == "429") - before_429,
         });
     }
+
+    eprintln!(
+        "   RSS after both resyncs: {:.1} MiB (peak {:.1})",
+        rss_kib("VmRSS:") as f64 / 1024.0,
+        rss_kib("VmHWM:") as f64 / 1024.0
+    );
 
     // A mode change on all N, converged by the real controllers.
     let target = SubscriptionMode::Paused;

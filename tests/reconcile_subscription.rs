@@ -520,3 +520,103 @@ async fn telenor_sweep_sees_subscriptions_added_and_removed() {
     assert!(err.to_string().contains(&gone));
     let _ = NS;
 }
+
+#[tokio::test]
+async fn emnify_drift_is_corrected_at_resync() {
+    let h = Harness::new().await;
+    let (sim, _) = emnify_sims(&h).await;
+    h.add_csub(
+        "t1",
+        json!({"providerConfigRef": {"name": "emnify"}, "imsi": sim["imsi"], "mode": "Active"}),
+    );
+    let c = h.sync_csub("t1").await;
+    assert_eq!(c.status.unwrap().mode.as_deref(), Some("Activated/Enabled"));
+    // Someone disables the device in the emnify Portal.
+    let token = common::emnify_token(&h.sim).await;
+    let resp = reqwest::Client::new()
+        .patch(format!("{}/api/v1/endpoint/{}", h.sim.url, sim["endpoint"]["id"]))
+        .bearer_auth(token)
+        .json(&json!({"status": {"id": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    // The next resync sweeps again and puts it back.
+    h.ctx.inventories.forget("default/emnify");
+    h.csub_resync_due("t1").await;
+    h.reconcile_csub("t1").await.unwrap();
+    let endpoint = emnify_get(&h.sim, &format!("/api/v1/endpoint/{}", sim["endpoint"]["id"])).await;
+    assert_eq!(endpoint["status"]["id"], 0, "Enabled again");
+    assert!(h.has_event("t1", "Updated"));
+}
+
+#[tokio::test]
+async fn telenor_429_backs_off_with_retry_after_and_recovers() {
+    let h = Harness::with_telenor().await;
+    let imsi = h
+        .telenor()
+        .subscriptions()
+        .iter()
+        .find(|s| s["mode"] == "ACTIVE")
+        .unwrap()["imsi"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.add_csub(
+        "meter",
+        json!({"providerConfigRef": {"name": "telenor"}, "imsi": imsi, "mode": "Active"}),
+    );
+    h.reconcile_csub("meter").await.unwrap();
+    h.telenor().inject_fault(vendor_sim::telenor::Fault {
+        method: Some("POST".into()),
+        path_prefix: "/iot-connect/subscription-inventory".into(),
+        status: 429,
+        count: 1,
+        retry_after: Some(4),
+        delay: None,
+        apply: false,
+    });
+    let err = h.reconcile_csub("meter").await.unwrap_err();
+    assert_eq!(err.reason(), "RateLimited");
+    assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(4)));
+    let action = connectivity_operator::controller::subscription::error_policy(
+        std::sync::Arc::new(h.csub("meter").await),
+        &err,
+        h.ctx.clone(),
+    );
+    assert_eq!(
+        format!("{action:?}"),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(4))
+        )
+    );
+    h.reconcile_csub("meter").await.unwrap();
+    assert_eq!(cond(&h.csub("meter").await, SYNCED).0, ConditionStatus::True);
+}
+
+#[tokio::test]
+async fn missing_credentials_and_missing_sim_are_reported() {
+    let h = Harness::with_telenor().await;
+    h.add_csub(
+        "ghost",
+        json!({"providerConfigRef": {"name": "telenor"}, "imsi": "242019999999999", "mode": "Active"}),
+    );
+    h.reconcile_csub("ghost").await.unwrap();
+    let err = h.reconcile_csub("ghost").await.unwrap_err();
+    assert_eq!(err.reason(), "SimNotFound");
+    assert!(err.to_string().contains("IMSI 242019999999999"), "{err}");
+    h.add(json!({
+        "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig",
+        "metadata": {"name": "nocreds", "namespace": NS},
+        "spec": {"vendor": "telenorIotConnect", "credentialsSecretRef": {"name": "absent"}}
+    }));
+    h.add_csub(
+        "nocreds",
+        json!({"providerConfigRef": {"name": "nocreds"}, "imsi": "242019999999999"}),
+    );
+    h.reconcile_csub("nocreds").await.unwrap();
+    let err = h.reconcile_csub("nocreds").await.unwrap_err();
+    assert_eq!(err.reason(), "SecretNotFound");
+    assert_eq!(cond(&h.csub("nocreds").await, READY).1, "SecretNotFound");
+}

@@ -278,6 +278,16 @@ impl MemoryApiServer {
         self.lock().requests.clone()
     }
 
+    /// Turns request recording on (the default) or off. Recorded requests keep their bodies, so
+    /// long runs (benchmarks, large offline applies) turn it off to keep memory flat.
+    pub fn set_recording(&self, on: bool) {
+        let mut state = self.lock();
+        state.recording = on;
+        if !on {
+            state.requests = Vec::new();
+        }
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.lock().requests.clear();

@@ -138,6 +138,9 @@ impl MemoryApiServer {
             },
         };
 
+        if !state.recording {
+            return response;
+        }
         let recorded_body = if req.body.is_empty() {
             None
         } else {

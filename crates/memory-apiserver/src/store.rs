@@ -126,6 +126,8 @@ pub(crate) struct State {
     pub history_floor: u64,
     pub events: broadcast::Sender<Arc<Change>>,
     pub requests: Vec<RecordedRequest>,
+    /// Whether requests are recorded (on by default; long runs such as benchmarks turn it off).
+    pub recording: bool,
     pub failures: Vec<InjectedFailure>,
     uid_counter: u64,
 }
@@ -141,6 +143,7 @@ impl State {
             history_floor: 0,
             events,
             requests: Vec::new(),
+            recording: true,
             failures: Vec::new(),
             uid_counter: 0,
         }
