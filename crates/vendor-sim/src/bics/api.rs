@@ -820,11 +820,11 @@ fn check_access_combination(services: &[u32], access_type: Option<&str>) -> Resu
 /// The token of an `X-Authorization: Bearer <token>` header (the scheme is optional).
 pub(crate) fn bearer(header: Option<&str>) -> Option<&str> {
     let h = header?.trim();
-    let t = h
-        .strip_prefix("Bearer ")
-        .or_else(|| h.strip_prefix("bearer "))
-        .unwrap_or(h)
-        .trim();
+    let t = match h.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ if h.eq_ignore_ascii_case("bearer") => "",
+        _ => h,
+    };
     (!t.is_empty()).then_some(t)
 }
 
@@ -868,6 +868,8 @@ mod tests {
         assert!(check_access_combination(&[5], None).is_ok());
         assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
         assert_eq!(bearer(Some("Bearer ")), None);
+        assert_eq!(bearer(Some("bearer  xyz")), Some("xyz"));
+        assert_eq!(bearer(Some("xyz")), Some("xyz"));
     }
 
     #[test]

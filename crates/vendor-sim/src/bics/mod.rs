@@ -558,7 +558,9 @@ async fn api_entry(AxumState(sim): AxumState<BicsSim>, req: Request) -> Response
         has_authorization: headers.contains_key("authorization"),
     };
     // rate limit (per account) and X-Authorization
-    if let Err(answer) = sim.lock().admit(&api_req) {
+    // (bound first: a guard in an `if let` scrutinee would live into the body, and `finish` locks)
+    let admitted = sim.lock().admit(&api_req);
+    if let Err(answer) = admitted {
         return sim.finish(&method, &path_and_query, &answer);
     }
     // platform faults, then the handler
