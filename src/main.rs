@@ -125,6 +125,8 @@ enum Command {
 enum SimVendor {
     Emnify,
     Telenor,
+    #[value(name = "bics-sft")]
+    BicsSft,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -242,6 +244,35 @@ async fn main() -> anyhow::Result<()> {
                     println!(
                         "{}",
                         serde_json::json!({"vendor": "emnify", "url": sim.url, "credentials": sim.credentials()})
+                    );
+                    connectivity_operator::run::shutdown_signal().await;
+                    sim.shutdown().await;
+                }
+                SimVendor::BicsSft => {
+                    let defaults = vendor_sim::bics::BicsConfig::default();
+                    let config = vendor_sim::bics::BicsConfig {
+                        latency,
+                        rate_limit: (!no_rate_limits).then(|| {
+                            let (rate, burst) = defaults.rate_limit.unwrap_or((2.0, 2));
+                            (
+                                rate * rate_limit_scale,
+                                ((f64::from(burst)) * rate_limit_scale).ceil() as u32,
+                            )
+                        }),
+                        seed: vendor_sim::bics::BicsSeed {
+                            endpoints,
+                            free_sims,
+                            ..Default::default()
+                        },
+                        ..defaults
+                    };
+                    let sim = vendor_sim::bics::BicsSim::new(config)
+                        .serve(listen)
+                        .await
+                        .context("failed to start the BICS SIM for Things simulator")?;
+                    println!(
+                        "{}",
+                        serde_json::json!({"vendor": "bics-sft", "url": sim.url, "credentials": sim.credentials()})
                     );
                     connectivity_operator::run::shutdown_signal().await;
                     sim.shutdown().await;

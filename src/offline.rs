@@ -178,6 +178,7 @@ pub struct OfflineCluster {
 pub struct Simulators {
     pub emnify: Option<vendor_sim::emnify::RunningSim>,
     pub telenor: Option<vendor_sim::telenor::RunningSim>,
+    pub bics: Option<vendor_sim::bics::RunningSim>,
 }
 
 /// Register our kinds on a fresh in-memory API server.
@@ -206,6 +207,7 @@ pub struct OfflineOptions {
     /// Simulator settings for `--simulate`.
     pub emnify_sim: Option<vendor_sim::emnify::EmnifyConfig>,
     pub telenor_sim: Option<vendor_sim::telenor::TelenorConfig>,
+    pub bics_sim: Option<vendor_sim::bics::BicsConfig>,
 }
 
 /// Load the manifests into an in-memory cluster (with simulators when asked).
@@ -239,7 +241,11 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
             kept.iter()
                 .any(|m| m.kind() == "ProviderConfig" && m.object["spec"]["vendor"] == vendor)
         };
-        let (emnify, telenor) = (uses_vendor(&kept, "emnify"), uses_vendor(&kept, "telenorIotConnect"));
+        let (emnify, telenor, bics) = (
+            uses_vendor(&kept, "emnify"),
+            uses_vendor(&kept, "telenorIotConnect"),
+            uses_vendor(&kept, "bicsSft"),
+        );
         let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         if emnify {
             let config = options.emnify_sim.clone().unwrap_or_default();
@@ -259,6 +265,27 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
             });
             eprintln!("# --simulate: emnify simulator at {}", sim.url);
             simulators.emnify = Some(sim);
+        }
+        if bics {
+            let config = options.bics_sim.clone().unwrap_or_default();
+            let sim = vendor_sim::bics::BicsSim::new(config)
+                .serve(local)
+                .await
+                .map_err(|source| OfflineError::Simulator {
+                    vendor: "bicsSft".into(),
+                    source,
+                })?;
+            let creds = sim.credentials();
+            let user = creds["username"].as_str().unwrap_or_default().to_string();
+            let password = creds["password"].as_str().unwrap_or_default().to_string();
+            point_at(&mut kept, "bicsSft", &sim.url, json!({}), |key| {
+                vec![
+                    ("username".to_string(), user.clone()),
+                    (key.unwrap_or("password").to_string(), password.clone()),
+                ]
+            });
+            eprintln!("# --simulate: BICS SIM for Things simulator at {}", sim.url);
+            simulators.bics = Some(sim);
         }
         if telenor {
             let config = options.telenor_sim.clone().unwrap_or_default();

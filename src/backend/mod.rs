@@ -9,6 +9,7 @@
 //!   adopted, "not found" on delete is success, and `update` sends only the planned changes.
 //! - Errors are [`BackendError`]s whose [`ErrorKind`] tells the pipeline whether to retry.
 
+pub mod bics;
 pub mod emnify;
 pub mod http;
 pub mod ratelimit;
@@ -142,6 +143,7 @@ pub struct ProfileChange {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProfileOp {
     Emnify(emnify::map::Change),
+    Bics(bics::map::Change),
 }
 
 impl fmt::Display for ProfileChange {

@@ -46,11 +46,19 @@ pub struct ObservedSubscription {
     /// The vendor state in our words; `None` when it is none of them (e.g. a test or
     /// half-configured state), which never matches a desired mode.
     pub mode: Option<SubscriptionMode>,
+    /// Other modes this vendor state also satisfies (a vendor with fewer states than we have
+    /// words: BICS's one suspended state is both Paused and Deactivated).
+    pub equivalent: Vec<SubscriptionMode>,
     pub service_profile_id: Option<String>,
     pub first_activation_date: Option<String>,
 }
 
 impl ObservedSubscription {
+    /// Whether the SIM is in `mode` (or a vendor state equivalent to it).
+    pub fn satisfies(&self, mode: SubscriptionMode) -> bool {
+        self.mode == Some(mode) || self.equivalent.contains(&mode)
+    }
+
     /// Whether this SIM is the one `identity` names (every identifier given must match).
     pub fn matches(&self, identity: &SimIdentity) -> bool {
         let imsi_ok = identity.imsi.as_ref().is_none_or(|i| self.imsi.as_ref() == Some(i));

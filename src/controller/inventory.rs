@@ -15,6 +15,8 @@ pub struct Inventories {
     slots: Mutex<HashMap<String, Slot>>,
     /// Per account: vendor writes in flight, and objects waiting for a pending change.
     activity: Mutex<HashMap<String, Activity>>,
+    /// Per account: requests the last sweep took (readable while a sweep is in flight).
+    sweep_costs: Mutex<HashMap<String, u64>>,
 }
 
 #[derive(Default)]
@@ -50,6 +52,7 @@ impl Inventories {
             "swept the vendor inventory"
         );
         let found = inventory.find(identity).cloned();
+        self.sweep_costs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), inventory.requests);
         *cached = Some((Instant::now(), inventory));
         Ok(found)
     }
@@ -73,11 +76,9 @@ impl Inventories {
             .clone()
     }
 
-    /// Age of the cached inventory and what its sweep cost, if there is one.
-    pub fn cached(&self, key: &str) -> Option<(Duration, u64)> {
-        let slot = self.slots.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()?;
-        let cached = slot.try_lock().ok()?;
-        cached.as_ref().map(|(at, inv)| (at.elapsed(), inv.requests))
+    /// Requests the account's last sweep took, if it was swept.
+    pub fn sweep_cost(&self, key: &str) -> Option<u64> {
+        self.sweep_costs.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied()
     }
 
     /// Count a vendor write starting (`+1`) or ending (`-1`) on an account.

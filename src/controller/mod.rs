@@ -37,6 +37,9 @@ pub struct Settings {
     pub pending_poll_interval: Duration,
     /// How long a pending change may stay unapplied before it is sent again.
     pub pending_timeout: Duration,
+    /// How long to keep reading back after a write whose outcome is unknown (BICS "verify
+    /// completion") before sending it again.
+    pub verify_timeout: Duration,
     /// Observe subscriptions through one inventory sweep per account (default). `false` reads
     /// each SIM on its own: the baseline the benchmark compares against.
     pub bulk_observation: bool,
@@ -52,6 +55,7 @@ impl Default for Settings {
             pending_poll_interval: Duration::from_secs(10),
             pending_timeout: Duration::from_secs(300),
             bulk_observation: true,
+            verify_timeout: Duration::from_secs(180),
         }
     }
 }
@@ -75,7 +79,7 @@ impl Context {
         };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
-            providers: Providers::new(metrics.clone(), settings.vendor_timeout),
+            providers: Providers::new(metrics.clone(), settings.vendor_timeout, settings.verify_timeout),
             inventories: inventory::Inventories::default(),
             client,
             metrics,

@@ -10,6 +10,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
+use crate::backend::bics::BicsBackend;
+use crate::backend::bics::client::{self as bics_client, BicsClient};
 use crate::backend::emnify::EmnifyBackend;
 use crate::backend::emnify::client::{ClientConfig, Credentials, EmnifyClient};
 use crate::backend::telenor::TelenorBackend;
@@ -75,6 +77,9 @@ pub struct Provider {
     pub default_tariff_profile_id: Option<i64>,
     /// Service profiles on this vendor are read-only: the operator only observes them.
     pub read_only_service_profiles: bool,
+    /// The inventory sweep reports each SIM's service profile (else SIMs whose profile is
+    /// managed are read on their own).
+    pub sweep_has_profiles: bool,
 }
 
 /// Backends per ProviderConfig.
@@ -82,14 +87,16 @@ pub struct Providers {
     cache: Mutex<HashMap<String, (u64, Arc<Provider>)>>,
     metrics: Metrics,
     timeout: Duration,
+    verify_timeout: Duration,
 }
 
 impl Providers {
-    pub fn new(metrics: Metrics, timeout: Duration) -> Self {
+    pub fn new(metrics: Metrics, timeout: Duration, verify_timeout: Duration) -> Self {
         Providers {
             cache: Mutex::new(HashMap::new()),
             metrics,
             timeout,
+            verify_timeout,
         }
     }
 
@@ -154,6 +161,7 @@ impl Providers {
             endpoint.hash(&mut h);
             pc.spec.emnify.hash(&mut h);
             pc.spec.telenor_iot_connect.hash(&mut h);
+            pc.spec.bics_sft.hash(&mut h);
             credentials.fingerprint().hash(&mut h);
             rate.requests_per_second.to_bits().hash(&mut h);
             rate.burst.hash(&mut h);
@@ -209,6 +217,7 @@ impl Providers {
                     account: backend,
                     default_tariff_profile_id: pc.spec.emnify.as_ref().and_then(|e| e.default_tariff_profile_id),
                     read_only_service_profiles: false,
+                    sweep_has_profiles: true,
                 })
             }
             VendorCredentials::Telenor {
@@ -236,6 +245,33 @@ impl Providers {
                     account: backend,
                     default_tariff_profile_id: None,
                     read_only_service_profiles: true,
+                    sweep_has_profiles: true,
+                })
+            }
+            VendorCredentials::Bics { username, password } => {
+                let client = Arc::new(BicsClient::new(
+                    bics_client::ClientConfig {
+                        base_url: endpoint.to_string(),
+                        username,
+                        password,
+                        target_account_id: pc.spec.bics_sft.as_ref().and_then(|b| b.target_account_id.clone()),
+                        requests_per_second: rate.requests_per_second,
+                        burst: rate.burst,
+                        timeout: self.timeout,
+                    },
+                    Some(self.metrics.clone()),
+                )?);
+                let backend = Arc::new(BicsBackend::new(client, self.verify_timeout));
+                Ok(Provider {
+                    vendor,
+                    endpoint: endpoint.to_string(),
+                    service_profiles: backend.clone(),
+                    subscriptions: backend.clone(),
+                    account: backend,
+                    default_tariff_profile_id: None,
+                    read_only_service_profiles: false,
+                    // fetchSIM rows carry no plan: SIMs whose plan is managed are read one by one.
+                    sweep_has_profiles: false,
                 })
             }
         }
@@ -264,6 +300,11 @@ pub fn effective_rate_limit(vendor: Vendor, spec: Option<&RateLimit>) -> RateLim
             requests_per_second: 5.0,
             burst: 10,
         },
+        // No published limit; production clients assume 2 per second per account and pace at 1.
+        Vendor::BicsSft => RateLimit {
+            requests_per_second: 1.0,
+            burst: 2,
+        },
     })
 }
 
@@ -274,6 +315,10 @@ pub enum VendorCredentials {
     Telenor {
         client_id: String,
         client_secret: SecretString,
+    },
+    Bics {
+        username: String,
+        password: SecretString,
     },
 }
 
@@ -293,6 +338,10 @@ impl VendorCredentials {
             } => {
                 client_id.hash(&mut h);
                 client_secret.expose().hash(&mut h);
+            }
+            VendorCredentials::Bics { username, password } => {
+                username.hash(&mut h);
+                password.expose().hash(&mut h);
             }
         }
         h.finish()
@@ -336,6 +385,19 @@ pub fn credentials(vendor: Vendor, secret: &Secret, key: Option<&str>) -> Result
                 _ => Err("expected key \"applicationToken\", or keys \"username\" and \"password\"".into()),
             }
         }
+        Vendor::BicsSft => match (
+            secret_value(secret, "username"),
+            secret_value(secret, key.unwrap_or("password")),
+        ) {
+            (Some(username), Some(password)) => Ok(VendorCredentials::Bics {
+                username,
+                password: SecretString::new(password),
+            }),
+            _ => Err(format!(
+                "expected keys \"username\" and {:?}",
+                key.unwrap_or("password")
+            )),
+        },
         Vendor::TelenorIotConnect => {
             match (
                 secret_value(secret, "clientId"),

@@ -181,6 +181,7 @@ pub async fn plan(sp: &ServiceProfile, ctx: &Context) -> Result<Planned, Error> 
         Vendor::Emnify => sp.spec.emnify.is_some(),
         // Telenor service policies have no settings we manage.
         Vendor::TelenorIotConnect => true,
+        Vendor::BicsSft => sp.spec.bics_sft.is_some(),
     };
     if !section_present {
         return Err(Error::VendorSectionMissing {

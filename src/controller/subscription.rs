@@ -49,6 +49,8 @@ pub enum Error {
     },
     #[error("{vendor} has no SIM with {identity}")]
     SimNotFound { vendor: Vendor, identity: String },
+    #[error("{0}")]
+    InvalidSpec(String),
     #[error(transparent)]
     Vendor(#[from] BackendError),
     #[error(
@@ -85,6 +87,7 @@ impl Error {
             Error::ServiceProfileNotReady { .. } => "ServiceProfileNotReady",
             Error::ServiceProfileElsewhere { .. } => "InvalidReference",
             Error::SimNotFound { .. } => "SimNotFound",
+            Error::InvalidSpec(_) => "InvalidSpec",
             Error::Vendor(e) => e.kind.reason(),
             Error::TerminationNotConfirmed => "TerminationNotConfirmed",
             Error::Terminated { .. } => "Terminated",
@@ -105,7 +108,10 @@ impl Error {
 
     pub fn is_permanent(&self) -> bool {
         match self.root() {
-            Error::TerminationNotConfirmed | Error::Terminated { .. } | Error::ServiceProfileElsewhere { .. } => true,
+            Error::TerminationNotConfirmed
+            | Error::Terminated { .. }
+            | Error::ServiceProfileElsewhere { .. }
+            | Error::InvalidSpec(_) => true,
             Error::Resolve(ResolveError::SecretKeyMissing { .. }) => true,
             Error::Vendor(e) => e.kind.is_permanent(),
             _ => false,
@@ -145,7 +151,7 @@ pub fn decide(
     let terminated = observed.mode == Some(SubscriptionMode::Terminated);
     let mut changes = Vec::new();
     if let Some(want) = mode
-        && observed.mode != Some(want)
+        && !observed.satisfies(want)
     {
         if terminated {
             return Decision::Irreversible(want);
@@ -239,6 +245,15 @@ async fn resolve(csub: &ConnectivitySubscription, ctx: &Context) -> Result<(Arc<
         .providers
         .resolve(&ctx.client, &namespace, &csub.spec.provider_config_ref.name)
         .await?;
+    if provider.vendor == Vendor::BicsSft {
+        // BICS assigns service profiles through plans: the plan is what a SIM is given.
+        if csub.spec.service_profile_ref.is_some() {
+            return Err(Error::InvalidSpec(
+                "on BICS SIM for Things a SIM gets its service profile through its plan: set spec.bicsSft.planId instead of spec.serviceProfileRef".into(),
+            ));
+        }
+        return Ok((provider, csub.spec.bics_sft.as_ref().and_then(|b| b.plan_id.clone())));
+    }
     let Some(reference) = &csub.spec.service_profile_ref else {
         return Ok((provider, None));
     };
@@ -275,17 +290,20 @@ async fn observe(
     ctx: &Context,
     provider: &Provider,
     resync: Duration,
+    profile_id: Option<&str>,
 ) -> Result<ObservedSubscription, Error> {
     let id = identity(csub);
     let key = account_key(csub);
     let backend = provider.subscriptions.as_ref();
     let pending = csub.status.as_ref().is_some_and(|s| s.pending_change.is_some());
-    let found = if !ctx.settings.bulk_observation {
+    // A managed profile the sweep does not report (BICS plans) needs the SIM's own read.
+    let sweep_blind = profile_id.is_some() && !provider.sweep_has_profiles;
+    let found = if !ctx.settings.bulk_observation || sweep_blind {
         backend.observe(&id).await?
     } else if pending {
         // Many SIMs waiting at once (a fleet-wide change): one fresh sweep serves them all and
         // costs fewer calls than a read each.
-        let sweep_cost = ctx.inventories.cached(&key).map_or(u64::MAX, |(_, cost)| cost);
+        let sweep_cost = ctx.inventories.sweep_cost(&key).unwrap_or(u64::MAX);
         if ctx.inventories.pending(&key) as u64 > sweep_cost {
             ctx.inventories
                 .find(&key, backend, ctx.settings.pending_poll_interval, &id)
@@ -381,7 +399,7 @@ pub async fn plan(csub: &ConnectivitySubscription, ctx: &Context, resync: Durati
     // resolve
     let (provider, profile_id) = resolve(csub, ctx).await?;
     // observe
-    let observed = observe(csub, ctx, &provider, resync).await?;
+    let observed = observe(csub, ctx, &provider, resync, profile_id.as_deref()).await?;
     // plan
     let previous = csub.status.clone().unwrap_or_default();
     let decision = decide(

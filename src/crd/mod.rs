@@ -12,17 +12,19 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use conditions::{Condition, ConditionStatus};
+pub use provider_config::BicsProviderSettings;
 pub use provider_config::{
     CredentialsSecretRef, EmnifyProviderSettings, ProviderConfig, ProviderConfigSpec, ProviderConfigStatus, RateLimit,
     TelenorProviderSettings, Vendor,
 };
 pub use service_profile::{
-    DeletionPolicy, EmnifyServiceProfile, EmnifyServiceSpec, EmnifyTrafficLimitRef, ManagementPolicy,
-    ObservedServiceProfile, ServiceProfile, ServiceProfileSpec, ServiceProfileStatus,
+    BicsAccessType, BicsCategory, BicsProfileStatus, BicsService, BicsServiceProfile, DeletionPolicy,
+    EmnifyServiceProfile, EmnifyServiceSpec, EmnifyTrafficLimitRef, ManagementPolicy, ObservedServiceProfile,
+    ServiceProfile, ServiceProfileSpec, ServiceProfileStatus,
 };
 pub use subscription::{
-    ConnectivitySubscription, ConnectivitySubscriptionSpec, ConnectivitySubscriptionStatus, EmnifySubscription,
-    PendingChange, PendingOutcome, SubscriptionDeletionPolicy, SubscriptionMode,
+    BicsSubscription, ConnectivitySubscription, ConnectivitySubscriptionSpec, ConnectivitySubscriptionStatus,
+    EmnifySubscription, PendingChange, PendingOutcome, SubscriptionDeletionPolicy, SubscriptionMode,
 };
 
 /// API group of every kind the operator owns.

@@ -45,6 +45,19 @@ pub struct ProviderConfigSpec {
     /// Telenor IoT Connect account settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telenor_iot_connect: Option<TelenorProviderSettings>,
+    /// BICS SIM for Things account settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bics_sft: Option<BicsProviderSettings>,
+}
+
+/// BICS SIM for Things account settings.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BicsProviderSettings {
+    /// Act in this child account (BICS "support access" for Resellers): sent as `targetAccountId`
+    /// at login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_account_id: Option<String>,
 }
 
 /// emnify account settings.
@@ -76,6 +89,8 @@ pub enum Vendor {
     Emnify,
     /// Telenor IoT Connect (`/iot-connect/...`; asynchronous writes).
     TelenorIotConnect,
+    /// BICS SIM for Things (RPC-style `/api/<Verb>` with result codes).
+    BicsSft,
 }
 
 impl Vendor {
@@ -84,6 +99,7 @@ impl Vendor {
         match self {
             Vendor::Emnify => "https://cdn.emnify.net",
             Vendor::TelenorIotConnect => "https://api.iot.telenor.com",
+            Vendor::BicsSft => "https://sft.bics.com",
         }
     }
 
@@ -92,6 +108,7 @@ impl Vendor {
         match self {
             Vendor::Emnify => "emnify",
             Vendor::TelenorIotConnect => "telenorIotConnect",
+            Vendor::BicsSft => "bicsSft",
         }
     }
 }
@@ -111,7 +128,8 @@ pub struct CredentialsSecretRef {
     pub name: String,
     /// Key holding the vendor's single-value credential (emnify: the application token). When
     /// absent the vendor's default keys are read (emnify: `applicationToken`, or `username` and
-    /// `password`; Telenor IoT Connect: `clientId` and `clientSecret`).
+    /// `password`; Telenor IoT Connect: `clientId` and `clientSecret`; BICS SIM for Things:
+    /// `username` and `password`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }

@@ -42,6 +42,9 @@ pub struct ServiceProfileSpec {
     /// Settings for an emnify ProviderConfig. Required when the ProviderConfig's vendor is `emnify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emnify: Option<EmnifyServiceProfile>,
+    /// Settings for a BICS SIM for Things ProviderConfig. Required when its vendor is `bicsSft`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bics_sft: Option<BicsServiceProfile>,
     /// What happens at the vendor when this object is deleted: `Delete` (default) removes the
     /// vendor profile (retried while endpoints still use it), `Orphan` leaves it.
     #[serde(default)]
@@ -192,6 +195,67 @@ pub struct EmnifyTrafficLimitRef {
     pub period: Option<String>,
 }
 
+/// BICS SIM for Things service profile (`CreateServiceProfile`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!self.services.exists(s, s in ['Data', 'SmsMo', 'SmsMt']) || has(self.accessType)",
+    "message": "accessType is required when Data, SmsMo or SmsMt is among the services"
+}]))]
+pub struct BicsServiceProfile {
+    /// `Base` (default) or `Addon` (`category` 0 / 1). BICS does not let a profile change category.
+    #[serde(default)]
+    pub category: BicsCategory,
+    /// `Active` (default) or `Inactive` (`status` 1 / 0).
+    #[serde(default)]
+    pub status: BicsProfileStatus,
+    /// Services: `Data` (4), `SmsMo` (2), `SmsMt` (3), `NbIot` (5).
+    #[schemars(length(min = 1))]
+    pub services: Vec<BicsService>,
+    /// Radio access: `2G` (02), `2G/3G` (01), `2G/3G/4G` (06), `2G/3G/4G/5G` (10). Required with
+    /// Data or SMS. Once the profile is attached to a plan, BICS only allows raising it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_type: Option<BicsAccessType>,
+}
+
+/// BICS profile category.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BicsCategory {
+    #[default]
+    Base,
+    Addon,
+}
+
+/// BICS profile status.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BicsProfileStatus {
+    #[default]
+    Active,
+    Inactive,
+}
+
+/// A BICS service.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+pub enum BicsService {
+    Data,
+    SmsMo,
+    SmsMt,
+    NbIot,
+}
+
+/// BICS radio access types.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BicsAccessType {
+    #[serde(rename = "2G")]
+    G2,
+    #[serde(rename = "2G/3G")]
+    G2G3,
+    #[serde(rename = "2G/3G/4G")]
+    G2G3G4,
+    #[serde(rename = "2G/3G/4G/5G")]
+    G2G3G4G5,
+}
+
 /// Observed state of a ServiceProfile.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -199,7 +263,8 @@ pub struct ServiceProfileStatus {
     /// Vendor id of the profile (emnify: numeric id as a string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// Number of endpoints (devices) using the profile, as the vendor reports it.
+    /// Number of endpoints (devices) using the profile, as emnify reports it. BICS SIM for Things
+    /// and Telenor IoT Connect report no such count, so it stays empty there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_count: Option<i64>,
     /// `metadata.generation` of the spec last reconciled.

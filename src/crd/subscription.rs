@@ -67,6 +67,20 @@ pub struct ConnectivitySubscriptionSpec {
     /// emnify settings, used when the SIM has no endpoint (device) yet and one must be created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emnify: Option<EmnifySubscription>,
+    /// BICS SIM for Things settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bics_sft: Option<BicsSubscription>,
+}
+
+/// BICS SIM for Things settings of a subscription.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BicsSubscription {
+    /// Base plan of the SIM's endpoint (BICS assigns service profiles through plans, so on BICS
+    /// this replaces `serviceProfileRef`). Needed when the operator creates an endpoint for a SIM
+    /// that has none; when it differs from the endpoint's plan, `ChangePlan` is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
 }
 
 /// Connectivity modes, the same words at every vendor (the README has the per-vendor table).

@@ -529,6 +529,7 @@ mod tests {
             .into_iter()
             .map(|c| match c.op {
                 ProfileOp::Emnify(op) => op,
+                ProfileOp::Bics(op) => panic!("not an emnify change: {op:?}"),
             })
             .collect();
         assert_eq!(

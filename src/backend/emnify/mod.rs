@@ -253,7 +253,13 @@ impl ServiceProfileBackend for EmnifyBackend {
     async fn update(&self, id: &str, changes: &[ProfileChange]) -> Result<(), BackendError> {
         let pid = parse_id(id, "update emnify service profile")?;
         for change in changes {
-            let ProfileOp::Emnify(op) = &change.op;
+            let ProfileOp::Emnify(op) = &change.op else {
+                return Err(BackendError::new(
+                    "update emnify service profile",
+                    ErrorKind::Invalid,
+                    "not an emnify change",
+                ));
+            };
             let action = format!("{} on emnify service profile {pid}", change.description);
             let base = format!("/api/v1/service_profile/{pid}");
             let result = match op {

@@ -100,6 +100,7 @@ fn observed(sim: &Sim, endpoint: Option<&Endpoint>) -> ObservedSubscription {
             .and_then(|p| p.id)
             .map(|i| i.to_string()),
         first_activation_date: sim.activation_date.clone(),
+        equivalent: Vec::new(),
     }
 }
 

@@ -57,6 +57,7 @@ fn observed(s: &api::ConnectivitySubscription, policy: Option<String>) -> Observ
         vendor_mode,
         service_profile_id: policy.or_else(|| s.service_policy_id.clone()),
         first_activation_date: s.first_activation_date.clone(),
+        equivalent: Vec::new(),
     }
 }
 

@@ -1,0 +1,588 @@
+//! BICS SIM for Things backend on the RPC-style API (`/api/<Verb>`). Writes may fail or time out
+//! while still running ("verify completion", result codes 10239 / 10240, or no answer in time):
+//! the backend then reads the state back (by name for a create) before it sends anything again,
+//! so the vendor never ends with two profiles and no write is lost.
+
+pub mod client;
+pub mod map;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use self::client::BicsClient;
+use self::map::{Change, ProfileRow};
+use super::{
+    AccountBackend, AccountInfo, BackendError, DesiredServiceProfile, DesiredSubscription, ErrorKind, Inventory,
+    Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ProfileOp, ServiceProfileBackend,
+    SimIdentity, SubscriptionBackend, SubscriptionChange, WriteOutcome,
+};
+use crate::crd::{BicsServiceProfile, SubscriptionMode};
+
+/// SIMs per `fetchSIM` page in a sweep.
+const SIMS_PER_PAGE: u32 = 1000;
+
+pub struct BicsBackend {
+    client: Arc<BicsClient>,
+    /// How long to keep reading back after a write whose outcome is unknown.
+    verify_timeout: Duration,
+}
+
+impl BicsBackend {
+    pub fn new(client: Arc<BicsClient>, verify_timeout: Duration) -> Self {
+        BicsBackend { client, verify_timeout }
+    }
+
+    pub fn client(&self) -> &Arc<BicsClient> {
+        &self.client
+    }
+
+    async fn profiles(&self, id: Option<&str>) -> Result<Vec<ProfileRow>, BackendError> {
+        let action = match id {
+            Some(id) => format!("get BICS service profile {id}"),
+            None => "list BICS service profiles".to_string(),
+        };
+        let query: Vec<(&str, String)> = id.map(|i| ("serviceProfileId", i.to_string())).into_iter().collect();
+        match self
+            .client
+            .call("GetServiceProfile", Method::GET, &query, None, &action, &[])
+            .await
+        {
+            Ok(resp) => Ok(resp["responseParam"]["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(ProfileRow::parse)
+                .collect()),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn by_name(&self, name: &str) -> Result<Vec<ProfileRow>, BackendError> {
+        Ok(self
+            .profiles(None)
+            .await?
+            .into_iter()
+            .filter(|r| r.name == name)
+            .collect())
+    }
+
+    /// Read back until `check` finds what it looks for or the verify timeout passes. Transient
+    /// read errors are retried; others end the wait.
+    async fn verify<T, F, Fut>(&self, mut check: F) -> Result<Option<T>, BackendError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, BackendError>>,
+    {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match check().await {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        ErrorKind::Transient | ErrorKind::RateLimited { .. } | ErrorKind::OutcomeUnknown
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            if started.elapsed() + delay > self.verify_timeout {
+                return Ok(None);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(15));
+        }
+    }
+
+    fn spec<'a>(desired: &'a DesiredServiceProfile<'_>, action: &str) -> Result<&'a BicsServiceProfile, BackendError> {
+        desired.spec.bics_sft.as_ref().ok_or_else(|| {
+            BackendError::new(
+                action,
+                ErrorKind::Invalid,
+                "spec.bicsSft is required for a BICS ProviderConfig",
+            )
+        })
+    }
+
+    /// A profile with the name exists: adopt it when it is what the spec asks for.
+    fn adopt(
+        &self,
+        name: &str,
+        spec: &BicsServiceProfile,
+        rows: Vec<ProfileRow>,
+        action: &str,
+    ) -> Result<String, BackendError> {
+        match rows.as_slice() {
+            [row] if map::matches(name, spec, row) => Ok(row.id.clone()),
+            [row] => Err(BackendError::new(
+                action,
+                ErrorKind::Conflict,
+                format!(
+                    "BICS already has a different service profile named {name:?} ({}); names are unique at BICS",
+                    row.id
+                ),
+            )),
+            rows => Err(BackendError::new(
+                action,
+                ErrorKind::Conflict,
+                format!("{} BICS profiles are named {name:?}", rows.len()),
+            )),
+        }
+    }
+
+    async fn try_create(&self, body: &Value, action: &str) -> Result<Option<String>, BackendError> {
+        let resp = self
+            .client
+            .call("CreateServiceProfile", Method::POST, &[], Some(body), action, &[])
+            .await?;
+        let id = resp["serviceProfile"]
+            .as_str()
+            .or_else(|| resp["responseParam"]["serviceProfile"].as_str());
+        Ok(id.map(str::to_string))
+    }
+}
+
+fn modify_applied(row: &ProfileRow, fields: &serde_json::Map<String, Value>) -> bool {
+    fields.iter().all(|(k, v)| {
+        let want = v.as_str().unwrap_or_default();
+        match k.as_str() {
+            "name" => row.name == want,
+            "status" => row.status == want,
+            "category" => row.category == want,
+            "accessType" => row.access_type.as_deref() == Some(want),
+            "service" => row.services == want.split('|').filter_map(|x| x.parse().ok()).collect(),
+            _ => true,
+        }
+    })
+}
+
+#[async_trait]
+impl ServiceProfileBackend for BicsBackend {
+    async fn observe(
+        &self,
+        desired: &DesiredServiceProfile<'_>,
+        lookup: &Lookup,
+    ) -> Result<Observation<ObservedProfile>, BackendError> {
+        let spec = Self::spec(desired, "observe BICS service profile")?;
+        let rows = match lookup {
+            Lookup::Id(id) => self
+                .profiles(Some(id))
+                .await?
+                .into_iter()
+                .filter(|r| &r.id == id)
+                .collect(),
+            Lookup::Name(name) => self.by_name(name).await?,
+        };
+        match rows.as_slice() {
+            [] => Ok(Observation::Missing),
+            [row] => {
+                let changes = map::plan(&desired.name, spec, row);
+                Ok(Observation::Present(ObservedProfile {
+                    id: row.id.clone(),
+                    used_count: None,
+                    summary: map::summary(row, &changes),
+                    changes,
+                }))
+            }
+            many => Ok(Observation::Ambiguous {
+                ids: many.iter().map(|r| r.id.clone()).collect(),
+            }),
+        }
+    }
+
+    async fn create(&self, desired: &DesiredServiceProfile<'_>) -> Result<String, BackendError> {
+        let action = format!("create BICS service profile {:?}", desired.name);
+        let spec = Self::spec(desired, &action)?;
+        let body = map::create_body(&desired.name, spec);
+        let name = desired.name.clone();
+        for attempt in 0..2 {
+            match self.try_create(&body, &action).await {
+                Ok(Some(id)) => return Ok(id),
+                // Success without an id in the answer: the name is unique, look it up.
+                Ok(None) => return self.adopt(&name, spec, self.by_name(&name).await?, &action),
+                // Duplicate name: an earlier attempt (ours or a lost one) landed; adopt it when it
+                // is what we asked for.
+                Err(e) if e.kind == ErrorKind::Conflict => {
+                    return self.adopt(&name, spec, self.by_name(&name).await?, &action);
+                }
+                Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
+                    tracing::warn!(profile = %name, error = %e, "create outcome unknown; verifying before any retry");
+                    let found = self
+                        .verify(|| async { Ok(Some(self.by_name(&name).await?).filter(|r| !r.is_empty())) })
+                        .await?;
+                    if let Some(rows) = found {
+                        return self.adopt(&name, spec, rows, &action);
+                    }
+                    if attempt == 1 {
+                        return Err(e);
+                    }
+                    // Verified absent: only now send the create again.
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(BackendError::new(
+            action,
+            ErrorKind::OutcomeUnknown,
+            "the create could not be verified",
+        ))
+    }
+
+    async fn update(&self, id: &str, changes: &[ProfileChange]) -> Result<(), BackendError> {
+        for change in changes {
+            let ProfileOp::Bics(Change::Modify { fields }) = &change.op else {
+                return Err(BackendError::new(
+                    "update BICS service profile",
+                    ErrorKind::Invalid,
+                    "not a BICS change",
+                ));
+            };
+            let action = format!("{} on BICS service profile {id}", change.description);
+            let mut profile = fields.clone();
+            profile.insert("id".into(), json!(id));
+            let body = json!({"Request": {"requestParam": {"serviceProfile": profile}}});
+            for attempt in 0..2 {
+                match self
+                    .client
+                    .call("ModifyServiceProfile", Method::POST, &[], Some(&body), &action, &[])
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
+                        let landed = self
+                            .verify(|| async {
+                                Ok(self
+                                    .profiles(Some(id))
+                                    .await?
+                                    .into_iter()
+                                    .find(|r| r.id == id && modify_applied(r, fields)))
+                            })
+                            .await?;
+                        if landed.is_some() {
+                            break;
+                        }
+                        if attempt == 1 {
+                            return Err(e);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), BackendError> {
+        let action = format!("delete BICS service profile {id}");
+        let body = json!({"Request": {"requestParam": {"serviceProfile": {"id": id}}}});
+        for attempt in 0..2 {
+            match self
+                .client
+                .call("DeleteServiceProfile", Method::POST, &[], Some(&body), &action, &[])
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
+                    let gone = self
+                        .verify(|| async {
+                            Ok(self.profiles(Some(id)).await?.iter().all(|r| r.id != id).then_some(()))
+                        })
+                        .await?;
+                    if gone.is_some() {
+                        return Ok(());
+                    }
+                    if attempt == 1 {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Our mode for a BICS SIM status (the SIM follows its endpoint). BICS has one suspended state,
+/// which satisfies both `Paused` and `Deactivated`; a never-activated (Pre-Active) SIM counts as
+/// `Deactivated`; a SIM without endpoint (back in inventory) satisfies `Deactivated` and
+/// `Terminated`. Pure.
+pub fn modes_of(sim_status: &str, has_endpoint: bool) -> (Option<SubscriptionMode>, Vec<SubscriptionMode>) {
+    use SubscriptionMode::*;
+    match (sim_status, has_endpoint) {
+        (_, false) => (None, vec![Deactivated, Terminated]),
+        ("Active", true) => (Some(Active), vec![]),
+        ("Suspended", true) => (Some(Paused), vec![Deactivated]),
+        ("Pre-Active", true) => (Some(Deactivated), vec![]),
+        _ => (None, vec![]),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty() && *s != "-").map(str::to_string)
+}
+
+fn observed_from_sim(row: &Value) -> ObservedSubscription {
+    let endpoint = text(&row["endPointId"]);
+    let status = row["simStatus"].as_str().unwrap_or("Unknown").to_string();
+    let (mode, equivalent) = modes_of(&status, endpoint.is_some());
+    ObservedSubscription {
+        imsi: text(&row["imsi"]).or_else(|| text(&row["iMSIList"][0]["imsi"])),
+        iccid: text(&row["iccid"]),
+        msisdn: text(&row["msisdn"]),
+        imei: None,
+        id: None,
+        vendor_mode: if endpoint.is_some() {
+            status
+        } else {
+            format!("{status}/no endpoint")
+        },
+        endpoint_id: endpoint,
+        mode,
+        equivalent,
+        service_profile_id: None,
+        first_activation_date: None,
+    }
+}
+
+impl BicsBackend {
+    async fn fetch_sims(&self, query: &[(&str, String)]) -> Result<(Vec<Value>, u64), BackendError> {
+        let mut rows = Vec::new();
+        let mut page = 1u64;
+        loop {
+            let mut q = query.to_vec();
+            q.push(("page", page.to_string()));
+            q.push(("perPage", SIMS_PER_PAGE.to_string()));
+            let resp = self
+                .client
+                .call("fetchSIM", Method::GET, &q, None, "list BICS SIMs", &[])
+                .await?;
+            let batch = resp["responseParam"]["rows"].as_array().cloned().unwrap_or_default();
+            let total = resp["responseParam"]["totalCount"]
+                .as_str()
+                .and_then(|t| t.parse::<u64>().ok());
+            let got = batch.len() as u64;
+            rows.extend(batch);
+            let more = match total {
+                Some(total) => (rows.len() as u64) < total,
+                None => got == u64::from(SIMS_PER_PAGE),
+            };
+            if !more || got == 0 {
+                return Ok((rows, page));
+            }
+            page += 1;
+        }
+    }
+
+    async fn endpoint_call(
+        &self,
+        verb: &str,
+        endpoint: &str,
+        params: Option<Value>,
+        action: &str,
+        also_ok: &[&str],
+    ) -> Result<Value, BackendError> {
+        let mut request = json!({"endPointId": endpoint});
+        if let Some(p) = params {
+            request["requestParam"] = p;
+        }
+        self.client
+            .call(
+                verb,
+                Method::POST,
+                &[],
+                Some(&json!({"Request": request})),
+                action,
+                also_ok,
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl SubscriptionBackend for BicsBackend {
+    async fn inventory(&self) -> Result<Inventory, BackendError> {
+        let (rows, pages) = self.fetch_sims(&[]).await?;
+        Ok(Inventory::new(rows.iter().map(observed_from_sim).collect(), pages))
+    }
+
+    async fn observe(&self, identity: &SimIdentity) -> Result<Option<ObservedSubscription>, BackendError> {
+        let found = match &identity.iccid {
+            Some(iccid) => self
+                .fetch_sims(&[("iccid", iccid.clone())])
+                .await?
+                .0
+                .iter()
+                .map(observed_from_sim)
+                .find(|o| o.matches(identity)),
+            // BICS finds SIMs by ICCID; an IMSI-only subscription is looked up in the inventory.
+            None => self.inventory().await?.find(identity).cloned(),
+        };
+        let Some(mut observed) = found else { return Ok(None) };
+        if let Some(endpoint) = observed.endpoint_id.clone() {
+            let action = format!("get BICS endpoint {endpoint}");
+            let resp = self
+                .client
+                .call(
+                    "GetEndPointProfile",
+                    Method::GET,
+                    &[("endPointId", endpoint)],
+                    None,
+                    &action,
+                    &[],
+                )
+                .await?;
+            let info = &resp["info"]["basicInfo"];
+            observed.service_profile_id = text(&info["planId"]);
+            observed.msisdn = observed.msisdn.or_else(|| text(&info["msisdn"]));
+        }
+        Ok(Some(observed))
+    }
+
+    async fn update(
+        &self,
+        desired: &DesiredSubscription<'_>,
+        current: &ObservedSubscription,
+        changes: &[SubscriptionChange],
+    ) -> Result<WriteOutcome, BackendError> {
+        let iccid = current.iccid.clone().unwrap_or_default();
+        let mut endpoint = current.endpoint_id.clone();
+        let mut state = if endpoint.is_some() {
+            current.vendor_mode.clone()
+        } else {
+            "Ready To Activate".to_string()
+        };
+        let mut plan = current.service_profile_id.clone();
+        for change in changes {
+            match change {
+                SubscriptionChange::SetServiceProfile(plan_id) => {
+                    if let Some(e) = &endpoint {
+                        let action = format!("change the plan of BICS endpoint {e} to {plan_id}");
+                        self.endpoint_call("ChangePlan", e, Some(json!({"planId": plan_id})), &action, &["7001"])
+                            .await?;
+                    }
+                    plan = Some(plan_id.clone());
+                }
+                SubscriptionChange::SetMode(mode) => {
+                    use SubscriptionMode::*;
+                    if *mode == Terminated {
+                        if let Some(e) = endpoint.take() {
+                            let action = format!("de-link the SIM from BICS endpoint {e}");
+                            self.endpoint_call("DeLinkSim", &e, None, &action, &["6413", "6420"])
+                                .await?;
+                            let action = format!("delete BICS endpoint {e}");
+                            self.endpoint_call("DeleteEndPoint", &e, None, &action, &["10159"])
+                                .await?;
+                        }
+                        state = "Ready To Activate".into();
+                        continue;
+                    }
+                    let e = match (&endpoint, mode) {
+                        (Some(e), _) => e.clone(),
+                        (None, Deactivated) => continue,
+                        (None, _) => {
+                            let plan_id =
+                                plan.clone()
+                                    .or_else(|| desired.service_profile_id.clone())
+                                    .ok_or_else(|| {
+                                        BackendError::new(
+                                            format!("create a BICS endpoint for SIM {iccid}"),
+                                            ErrorKind::Invalid,
+                                            "the SIM has no endpoint; set spec.bicsSft.planId so one can be created",
+                                        )
+                                    })?;
+                            let action = format!("create BICS endpoint {:?} for SIM {iccid}", desired.name);
+                            let body = json!({"Request": {"requestParam": {
+                                "name": desired.name, "isLinkSIM": "true", "iccid": iccid, "planId": plan_id,
+                                "isDefaultActivation": "false",
+                            }}});
+                            let resp = self
+                                .client
+                                .call("CreateEndPoint", Method::POST, &[], Some(&body), &action, &[])
+                                .await?;
+                            let id = text(&resp["endPointId"]).ok_or_else(|| {
+                                BackendError::new(action, ErrorKind::Transient, "no endPointId in the answer")
+                            })?;
+                            endpoint = Some(id.clone());
+                            state = "Pre-Active".into();
+                            plan = Some(plan_id);
+                            id
+                        }
+                    };
+                    let activate = matches!(mode, Active | Paused) && state == "Pre-Active";
+                    if activate {
+                        self.endpoint_call(
+                            "EndPointActivation",
+                            &e,
+                            None,
+                            &format!("activate BICS endpoint {e}"),
+                            &["5014", "2507"],
+                        )
+                        .await?;
+                        state = "Active".into();
+                    }
+                    let lifecycle = match (mode, state.as_str()) {
+                        (Active, "Suspended") => Some(("A", "Active")),
+                        (Paused | Deactivated, "Active") => Some(("S", "Suspended")),
+                        _ => None,
+                    };
+                    if let Some((code, to)) = lifecycle {
+                        let action = format!("set BICS endpoint {e} to {to}");
+                        self.endpoint_call(
+                            "EndPointLifeCycleChange",
+                            &e,
+                            Some(json!({"lifeCycle": code, "reason": "1"})),
+                            &action,
+                            &["5017", "9003"],
+                        )
+                        .await?;
+                        state = to.into();
+                    }
+                }
+            }
+        }
+        let (mode, equivalent) = modes_of(&state, endpoint.is_some());
+        Ok(WriteOutcome::Applied(Box::new(ObservedSubscription {
+            vendor_mode: if endpoint.is_some() {
+                state
+            } else {
+                "Ready To Activate/no endpoint".into()
+            },
+            endpoint_id: endpoint,
+            mode,
+            equivalent,
+            service_profile_id: plan,
+            ..current.clone()
+        })))
+    }
+}
+
+#[async_trait]
+impl AccountBackend for BicsBackend {
+    async fn verify(&self) -> Result<AccountInfo, BackendError> {
+        self.client.access_token().await?;
+        Ok(AccountInfo { account: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_table() {
+        use SubscriptionMode::*;
+        assert_eq!(modes_of("Active", true), (Some(Active), vec![]));
+        assert_eq!(modes_of("Suspended", true), (Some(Paused), vec![Deactivated]));
+        assert_eq!(modes_of("Pre-Active", true), (Some(Deactivated), vec![]));
+        assert_eq!(
+            modes_of("Ready To Activate", false),
+            (None, vec![Deactivated, Terminated])
+        );
+    }
+}
