@@ -7,7 +7,7 @@ use std::time::Duration;
 use connectivity_operator::backend::emnify::EmnifyBackend;
 use connectivity_operator::backend::emnify::client::{ClientConfig, Credentials, EmnifyClient};
 use connectivity_operator::backend::{
-    AccountBackend, DesiredServiceProfile, ErrorKind, Lookup, Observation, SecretString, ServiceProfileBackend,
+    AccountBackend, DesiredServiceProfile, ErrorKind, Lookup, SecretString, ServiceProfileBackend,
 };
 use connectivity_operator::crd::ServiceProfileSpec;
 use connectivity_operator::metrics::Metrics;
@@ -327,74 +327,8 @@ fn spec(value: Value) -> ServiceProfileSpec {
     serde_json::from_value(value).unwrap()
 }
 
-#[tokio::test]
-async fn backend_contract_is_idempotent() {
-    let sim = sim(quiet()).await;
-    let backend = EmnifyBackend::new(Arc::new(client(&sim, app_token(&sim), None)));
-    let spec = spec(json!({"emnify": {"services": [{"service": "Data", "trafficLimits": [{"id": 101}]}]}}));
-    let desired = DesiredServiceProfile {
-        name: "contract".into(),
-        spec: &spec,
-    };
-
-    assert_eq!(
-        backend
-            .observe(&desired, &Lookup::Name("contract".into()))
-            .await
-            .unwrap(),
-        Observation::Missing
-    );
-    let id = backend.create(&desired).await.unwrap();
-    let Observation::Present(observed) = backend.observe(&desired, &Lookup::Id(id.clone())).await.unwrap() else {
-        panic!("created profile not observed")
-    };
-    assert_eq!(
-        observed.changes.len(),
-        2,
-        "service and limit still to add: {:?}",
-        observed.changes
-    );
-    backend.update(&id, &observed.changes).await.unwrap();
-    // Applying the same changes again is harmless (already there = done).
-    backend.update(&id, &observed.changes).await.unwrap();
-    let Observation::Present(observed) = backend.observe(&desired, &Lookup::Id(id.clone())).await.unwrap() else {
-        panic!()
-    };
-    assert!(observed.changes.is_empty(), "{:?}", observed.changes);
-    assert_eq!(observed.used_count, Some(0));
-    // Observe never mutates.
-    let writes_before = sim.sim.requests().iter().filter(|(m, _, _)| m != "GET").count();
-    backend
-        .observe(&desired, &Lookup::Name("contract".into()))
-        .await
-        .unwrap();
-    assert_eq!(
-        sim.sim.requests().iter().filter(|(m, _, _)| m != "GET").count(),
-        writes_before
-    );
-    // Delete twice: the second finds nothing, which is success.
-    backend.delete(&id).await.unwrap();
-    backend.delete(&id).await.unwrap();
-    assert_eq!(
-        backend.observe(&desired, &Lookup::Id(id.clone())).await.unwrap(),
-        Observation::Missing
-    );
-}
-
-#[tokio::test]
-async fn delete_in_use_is_a_conflict() {
-    let sim = sim(quiet()).await;
-    let backend = EmnifyBackend::new(Arc::new(client(&sim, app_token(&sim), None)));
-    let id = sim.sim.create_service_profile(json!({"name": "busy"}));
-    sim.sim.assign_profile_to_new_endpoint(id);
-    let err = backend.delete(&id.to_string()).await.unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Conflict);
-    assert!(
-        err.to_string()
-            .starts_with(&format!("failed to delete emnify service profile {id}: HTTP 409")),
-        "{err}"
-    );
-}
+// The backend contract (idempotency, observe never mutates, in use is a Conflict) is in
+// tests/backend_contract.rs, run against every vendor.
 
 #[tokio::test]
 async fn non_numeric_ids_are_invalid() {

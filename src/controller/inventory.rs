@@ -52,7 +52,10 @@ impl Inventories {
             "swept the vendor inventory"
         );
         let found = inventory.find(identity).cloned();
-        self.sweep_costs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), inventory.requests);
+        self.sweep_costs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), inventory.requests);
         *cached = Some((Instant::now(), inventory));
         Ok(found)
     }
@@ -78,7 +81,11 @@ impl Inventories {
 
     /// Requests the account's last sweep took, if it was swept.
     pub fn sweep_cost(&self, key: &str) -> Option<u64> {
-        self.sweep_costs.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied()
+        self.sweep_costs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
     }
 
     /// Count a vendor write starting (`+1`) or ending (`-1`) on an account.

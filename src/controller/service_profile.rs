@@ -356,6 +356,9 @@ async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> 
         Decision::Update(observed) => {
             if adopted(&observed.id) {
                 adopt_event(ctx, sp, vendor, &observed.id).await;
+                // Record the adopted id first: if the vendor refuses the changes, status still
+                // says which profile this object owns.
+                record_id(ctx, sp, &observed.id, generation).await?;
             }
             apply_changes(backend, &observed.id, &observed.changes, ctx, sp).await?;
             Ok(done(present(
@@ -499,7 +502,11 @@ async fn write_status(ctx: &Context, sp: &ServiceProfile, status: &ServiceProfil
 /// `False` only for errors that say the vendor object cannot match the spec.
 async fn report_failure(ctx: &Context, sp: &ServiceProfile, err: &Error, action: &str) {
     let generation = sp.metadata.generation;
-    let mut status = sp.status.clone().unwrap_or_default();
+    // Start from the stored status: this reconcile may already have recorded an id in it.
+    let api: Api<ServiceProfile> =
+        Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_else(|| "default".into()));
+    let stored = api.get_opt(&sp.name_any()).await.ok().flatten().and_then(|s| s.status);
+    let mut status = stored.or_else(|| sp.status.clone()).unwrap_or_default();
     let message = err.to_string();
     let mut fresh = vec![Condition::new(
         SYNCED,

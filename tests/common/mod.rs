@@ -25,6 +25,8 @@ pub struct Harness {
     pub sim: RunningSim,
     /// Telenor IoT Connect simulator with ProviderConfig `telenor`, when asked for.
     pub telenor: Option<vendor_sim::telenor::RunningSim>,
+    /// BICS SIM for Things simulator with ProviderConfig `bics`, when asked for.
+    pub bics: Option<vendor_sim::bics::RunningSim>,
 }
 
 pub fn quiet_sim() -> EmnifyConfig {
@@ -55,6 +57,8 @@ impl Harness {
             vendor_timeout: Duration::from_secs(5),
             // Pending changes are read again on every reconcile the tests make.
             pending_poll_interval: Duration::from_millis(1),
+            // Writes with unknown outcome are read back for at most this long (BICS).
+            verify_timeout: Duration::from_secs(2),
             ..Settings::default()
         };
         let ctx = Arc::new(Context::new(client.clone(), Metrics::new(), settings));
@@ -64,6 +68,7 @@ impl Harness {
             ctx,
             sim,
             telenor: None,
+            bics: None,
         };
         let token = h.sim.credentials()["application_token"].as_str().unwrap().to_string();
         h.add(json!({
@@ -110,6 +115,34 @@ impl Harness {
         }));
         h.telenor = Some(sim);
         h
+    }
+
+    /// Also a BICS SIM for Things simulator and the ProviderConfig `bics` (Secret
+    /// `bics-credentials`).
+    pub async fn with_bics(config: vendor_sim::bics::BicsConfig) -> Self {
+        let mut h = Self::new().await;
+        let sim = vendor_sim::bics::BicsSim::new(config)
+            .serve("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let creds = sim.credentials();
+        h.add(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "bics-credentials", "namespace": NS},
+            "stringData": {"username": creds["username"], "password": creds["password"]}
+        }));
+        h.add(json!({
+            "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig",
+            "metadata": {"name": "bics", "namespace": NS},
+            "spec": {"vendor": "bicsSft", "endpoint": sim.url, "credentialsSecretRef": {"name": "bics-credentials"},
+                     "rateLimit": {"requestsPerSecond": 1000.0, "burst": 1000}}
+        }));
+        h.bics = Some(sim);
+        h
+    }
+
+    pub fn bics(&self) -> &vendor_sim::bics::BicsSim {
+        &self.bics.as_ref().expect("harness with BICS").sim
     }
 
     pub fn telenor(&self) -> &vendor_sim::telenor::TelenorSim {

@@ -1,0 +1,309 @@
+//! BICS SIM for Things: the real pipeline against the BICS simulator, with the faults BICS is
+//! known for. "Verify completion": for every injected 10239 / 10240 / timeout, committed or not,
+//! the vendor ends with exactly one profile and the status with its id.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, condition};
+use connectivity_operator::crd::ConditionStatus;
+use connectivity_operator::crd::conditions::{READY, SYNCED};
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use vendor_sim::bics::{BicsConfig, BicsFault, Outcome};
+
+fn quiet() -> BicsConfig {
+    BicsConfig {
+        rate_limit: None,
+        ..BicsConfig::default()
+    }
+}
+
+fn profile_spec(name: &str) -> serde_json::Value {
+    json!({"providerConfigRef": {"name": "bics"}, "name": name,
+           "bicsSft": {"services": ["Data", "SmsMo", "SmsMt"], "accessType": "2G/3G/4G"}})
+}
+
+async fn converge(h: &Harness, name: &str) {
+    // The controller would retry on its own; here: up to four passes.
+    for _ in 0..4 {
+        let _ = h.reconcile_sp(name).await;
+        if h.sp(name).await.status.and_then(|s| s.id).is_some()
+            && condition(&h.sp(name).await, READY).status == ConditionStatus::True
+        {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_verify_completion_fault_ends_with_exactly_one_profile() {
+    let faults = [
+        BicsFault::VerifyCompletion {
+            api: "CreateServiceProfile".into(),
+            code: 10239,
+            outcome: Outcome::Committed,
+            count: 1,
+        },
+        BicsFault::VerifyCompletion {
+            api: "CreateServiceProfile".into(),
+            code: 10239,
+            outcome: Outcome::NotCommitted,
+            count: 1,
+        },
+        BicsFault::VerifyCompletion {
+            api: "CreateServiceProfile".into(),
+            code: 10240,
+            outcome: Outcome::Committed,
+            count: 1,
+        },
+        BicsFault::VerifyCompletion {
+            api: "CreateServiceProfile".into(),
+            code: 10240,
+            outcome: Outcome::NotCommitted,
+            count: 1,
+        },
+        // Longer than the client's 5 s timeout: the answer never arrives in time.
+        BicsFault::Slow {
+            api: "CreateServiceProfile".into(),
+            delay: Duration::from_millis(5500),
+            outcome: Outcome::Committed,
+            count: 1,
+        },
+        BicsFault::Slow {
+            api: "CreateServiceProfile".into(),
+            delay: Duration::from_millis(5500),
+            outcome: Outcome::NotCommitted,
+            count: 1,
+        },
+    ];
+    for (i, fault) in faults.into_iter().enumerate() {
+        let h = Harness::with_bics(quiet()).await;
+        let name = format!("verify-{i}");
+        h.add_sp(&name, profile_spec(&name));
+        h.bics().inject(fault.clone());
+        converge(&h, &name).await;
+        let rows = h.bics().service_profile_by_name(&name);
+        assert_eq!(rows.len(), 1, "{fault:?}: exactly one profile at BICS, found {rows:?}");
+        let sp = h.sp(&name).await;
+        assert_eq!(
+            sp.status.as_ref().and_then(|s| s.id.clone()).as_deref(),
+            rows[0]["profileId"].as_str(),
+            "{fault:?}: status has its id"
+        );
+        assert!(rows[0]["profileId"].as_str().unwrap().starts_with("SP_"));
+        assert_eq!(condition(&sp, READY).status, ConditionStatus::True, "{fault:?}");
+        assert!(
+            h.bics().call_count("CreateServiceProfile") <= 2,
+            "{fault:?}: at most one verified retry"
+        );
+    }
+}
+
+#[tokio::test]
+async fn lost_modify_and_delete_are_verified_before_retrying() {
+    let h = Harness::with_bics(quiet()).await;
+    h.add_sp("p", profile_spec("p"));
+    converge(&h, "p").await;
+    h.bics().inject(BicsFault::VerifyCompletion {
+        api: "ModifyServiceProfile".into(),
+        code: 10240,
+        outcome: Outcome::Committed,
+        count: 1,
+    });
+    h.patch_spec("p", json!({"bicsSft": {"accessType": "2G/3G/4G/5G"}}))
+        .await;
+    converge(&h, "p").await;
+    assert_eq!(h.bics().service_profile_by_name("p")[0]["accessType"], "10");
+    assert_eq!(
+        h.bics().call_count("ModifyServiceProfile"),
+        1,
+        "committed: verified, not sent again"
+    );
+
+    h.bics().inject(BicsFault::VerifyCompletion {
+        api: "DeleteServiceProfile".into(),
+        code: 10239,
+        outcome: Outcome::NotCommitted,
+        count: 1,
+    });
+    h.delete_sp("p").await;
+    h.reconcile_sp("p").await.unwrap();
+    assert!(h.bics().service_profile_by_name("p").is_empty());
+    assert!(!h.sp_exists("p").await);
+    assert_eq!(
+        h.bics().call_count("DeleteServiceProfile"),
+        2,
+        "not committed: still there after reading back, so sent once more"
+    );
+}
+
+#[tokio::test]
+async fn vendor_rules_become_permanent_conditions_with_the_vendor_message() {
+    let h = Harness::with_bics(quiet()).await;
+    h.add_sp("p", profile_spec("p"));
+    converge(&h, "p").await;
+    let id = h.sp("p").await.status.unwrap().id.unwrap();
+    h.bics().attach_profile_to_plan(&id);
+    // RAT downgrade once attached to a plan.
+    h.patch_spec("p", json!({"bicsSft": {"accessType": "2G"}})).await;
+    let err = h.reconcile_sp("p").await.unwrap_err();
+    assert_eq!(err.reason(), "InvalidRequest");
+    assert!(err.is_permanent());
+    let synced = condition(&h.sp("p").await, SYNCED).clone();
+    assert!(
+        synced.message.contains("10085"),
+        "vendor code and message kept: {}",
+        synced.message
+    );
+
+    // Addon services cannot change once attached (10100).
+    h.add_sp(
+        "addon",
+        json!({"providerConfigRef": {"name": "bics"}, "bicsSft": {"category": "Addon", "services": ["NbIot"]}}),
+    );
+    converge(&h, "addon").await;
+    let addon_id = h.sp("addon").await.status.unwrap().id.unwrap();
+    h.bics().attach_profile_to_plan(&addon_id);
+    h.patch_spec(
+        "addon",
+        json!({"bicsSft": {"services": ["NbIot", "Data"], "accessType": "2G/3G/4G"}}),
+    )
+    .await;
+    let err = h.reconcile_sp("addon").await.unwrap_err();
+    assert!(err.to_string().contains("10100"), "{err}");
+}
+
+#[tokio::test]
+async fn delete_of_a_profile_attached_to_a_plan_waits() {
+    let h = Harness::with_bics(quiet()).await;
+    h.add_sp("p", profile_spec("p"));
+    converge(&h, "p").await;
+    let id = h.sp("p").await.status.unwrap().id.unwrap();
+    let plan = h.bics().attach_profile_to_plan(&id);
+    h.delete_sp("p").await;
+    let err = h.reconcile_sp("p").await.unwrap_err();
+    assert_eq!(err.reason(), "InUse");
+    let sp = h.sp("p").await;
+    assert_eq!(sp.metadata.finalizers.as_ref().map(Vec::len), Some(1));
+    assert_eq!(condition(&sp, SYNCED).reason, "InUse");
+    assert!(condition(&sp, SYNCED).message.contains("1338"));
+    h.bics().detach_plan(&plan);
+    h.reconcile_sp("p").await.unwrap();
+    assert!(!h.sp_exists("p").await);
+    assert!(h.bics().service_profile_by_name("p").is_empty());
+}
+
+#[tokio::test]
+async fn a_profile_with_the_name_is_adopted_and_vendor_refusals_reported() {
+    let h = Harness::with_bics(quiet()).await;
+    // The seeded DEFAULT profile has every service: a spec asking for less is not it.
+    h.add_sp("default", json!({"providerConfigRef": {"name": "bics"}, "name": "DEFAULT", "bicsSft": {"services": ["Data"], "accessType": "2G"}}));
+    converge(&h, "default").await;
+    let sp = h.sp("default").await;
+    assert_eq!(
+        sp.status.as_ref().unwrap().id.as_deref(),
+        Some("SP_1001"),
+        "adopted by name, id recorded"
+    );
+    assert_eq!(
+        h.bics().service_profile_by_name("DEFAULT").len(),
+        1,
+        "never a second one"
+    );
+    // DEFAULT is attached to the seeded plan: BICS refuses to lower its RAT, and says so.
+    let synced = condition(&sp, SYNCED);
+    assert_eq!(synced.status, ConditionStatus::False);
+    assert!(synced.message.contains("10085"), "{}", synced.message);
+}
+
+#[tokio::test]
+async fn expired_tokens_in_both_forms_are_renewed() {
+    for http_401 in [false, true] {
+        let h = Harness::with_bics(BicsConfig { http_401, ..quiet() }).await;
+        h.add_sp("p", profile_spec("p"));
+        converge(&h, "p").await;
+        h.bics().inject(BicsFault::ExpireTokens);
+        h.patch_spec("p", json!({"bicsSft": {"status": "Inactive"}})).await;
+        converge(&h, "p").await;
+        assert_eq!(
+            h.bics().service_profile_by_name("p")[0]["status"],
+            "0",
+            "http_401={http_401}"
+        );
+        assert!(
+            h.bics().call_count("RefreshToken") >= 1,
+            "refreshed (http_401={http_401})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_follow_the_mode_table() {
+    let h = Harness::with_bics(quiet()).await;
+    let eps = h.bics().endpoints();
+    let by_state = |state: &str| {
+        eps.iter().find(|e| e["status"] == state).unwrap()["iccid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let pre_active = by_state("Pre-Active");
+    let active = by_state("Active");
+    h.add_csub(
+        "up",
+        json!({"providerConfigRef": {"name": "bics"}, "iccid": pre_active, "mode": "Active"}),
+    );
+    h.add_csub(
+        "down",
+        json!({"providerConfigRef": {"name": "bics"}, "iccid": active, "mode": "Deactivated"}),
+    );
+    let up = h.sync_csub("up").await;
+    assert_eq!(up.status.unwrap().mode.as_deref(), Some("Active"));
+    assert_eq!(h.bics().endpoint_by_iccid(&pre_active).unwrap()["status"], "Active");
+    let down = h.sync_csub("down").await;
+    assert_eq!(
+        down.status.unwrap().mode.as_deref(),
+        Some("Suspended"),
+        "BICS's one suspended state is Deactivated too"
+    );
+    // Deactivated is satisfied by Suspended: a resync sends nothing.
+    let before = h.bics().request_count();
+    h.ctx.inventories.forget("default/bics");
+    h.csub_resync_due("down").await;
+    h.reconcile_csub("down").await.unwrap();
+    assert!(
+        h.bics().requests()[before as usize..]
+            .iter()
+            .all(|(m, _, _)| m == "GET"),
+        "reads only"
+    );
+
+    // serviceProfileRef has no meaning on BICS: the plan carries the profile.
+    h.add_csub(
+        "wrong",
+        json!({"providerConfigRef": {"name": "bics"}, "iccid": active, "serviceProfileRef": {"name": "x"}}),
+    );
+    h.reconcile_csub("wrong").await.unwrap();
+    let err = h.reconcile_csub("wrong").await.unwrap_err();
+    assert_eq!(err.reason(), "InvalidSpec");
+
+    // Terminated (confirmed): de-link and delete the endpoint; the SIM returns to inventory.
+    h.csubs()
+        .patch(
+            "up",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+            "metadata": {"annotations": {"connectivity-operator.dev/confirm-termination": pre_active}},
+            "spec": {"mode": "Terminated"}})),
+        )
+        .await
+        .unwrap();
+    h.reconcile_csub("up").await.unwrap();
+    assert!(h.bics().endpoint_by_iccid(&pre_active).is_none());
+    assert_eq!(
+        h.csub("up").await.status.unwrap().mode.as_deref(),
+        Some("Ready To Activate/no endpoint")
+    );
+}
