@@ -46,6 +46,10 @@ local transient = {
   KubernetesApiError = true,
   FinalizerFailed = true,
   NotFound = true,
+  -- a referenced ServiceProfile that has no vendor id yet
+  ServiceProfileNotReady = true,
+  -- a write whose outcome is unknown; it is read back before anything is resent
+  OutcomeUnknown = true,
 }
 
 -- Ready=False findings of an observe-only reconcile that succeeded: the vendor differs from Git
