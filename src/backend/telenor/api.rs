@@ -1,5 +1,5 @@
 //! Telenor IoT Connect wire types and paths. Several paths are inferred from relationship URLs
-//! (`shared/vendors/telenor-iot.md` marks them [INF]); they all live here so a correction is one
+//! (`shared/vendors/telenor-iot.md` marks them `[INF]`); they all live here so a correction is one
 //! edit.
 
 use serde::Deserialize;
