@@ -477,14 +477,7 @@ async fn converge(
         Decision::Irreversible(desired) => Err(Error::Terminated { vendor, desired }),
         Decision::AwaitPending(changes) => {
             let message = format!("waiting for {vendor} to apply: {}", list(&changes));
-            status.conditions = conditions::merge(
-                &status.conditions,
-                vec![
-                    Condition::new(READY, ConditionStatus::False, PENDING, message.clone(), generation),
-                    Condition::new(SYNCED, ConditionStatus::False, PENDING, message, generation),
-                ],
-            );
-            Ok((status, poll))
+            Ok((mark_pending(status, message, generation), poll))
         }
         Decision::Apply(changes) => {
             let desired = DesiredSubscription {
@@ -557,14 +550,7 @@ async fn converge(
                     )
                     .await;
                     status.pending_change = Some(pending(PendingOutcome::Accepted));
-                    status.conditions = conditions::merge(
-                        &status.conditions,
-                        vec![
-                            Condition::new(READY, ConditionStatus::False, PENDING, message.clone(), generation),
-                            Condition::new(SYNCED, ConditionStatus::False, PENDING, message, generation),
-                        ],
-                    );
-                    Ok((status, poll))
+                    Ok((mark_pending(status, message, generation), poll))
                 }
                 Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
                     let message = format!("{e}; observing before sending it again");
@@ -578,14 +564,7 @@ async fn converge(
                     )
                     .await;
                     status.pending_change = Some(pending(PendingOutcome::Unknown));
-                    status.conditions = conditions::merge(
-                        &status.conditions,
-                        vec![
-                            Condition::new(READY, ConditionStatus::False, PENDING, message.clone(), generation),
-                            Condition::new(SYNCED, ConditionStatus::False, PENDING, message, generation),
-                        ],
-                    );
-                    Ok((status, poll))
+                    Ok((mark_pending(status, message, generation), poll))
                 }
                 Err(e) => Err(e.into()),
             }
@@ -595,6 +574,22 @@ async fn converge(
 
 fn list(changes: &[SubscriptionChange]) -> String {
     changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// `Ready=False` and `Synced=False` with reason `Pending` while a vendor change is in flight.
+fn mark_pending(
+    mut status: ConnectivitySubscriptionStatus,
+    message: String,
+    generation: Option<i64>,
+) -> ConnectivitySubscriptionStatus {
+    status.conditions = conditions::merge(
+        &status.conditions,
+        vec![
+            Condition::new(READY, ConditionStatus::False, PENDING, message.clone(), generation),
+            Condition::new(SYNCED, ConditionStatus::False, PENDING, message, generation),
+        ],
+    );
+    status
 }
 
 fn synced_ok(generation: Option<i64>) -> Condition {
