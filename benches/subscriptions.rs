@@ -8,8 +8,10 @@
 //!   cargo bench --bench subscriptions                      # N = 1000 and 10000, emnify and Telenor
 //!   cargo bench --bench subscriptions -- --n 1000 --vendor telenor
 //!
-//! This process holds the operator and the in-memory Kubernetes API server (which stands in for
-//! the cluster); its RSS is reported with and without the API server's share.
+//! Each scenario runs in its own process. The resyncs drive the reconcile function directly; the
+//! mode change runs `connectivity-operator run` as a separate process against the in-memory
+//! Kubernetes API server (served over HTTP by the benchmark), so the operator's own RSS is what
+//! is reported (idle after start-up, and peak).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -19,7 +21,6 @@ use connectivity_operator::controller::{Context, Settings, subscription};
 use connectivity_operator::crd::{ConnectivitySubscription, SubscriptionMode};
 use connectivity_operator::metrics::Metrics;
 use connectivity_operator::offline::{Manifest, memory_server, prepare_object};
-use connectivity_operator::run::{RunOptions, run_until};
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -124,6 +125,38 @@ fn rss_kib(field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `(operation, status, count)` of `connectivity_operator_vendor_requests_total` lines.
+fn parse_counts(text: &str) -> Vec<(String, String, u64)> {
+    let label = |line: &str, name: &str| -> String {
+        line.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    text.lines()
+        .filter(|l| l.starts_with("connectivity_operator_vendor_requests_total{"))
+        .filter_map(|l| {
+            Some((
+                label(l, "operation"),
+                label(l, "status"),
+                l.rsplit(' ').next()?.parse().ok()?,
+            ))
+        })
+        .collect()
 }
 
 fn add(server: &memory_apiserver::MemoryApiServer, object: Value) {
@@ -326,31 +359,63 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         rss_kib("VmHWM:") as f64 / 1024.0
     );
 
-    // A mode change on all N, converged by the real controllers.
+    // A mode change on all N, converged by the real controllers running as their own process
+    // (`connectivity-operator run`), against the in-memory API server served over HTTP, so that
+    // the operator's own peak RSS can be read.
     let target = SubscriptionMode::Paused;
     let wire = |m: &str| match vendor {
         Vendor::Emnify => m == "Activated/Disabled",
         Vendor::Telenor => m == "PAUSED",
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let options = RunOptions {
-        settings: settings.clone(),
-        listen: listener.local_addr().unwrap(),
-        namespaces: vec![NS.into()],
-        leader_election: None,
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = api_listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback_service(server.clone());
+    tokio::spawn(async move { axum::serve(api_listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: mem, cluster: {{server: 'http://{api_addr}'}}}}]\n\
+             users: [{{name: mem, user: {{}}}}]\ncontexts: [{{name: mem, context: {{cluster: mem, user: mem, namespace: {NS}}}}}]\n\
+             current-context: mem\n"
+        ),
+    )
+    .unwrap();
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
     };
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let operator_metrics = Metrics::new();
-    let operator = tokio::spawn(run_until(
-        client.clone(),
-        listener,
-        options,
-        operator_metrics.clone(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
-    tokio::time::sleep(Duration::from_secs(2)).await; // controllers list and settle
+    let mut operator = tokio::process::Command::new(BIN)
+        .args([
+            "run",
+            "--namespace",
+            NS,
+            "--metrics-addr",
+            &metrics_addr.to_string(),
+            "--pending-poll-interval",
+            "2s",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("operator starts");
+    let operator_pid = operator.id().expect("pid");
+    let http = reqwest::Client::new();
+    for _ in 0..600 {
+        if http
+            .get(format!("http://{metrics_addr}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // the controllers list and settle
+    let operator_rss_idle = proc_kib(operator_pid, "VmRSS:");
     let started = Instant::now();
     futures::stream::iter(names.iter().cloned())
         .map(|name| {
@@ -383,14 +448,28 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let took = started.elapsed();
+    let operator_rss_peak = proc_kib(operator_pid, "VmHWM:");
+    let text = http
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counts = parse_counts(&text);
     let converge = Converge {
-        writes: count(&operator_metrics, |op, s| is_write(op) && s.starts_with('2')),
+        writes: counts
+            .iter()
+            .filter(|(op, s, _)| is_write(op) && s.starts_with('2'))
+            .map(|(_, _, c)| c)
+            .sum(),
         rate,
-        time: started.elapsed(),
-        throttled: count(&operator_metrics, |_, s| s == "429"),
+        time: took,
+        throttled: counts.iter().filter(|(_, s, _)| s == "429").map(|(_, _, c)| c).sum(),
     };
-    stop.send(()).ok();
-    let _ = tokio::time::timeout(Duration::from_secs(60), operator).await;
+    let _ = operator.kill().await;
     let _ = sim.child.kill().await;
     Report {
         vendor,
@@ -399,8 +478,8 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         bulk: results[0].clone(),
         per_object: results[1].clone(),
         converge,
-        rss_total_mib: rss_kib("VmHWM:") as f64 / 1024.0,
-        rss_apiserver_mib: rss_apiserver_kib as f64 / 1024.0,
+        rss_total_mib: operator_rss_peak as f64 / 1024.0,
+        rss_apiserver_mib: operator_rss_idle as f64 / 1024.0,
     }
 }
 
@@ -412,30 +491,82 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    let parse_vendor = |x: &str| match x {
+        "emnify" => Some(Vendor::Emnify),
+        "telenor" => Some(Vendor::Telenor),
+        _ => None,
+    };
+    // One scenario in this process: print its figures as one JSON line.
+    if let Some(one) = value("--one") {
+        let (v, n) = one.split_once(':').expect("--one vendor:n");
+        let vendor = parse_vendor(v).expect("vendor");
+        let n: usize = n.parse().expect("n");
+        connectivity_operator::install_crypto_provider();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let r = runtime.block_on(scenario(vendor, n));
+        print_one(&r);
+        println!(
+            "RESULT {}",
+            json!({
+                "scale": r.scale,
+                "bulk": [r.bulk.calls, r.bulk.wall.as_secs_f64(), r.bulk.throttled],
+                "per_object": [r.per_object.calls, r.per_object.wall.as_secs_f64(), r.per_object.throttled],
+                "converge": [r.converge.writes, r.converge.rate, r.converge.time.as_secs_f64(), r.converge.throttled],
+                "rss": [r.rss_total_mib, r.rss_apiserver_mib],
+            })
+        );
+        return;
+    }
     let ns: Vec<usize> = value("--n").map_or(vec![1000, 10_000], |v| {
         v.split(',').filter_map(|x| x.parse().ok()).collect()
     });
     let vendors: Vec<Vendor> = value("--vendor").map_or(vec![Vendor::Emnify, Vendor::Telenor], |v| {
-        v.split(',')
-            .filter_map(|x| match x {
-                "emnify" => Some(Vendor::Emnify),
-                "telenor" => Some(Vendor::Telenor),
-                _ => None,
-            })
-            .collect()
+        v.split(',').filter_map(parse_vendor).collect()
     });
-    connectivity_operator::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let me = std::env::current_exe().expect("own path");
     let mut reports = Vec::new();
     for vendor in &vendors {
         for n in &ns {
             eprintln!("== {} N={n}", vendor.name());
-            let report = runtime.block_on(scenario(*vendor, *n));
-            print_one(&report);
-            reports.push(report);
+            // Each scenario in a fresh process, so figures and RSS do not carry over.
+            let out = std::process::Command::new(&me)
+                .args(["--one", &format!("{}:{n}", vendor.name())])
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("scenario runs");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let Some(line) = text.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
+                eprintln!("scenario {} N={n} failed: {text}", vendor.name());
+                continue;
+            };
+            let v: Value = serde_json::from_str(line).expect("result JSON");
+            let f = |key: &str, i: usize| v[key][i].as_f64().unwrap_or_default();
+            reports.push(Report {
+                vendor: *vendor,
+                n: *n,
+                scale: v["scale"].as_f64().unwrap_or_default(),
+                bulk: Resync {
+                    calls: f("bulk", 0) as u64,
+                    wall: Duration::from_secs_f64(f("bulk", 1)),
+                    throttled: f("bulk", 2) as u64,
+                },
+                per_object: Resync {
+                    calls: f("per_object", 0) as u64,
+                    wall: Duration::from_secs_f64(f("per_object", 1)),
+                    throttled: f("per_object", 2) as u64,
+                },
+                converge: Converge {
+                    writes: f("converge", 0) as u64,
+                    rate: f("converge", 1),
+                    time: Duration::from_secs_f64(f("converge", 2)),
+                    throttled: f("converge", 3) as u64,
+                },
+                rss_total_mib: f("rss", 0),
+                rss_apiserver_mib: f("rss", 1),
+            });
         }
     }
     println!("\nFull resync (vendor calls, wall time, 429s received):");
@@ -445,7 +576,7 @@ fn main() {
     );
     for r in &reports {
         println!(
-            "{:<8} {:>6} {:>5}x | {:>12} {:>9} {:>8.1} {:>5} | {:>12} {:>9.1} {:>5}",
+            "{:<8} {:>6} {:>5.1}x | {:>12} {:>9} {:>8.1} {:>5} | {:>12} {:>9.1} {:>5}",
             r.vendor.name(),
             r.n,
             r.scale,
@@ -458,15 +589,15 @@ fn main() {
             r.per_object.throttled
         );
     }
-    println!("\nMode change on all N (bulk), converged by the controllers:");
+    println!("\nMode change on all N (bulk), converged by `connectivity-operator run` in its own process:");
     println!(
-        "{:<8} {:>6} | {:>7} {:>8} {:>8} {:>8} {:>6} {:>5} | {:>8} {:>10}",
-        "vendor", "N", "writes", "rate/s", "bound s", "took s", "ratio", "429", "RSS MiB", "of it API"
+        "{:<8} {:>6} | {:>7} {:>8} {:>8} {:>8} {:>6} {:>5} | {:>13} {:>13}",
+        "vendor", "N", "writes", "rate/s", "bound s", "took s", "ratio", "429", "peak RSS MiB", "idle RSS MiB"
     );
     for r in &reports {
         let bound = r.converge.writes as f64 / r.converge.rate;
         println!(
-            "{:<8} {:>6} | {:>7} {:>8.1} {:>8.1} {:>8.1} {:>6.2} {:>5} | {:>8.1} {:>10.1}",
+            "{:<8} {:>6} | {:>7} {:>8.1} {:>8.1} {:>8.1} {:>6.2} {:>5} | {:>13.1} {:>13.1}",
             r.vendor.name(),
             r.n,
             r.converge.writes,
@@ -483,7 +614,7 @@ fn main() {
 
 fn print_one(r: &Report) {
     eprintln!(
-        "   resync bulk: {} calls in {:.1}s ({} x 429); per object: {} calls in {:.1}s ({} x 429); converge: {} writes in {:.1}s; peak RSS {:.1} MiB",
+        "   resync bulk: {} calls in {:.1}s ({} x 429); per object: {} calls in {:.1}s ({} x 429); converge: {} writes in {:.1}s; operator peak RSS {:.1} MiB",
         r.bulk.calls,
         r.bulk.wall.as_secs_f64(),
         r.bulk.throttled,

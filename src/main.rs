@@ -59,6 +59,9 @@ enum Command {
         /// Timeout of one vendor API request.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         vendor_timeout: Duration,
+        /// How often a subscription with a pending (asynchronous) vendor change is read again.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        pending_poll_interval: Duration,
     },
     /// Print every CRD as YAML (or write them into a folder).
     Crd {
@@ -181,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
             metrics_addr,
             namespaces,
             vendor_timeout,
+            pending_poll_interval,
             leader_election,
             leader_election_namespace,
             leader_election_lease,
@@ -192,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = Settings {
                 resync_interval,
                 vendor_timeout,
+                pending_poll_interval,
                 ..Settings::default()
             };
             let leader_election = leader_election.then(|| LeaderElection {
