@@ -62,6 +62,9 @@ enum Command {
         /// How often a subscription with a pending (asynchronous) vendor change is read again.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         pending_poll_interval: Duration,
+        /// Reconciles of one kind running at once.
+        #[arg(long, default_value_t = 64, env = "MAX_CONCURRENT_RECONCILES")]
+        max_concurrent_reconciles: u16,
     },
     /// Print every CRD as YAML (or write them into a folder).
     Crd {
@@ -185,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
             namespaces,
             vendor_timeout,
             pending_poll_interval,
+            max_concurrent_reconciles,
             leader_election,
             leader_election_namespace,
             leader_election_lease,
@@ -197,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
                 resync_interval,
                 vendor_timeout,
                 pending_poll_interval,
+                max_concurrent_reconciles,
                 ..Settings::default()
             };
             let leader_election = leader_election.then(|| LeaderElection {

@@ -255,7 +255,10 @@ where
     Fut: std::future::Future<Output = ()> + Send + Sync + 'static,
 {
     let config = watcher::Config::default().any_semantic();
+    let controller_config =
+        kube::runtime::controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
     let pc_controller = Controller::new(api::<ProviderConfig>(client, ns), config.clone())
+        .with_config(controller_config.clone())
         .graceful_shutdown_on(stopped())
         .run(provider_config::reconcile, provider_config::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -264,7 +267,8 @@ where
             }
         })
         .boxed();
-    let sp_controller = Controller::new(api::<ServiceProfile>(client, ns), config.clone());
+    let sp_controller =
+        Controller::new(api::<ServiceProfile>(client, ns), config.clone()).with_config(controller_config.clone());
     let sp_store = sp_controller.store();
     let mapper_store = sp_store.clone();
     let sp_controller = sp_controller
@@ -291,7 +295,8 @@ where
             }
         })
         .boxed();
-    let csub_controller = Controller::new(api::<ConnectivitySubscription>(client, ns), config.clone());
+    let csub_controller =
+        Controller::new(api::<ConnectivitySubscription>(client, ns), config.clone()).with_config(controller_config);
     let csub_store = csub_controller.store();
     let by_profile = csub_store.clone();
     let by_provider = csub_store;

@@ -37,6 +37,10 @@ pub struct Settings {
     pub pending_poll_interval: Duration,
     /// How long a pending change may stay unapplied before it is sent again.
     pub pending_timeout: Duration,
+    /// Reconciles of one kind running at once. Bounded so that a fleet-wide change does not hold
+    /// thousands of reconciles (and their requests) in memory while they wait for the vendor's
+    /// rate limit; the limit, not concurrency, sets the pace.
+    pub max_concurrent_reconciles: u16,
     /// How long to keep reading back after a write whose outcome is unknown (BICS "verify
     /// completion") before sending it again.
     pub verify_timeout: Duration,
@@ -56,6 +60,7 @@ impl Default for Settings {
             pending_timeout: Duration::from_secs(300),
             bulk_observation: true,
             verify_timeout: Duration::from_secs(180),
+            max_concurrent_reconciles: 64,
         }
     }
 }
