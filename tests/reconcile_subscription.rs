@@ -28,6 +28,17 @@ async fn emnify_sims(h: &Harness) -> (Value, Value) {
     (with, without)
 }
 
+/// IMSI of a seeded Telenor subscription in mode ACTIVE.
+fn active_telenor_imsi(h: &Harness) -> String {
+    let subs = h.telenor().subscriptions();
+    str_of(
+        &subs
+            .iter()
+            .find(|s| s["mode"] == "ACTIVE")
+            .expect("an ACTIVE subscription")["imsi"],
+    )
+}
+
 fn str_of(v: &Value) -> String {
     v.as_str().unwrap().to_string()
 }
@@ -280,11 +291,7 @@ async fn subscriptions_on_one_account_share_one_sweep() {
 #[tokio::test]
 async fn telenor_mode_change_is_pending_until_applied() {
     let h = Harness::with_telenor().await;
-    let subs = h.telenor().subscriptions();
-    let imsi = subs.iter().find(|s| s["mode"] == "ACTIVE").unwrap()["imsi"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let imsi = active_telenor_imsi(&h);
     h.add_csub(
         "meter",
         json!({"providerConfigRef": {"name": "telenor"}, "imsi": imsi, "mode": "Paused"}),
@@ -334,15 +341,7 @@ fn telenor_fault(status: u16, apply: bool) -> vendor_sim::telenor::Fault {
 #[tokio::test]
 async fn telenor_504_that_was_applied_is_not_sent_twice() {
     let h = Harness::with_telenor().await;
-    let imsi = h
-        .telenor()
-        .subscriptions()
-        .iter()
-        .find(|s| s["mode"] == "ACTIVE")
-        .unwrap()["imsi"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let imsi = active_telenor_imsi(&h);
     h.add_csub(
         "meter",
         json!({"providerConfigRef": {"name": "telenor"}, "imsi": imsi, "mode": "Deactivated"}),
@@ -380,15 +379,7 @@ async fn telenor_504_that_was_applied_is_not_sent_twice() {
 #[tokio::test]
 async fn telenor_504_that_was_lost_is_sent_again_after_the_pending_timeout() {
     let h = Harness::with_telenor().await;
-    let imsi = h
-        .telenor()
-        .subscriptions()
-        .iter()
-        .find(|s| s["mode"] == "ACTIVE")
-        .unwrap()["imsi"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let imsi = active_telenor_imsi(&h);
     h.add_csub(
         "meter",
         json!({"providerConfigRef": {"name": "telenor"}, "imsi": imsi, "mode": "Paused"}),
@@ -553,15 +544,7 @@ async fn emnify_drift_is_corrected_at_resync() {
 #[tokio::test]
 async fn telenor_429_backs_off_with_retry_after_and_recovers() {
     let h = Harness::with_telenor().await;
-    let imsi = h
-        .telenor()
-        .subscriptions()
-        .iter()
-        .find(|s| s["mode"] == "ACTIVE")
-        .unwrap()["imsi"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let imsi = active_telenor_imsi(&h);
     h.add_csub(
         "meter",
         json!({"providerConfigRef": {"name": "telenor"}, "imsi": imsi, "mode": "Active"}),
