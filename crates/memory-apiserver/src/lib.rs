@@ -164,6 +164,20 @@ pub enum Error {
 }
 
 /// A stateful in-memory Kubernetes API server; cheap to clone (all clones share state).
+/// Counters of what the server served, from [`MemoryApiServer::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// List responses (pages) served.
+    pub lists: u64,
+    /// Objects in those pages.
+    pub listed_items: u64,
+    /// Watches started.
+    pub watches: u64,
+    /// Watches closed because the client read too slowly (it then watches again from the
+    /// last version it saw).
+    pub watches_closed_lagging: u64,
+}
+
 #[derive(Clone)]
 pub struct MemoryApiServer {
     state: Arc<Mutex<State>>,
@@ -271,6 +285,34 @@ impl MemoryApiServer {
             .filter(|(k, _)| k.group == rt.group && k.kind == rt.kind)
             .map(|(_, obj)| store::present(&rt, obj.clone()))
             .collect()
+    }
+
+    /// How many objects of a kind (across namespaces) satisfy `pred`, without copying them.
+    pub fn count(&self, api_version: &str, kind: &str, pred: impl Fn(&Value) -> bool) -> usize {
+        let state = self.lock();
+        let Some(rt) = state.find_kind(api_version, kind) else {
+            return 0;
+        };
+        state
+            .objects
+            .iter()
+            .filter(|(k, obj)| k.group == rt.group && k.kind == rt.kind && pred(obj))
+            .count()
+    }
+
+    /// What the server has served so far: list pages and the items in them, watches started, and
+    /// watches closed because the client fell behind.
+    pub fn stats(&self) -> Stats {
+        let state = self.lock();
+        Stats {
+            lists: state.stats.lists,
+            listed_items: state.stats.listed_items,
+            watches: state.stats.watches,
+            watches_closed_lagging: state
+                .stats
+                .watches_closed_lagging
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// Every request served so far (including watches), oldest first.

@@ -9,6 +9,7 @@ use std::{
     sync::Arc,
 };
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
@@ -492,19 +493,100 @@ fn list_body(req: &Req, rt: &ResourceType, rv: u64, items: Vec<Value>) -> Value 
     })
 }
 
-/// `limit` and `continue` are ignored: the whole selection is one page, which is valid
-/// (the server may always return fewer pages than asked for) and what the watcher handles.
+/// Where the next page of a paginated list starts: the list's `resourceVersion` and the last
+/// object of the previous page. Opaque to clients (base64 JSON, like the real server's token).
+struct ContinueToken {
+    rv: u64,
+    namespace: String,
+    name: String,
+}
+
+impl ContinueToken {
+    fn encode(&self) -> String {
+        let text = json!({"rv": self.rv, "namespace": self.namespace, "name": self.name}).to_string();
+        base64::engine::general_purpose::STANDARD.encode(text)
+    }
+
+    fn decode(text: &str) -> Result<Self, ApiError> {
+        let value: Option<Value> = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let field = |v: &Value, name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
+        value
+            .and_then(|v| {
+                Some(ContinueToken {
+                    rv: v.get("rv")?.as_u64()?,
+                    namespace: field(&v, "namespace")?,
+                    name: field(&v, "name")?,
+                })
+            })
+            .ok_or_else(|| ApiError::bad_request("continue key is not valid"))
+    }
+}
+
+/// A list, paginated like the real server when `limit` is given: at most `limit` items, and a
+/// `continue` token while more remain. Every page reports the first page's `resourceVersion`,
+/// so a watch started from it replays whatever changed while the pages were read (the real
+/// server serves every page from one snapshot; here later pages show the current state, which a
+/// reflector reconciles through the replayed changes). A token older than the kept history is
+/// `410 Expired`, as when etcd has compacted the snapshot away.
 fn list(
-    state: &State,
+    state: &mut State,
     req: &Req,
     rt: &ResourceType,
     namespace: Option<&str>,
 ) -> Result<http::Response<ResponseBody>, ApiError> {
     let selector = selector(req)?;
-    let items = matching(state, rt, namespace, &selector)
-        .map(|(_, obj)| obj.clone())
-        .collect();
-    Ok(json_response(StatusCode::OK, &list_body(req, rt, state.rv, items)))
+    let limit = match req.param("limit") {
+        None | Some("") => 0,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+    };
+    let token = match req.param("continue").filter(|c| !c.is_empty()) {
+        Some(text) => Some(ContinueToken::decode(text)?),
+        None => None,
+    };
+    let rv = match &token {
+        Some(t) if t.rv < state.history_floor => {
+            return Err(ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
+        }
+        Some(t) => t.rv,
+        None => state.rv,
+    };
+    let after = |k: &ObjKey| {
+        token
+            .as_ref()
+            .is_none_or(|t| (k.namespace.as_str(), k.name.as_str()) > (t.namespace.as_str(), t.name.as_str()))
+    };
+    let (items, remaining, last) = {
+        let mut selected = matching(state, rt, namespace, &selector).filter(|(k, _)| after(k));
+        let mut items = Vec::new();
+        let mut last = None;
+        for (key, obj) in selected.by_ref() {
+            items.push(obj.clone());
+            last = Some((key.namespace.clone(), key.name.clone()));
+            if limit > 0 && items.len() == limit {
+                break;
+            }
+        }
+        let remaining = if limit > 0 { selected.count() } else { 0 };
+        (items, remaining, last)
+    };
+    let mut body = list_body(req, rt, rv, items);
+    if remaining > 0
+        && let Some((namespace, name)) = last
+    {
+        let next = ContinueToken { rv, namespace, name };
+        body["metadata"]["continue"] = json!(next.encode());
+        body["metadata"]["remainingItemCount"] = json!(remaining);
+    }
+    state.stats.lists += 1;
+    state.stats.listed_items += body["items"].as_array().map_or(0, Vec::len) as u64;
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 fn delete_collection(
@@ -594,6 +676,8 @@ fn event_line(event: &str, obj: Value) -> Bytes {
 
 struct WatchStream {
     backlog: VecDeque<Bytes>,
+    /// Counts watches closed for falling behind (`MemoryApiServer::stats`).
+    lagged: Arc<std::sync::atomic::AtomicU64>,
     live: Option<broadcast::Receiver<Arc<Change>>>,
     deadline: Instant,
     filter: WatchFilter,
@@ -668,8 +752,10 @@ fn start_watch(
         backlog.push_back(filter.bookmark(state.rv, true));
     }
 
+    state.stats.watches += 1;
     let watch = WatchStream {
         backlog,
+        lagged: state.stats.watches_closed_lagging.clone(),
         // Subscribing under the same lock that produced the backlog means no change is missed
         // or sent twice between the replay and the live stream.
         live: Some(state.events.subscribe()),
@@ -692,10 +778,12 @@ fn start_watch(
                             return Some((line, watch));
                         }
                     }
+                    // Like the real server's watch cache, a watcher too slow to keep up is
+                    // closed; the client watches again from the last version it saw, which
+                    // the history serves (or answers with 410 when it is older than that).
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         watch.live = None;
-                        let err = ApiError::gone("watch fell behind; too old resource version");
-                        watch.backlog.push_back(event_line("ERROR", err.to_status()));
+                        watch.lagged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Err(broadcast::error::RecvError::Closed) => watch.live = None,
                 },

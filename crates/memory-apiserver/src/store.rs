@@ -116,8 +116,18 @@ pub(crate) enum DeleteOutcome {
     Pending(Value),
 }
 
+/// Counters of what the server served (`MemoryApiServer::stats`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub lists: u64,
+    pub listed_items: u64,
+    pub watches: u64,
+    pub watches_closed_lagging: Arc<std::sync::atomic::AtomicU64>,
+}
+
 pub(crate) struct State {
     pub types: Vec<ResourceType>,
+    pub stats: Counters,
     pub objects: BTreeMap<ObjKey, Value>,
     /// The global `resourceVersion` counter (last version handed out).
     pub rv: u64,
@@ -137,6 +147,7 @@ impl State {
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         Self {
             types: Vec::new(),
+            stats: Counters::default(),
             objects: BTreeMap::new(),
             rv: 0,
             history: VecDeque::new(),

@@ -823,3 +823,133 @@ async fn watch_from_compacted_resource_version_is_gone() {
     let listed = cms.list(&ListParams::default()).await.unwrap();
     assert_eq!(listed.items.len(), 10_050);
 }
+
+#[tokio::test]
+async fn lists_are_paginated_with_limit_and_continue() {
+    let (server, client, widgets) = setup();
+    for i in 0..5 {
+        widgets.create(&PostParams::default(), &widget(&format!("w{i}"), i)).await.unwrap();
+    }
+    let first = widgets.list(&ListParams::default().limit(2)).await.unwrap();
+    let names = |l: &kube::core::ObjectList<Widget>| l.items.iter().map(|w| w.name_any()).collect::<Vec<_>>();
+    assert_eq!(names(&first), ["w0", "w1"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(3));
+    let token = first.metadata.continue_.clone().expect("a continue token while items remain");
+    // A change between pages: later pages show it, and every page reports the first page's
+    // resourceVersion, so a watch from there replays it.
+    widgets
+        .patch("w3", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 30}})))
+        .await
+        .unwrap();
+    let second = widgets
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(&second), ["w2", "w3"]);
+    assert_eq!(second.items[1].spec.size, 30);
+    assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
+    let third = widgets
+        .list(&ListParams::default().limit(2).continue_token(second.metadata.continue_.as_deref().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(names(&third), ["w4"]);
+    assert_eq!(third.metadata.continue_.as_deref().unwrap_or(""), "");
+    let replayed: Vec<_> = widgets
+        .watch(&WatchParams::default().timeout(1), first.metadata.resource_version.as_deref().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        matches!(&replayed[..], [WatchEvent::Modified(w), WatchEvent::Bookmark(_)] if w.name_any() == "w3"),
+        "{replayed:?}"
+    );
+    // A bad token is a 400; no limit is one page.
+    let err = widgets
+        .list(&ListParams::default().limit(2).continue_token("not-a-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(err).0, 400);
+    assert_eq!(widgets.list(&ListParams::default()).await.unwrap().items.len(), 5);
+    // The kube watcher pages through the initial list and sees every object once.
+    let stats_before = server.stats();
+    let seen: Vec<Widget> = watcher(widgets.clone(), watcher::Config::default().page_size(2))
+        .take_while(|e| futures::future::ready(!matches!(e, Ok(watcher::Event::InitDone))))
+        .filter_map(|e| async move {
+            match e {
+                Ok(watcher::Event::InitApply(w)) => Some(w),
+                _ => None,
+            }
+        })
+        .collect()
+        .await;
+    assert_eq!(seen.len(), 5);
+    let stats = server.stats();
+    assert_eq!(stats.lists - stats_before.lists, 3, "three pages of two");
+    assert_eq!(stats.listed_items - stats_before.listed_items, 5);
+    let _ = client;
+}
+
+#[tokio::test]
+async fn continue_token_older_than_the_history_is_gone() {
+    let (server, client, _) = setup();
+    for i in 0..3 {
+        server
+            .insert(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i}")}}))
+            .unwrap();
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let first = cms.list(&ListParams::default().limit(1)).await.unwrap();
+    for i in 0..10_050 {
+        server
+            .insert(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("later-{i}")}}))
+            .unwrap();
+    }
+    let err = cms
+        .list(&ListParams::default().limit(1).continue_token(first.metadata.continue_.as_deref().unwrap()))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(err), (410, "Expired".to_string()));
+}
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_is_closed_and_resumes_from_history() {
+    let (server, client, _) = setup();
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let start = server.resource_version().to_string();
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(30), &start)
+        .await
+        .unwrap()
+        .boxed();
+    // More changes than the live channel buffers, while the client reads nothing.
+    for i in 0..5_000 {
+        server
+            .insert(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i:04}")}}))
+            .unwrap();
+    }
+    let mut last_rv = start;
+    let mut seen = 0;
+    while let Some(event) = stream.try_next().await.unwrap() {
+        match event {
+            WatchEvent::Added(cm) => {
+                last_rv = rv(&cm);
+                seen += 1;
+            }
+            other => panic!("the stream ends without an error event, got {other:?}"),
+        }
+    }
+    assert!(seen < 5_000, "the stream was closed early ({seen} events)");
+    assert_eq!(server.stats().watches_closed_lagging, 1);
+    // Watching again from the last version seen delivers the rest from history.
+    let rest: Vec<_> = cms
+        .watch(&WatchParams::default().timeout(1), &last_rv)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let added = rest.iter().filter(|e| matches!(e, WatchEvent::Added(_))).count();
+    assert_eq!(seen + added, 5_000);
+}
