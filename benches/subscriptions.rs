@@ -138,6 +138,18 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// `(operation, status, count)` of `connectivity_operator_vendor_requests_total` lines.
 fn parse_counts(text: &str) -> Vec<(String, String, u64)> {
     let label = |line: &str, name: &str| -> String {
@@ -257,6 +269,7 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
     // short enough that a run takes minutes.
     let scale = (n as f64 / (vendor.documented_rate() * 100.0)).max(1.0);
     let mut sim = start_sim(vendor, n, scale).await;
+    let sim_pid = sim.child.id().unwrap_or_default();
     let url = sim.info["url"].as_str().unwrap().to_string();
     // The operator stays below the (scaled) vendor limit, as its defaults do for real accounts.
     let rate = vendor.documented_rate() * scale * 0.95;
@@ -332,7 +345,17 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
 
     // A full resync, both strategies.
     let mut results = Vec::new();
+    // BENCH_SKIP_PER_OBJECT=1 skips the slow per-object resync while iterating on the mode change.
+    let skip_per_object = std::env::var_os("BENCH_SKIP_PER_OBJECT").is_some();
     for bulk in [true, false] {
+        if !bulk && skip_per_object {
+            results.push(Resync {
+                calls: 0,
+                wall: Duration::ZERO,
+                throttled: 0,
+            });
+            continue;
+        }
         let ctx = Arc::new(Context::new(
             client.clone(),
             metrics.clone(),
@@ -397,7 +420,10 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
             "2s",
         ])
         .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .kill_on_drop(true)
         .spawn()
         .expect("operator starts");
@@ -433,12 +459,42 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<()>>()
         .await;
+    // BENCH_TRACE=1 prints progress every 5 s: converged objects, the operator's vendor writes
+    // and reads, its RSS, and what the API server served.
+    let trace = std::env::var_os("BENCH_TRACE").is_some();
+    let mut next_trace = Duration::ZERO;
     loop {
-        let done = server
-            .list("connectivity-operator.dev/v1alpha1", "ConnectivitySubscription")
-            .iter()
-            .filter(|c| c["status"]["mode"].as_str().is_some_and(wire) && c["status"]["pendingChange"].is_null())
-            .count();
+        let done = server.count("connectivity-operator.dev/v1alpha1", "ConnectivitySubscription", |c| {
+            c["status"]["mode"].as_str().is_some_and(wire) && c["status"]["pendingChange"].is_null()
+        });
+        if trace && started.elapsed() >= next_trace {
+            next_trace += Duration::from_secs(5);
+            let text = match http.get(format!("http://{metrics_addr}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let counts = parse_counts(&text);
+            let sum = |f: &dyn Fn(&str, &str) -> bool| -> u64 {
+                counts.iter().filter(|(op, s, _)| f(op, s)).map(|(_, _, c)| c).sum()
+            };
+            let stats = server.stats();
+            eprintln!(
+                "   t={:>6.1}s converged {done:>6}/{n} writes {:>6} reads {:>6} 429s {:>3} rss {:>6.1} MiB (peak {:>6.1}) lists {} items {} watches {} lagged {} cpu s: operator {:.1} sim {:.1} bench {:.1}",
+                started.elapsed().as_secs_f64(),
+                sum(&|op, s| is_write(op) && s.starts_with('2')),
+                sum(&|op, _| !is_write(op)),
+                sum(&|_, s| s == "429"),
+                proc_kib(operator_pid, "VmRSS:") as f64 / 1024.0,
+                proc_kib(operator_pid, "VmHWM:") as f64 / 1024.0,
+                stats.lists,
+                stats.listed_items,
+                stats.watches,
+                stats.watches_closed_lagging,
+                cpu_secs(&operator_pid.to_string()),
+                cpu_secs(&sim_pid.to_string()),
+                cpu_secs("self"),
+            );
+        }
         if done == n {
             break;
         }

@@ -65,6 +65,10 @@ enum Command {
         /// Reconciles of one kind running at once.
         #[arg(long, default_value_t = 64, env = "MAX_CONCURRENT_RECONCILES")]
         max_concurrent_reconciles: u16,
+        /// How long a resolved ProviderConfig and its credentials Secret are reused before both
+        /// are read again (a ProviderConfig change is seen at once, a rotated Secret within this).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        provider_cache_ttl: Duration,
     },
     /// Print every CRD as YAML (or write them into a folder).
     Crd {
@@ -189,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
             vendor_timeout,
             pending_poll_interval,
             max_concurrent_reconciles,
+            provider_cache_ttl,
             leader_election,
             leader_election_namespace,
             leader_election_lease,
@@ -202,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
                 vendor_timeout,
                 pending_poll_interval,
                 max_concurrent_reconciles,
+                provider_cache_ttl,
                 ..Settings::default()
             };
             let leader_election = leader_election.then(|| LeaderElection {

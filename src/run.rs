@@ -13,7 +13,7 @@ use axum::routing::get;
 use futures::future::{BoxFuture, join_all};
 use futures::{FutureExt, StreamExt};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
@@ -239,6 +239,31 @@ pub async fn run_until(
     }
 }
 
+/// The annotation `kubectl apply` (client-side) keeps the whole last-applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A controller whose cache keeps objects without `metadata.managedFields` and kubectl's
+/// last-applied annotation: the operator reads neither, and together they are most of a small
+/// object's size, so a cache of 10,000 subscriptions holds a fraction of what the API server
+/// sends (controller-runtime's `TransformStripManagedFields` does the same).
+fn trimmed_controller<K>(api: Api<K>, config: watcher::Config) -> Controller<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .modify(|obj: &mut K| {
+            let meta = obj.meta_mut();
+            meta.managed_fields = None;
+            if let Some(annotations) = meta.annotations.as_mut() {
+                annotations.remove(LAST_APPLIED);
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(stream, reader)
+}
+
 /// The controllers of every kind for one scope (a namespace, or all), and the ServiceProfile
 /// store whose readiness `/readyz` waits for.
 fn controllers_for<F, Fut>(
@@ -254,10 +279,13 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + Sync + 'static,
 {
-    let config = watcher::Config::default().any_semantic();
+    // Lists are paginated (500 per page) and consistent: a list at "any" resourceVersion is
+    // served from the API server's watch cache in one piece, which for 10,000 subscriptions
+    // means one response of tens of megabytes held at once.
+    let config = watcher::Config::default();
     let controller_config =
         kube::runtime::controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
-    let pc_controller = Controller::new(api::<ProviderConfig>(client, ns), config.clone())
+    let pc_controller = trimmed_controller(api::<ProviderConfig>(client, ns), config.clone())
         .with_config(controller_config.clone())
         .graceful_shutdown_on(stopped())
         .run(provider_config::reconcile, provider_config::error_policy, ctx.clone())
@@ -268,7 +296,7 @@ where
         })
         .boxed();
     let sp_controller =
-        Controller::new(api::<ServiceProfile>(client, ns), config.clone()).with_config(controller_config.clone());
+        trimmed_controller(api::<ServiceProfile>(client, ns), config.clone()).with_config(controller_config.clone());
     let sp_store = sp_controller.store();
     let mapper_store = sp_store.clone();
     let sp_controller = sp_controller
@@ -296,7 +324,7 @@ where
         })
         .boxed();
     let csub_controller =
-        Controller::new(api::<ConnectivitySubscription>(client, ns), config.clone()).with_config(controller_config);
+        trimmed_controller(api::<ConnectivitySubscription>(client, ns), config.clone()).with_config(controller_config);
     let csub_store = csub_controller.store();
     let by_profile = csub_store.clone();
     let by_provider = csub_store;

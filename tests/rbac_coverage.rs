@@ -236,7 +236,7 @@ async fn chart_rbac_covers_every_call_and_nothing_more() {
     let all = granted(&rendered("all-options.yaml"));
     let missing: Vec<_> = used.iter().filter(|p| !all.contains(*p)).collect();
     assert!(missing.is_empty(), "the all-options chart lacks RBAC for {missing:#?}");
-    // kube's event Recorder PATCHes an event into a series when the same event repeats within
+    // The event recorder PATCHes an event into a series when the same event repeats within
     // minutes; this lifecycle emits no repeats, but a running operator does.
     let occasional: Permission = ("events.k8s.io".into(), "events".into(), "patch".into());
     let used: BTreeSet<Permission> = used.into_iter().chain([occasional]).collect();

@@ -672,3 +672,58 @@ async fn secrets_never_reach_status_events_or_spec_writes() {
         }
     }
 }
+
+#[tokio::test]
+async fn resolutions_are_reused_and_a_changed_provider_config_is_picked_up_at_once() {
+    use connectivity_operator::controller::{Context, Settings, provider_config};
+    use connectivity_operator::metrics::Metrics;
+    use kube::api::{Patch, PatchParams};
+    use std::sync::Arc;
+
+    let h = Harness::new().await;
+    let settings = Settings {
+        provider_cache_ttl: Duration::from_secs(300),
+        ..h.ctx.settings.clone()
+    };
+    let ctx = Arc::new(Context::new(h.client.clone(), Metrics::new(), settings));
+    let reads = |h: &Harness| {
+        h.server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && (r.path.contains("/secrets/") || r.path.contains("/providerconfigs/")))
+            .count()
+    };
+    h.server.clear_requests();
+    let first = ctx.providers.resolve(&h.client, NS, "emnify").await.unwrap();
+    for _ in 0..4 {
+        let again = ctx.providers.resolve(&h.client, NS, "emnify").await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the same connected backend is reused");
+    }
+    assert_eq!(
+        reads(&h),
+        2,
+        "five resolves read the ProviderConfig and its Secret once"
+    );
+
+    // A spec change reaches the cache through the ProviderConfig's own reconcile.
+    h.pcs()
+        .patch(
+            "emnify",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rateLimit": {"requestsPerSecond": 3.0, "burst": 2}}})),
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let pc = h.pcs().get("emnify").await.unwrap();
+        provider_config::reconcile(Arc::new(pc), ctx.clone()).await.unwrap();
+    }
+    let changed = ctx.providers.resolve(&h.client, NS, "emnify").await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &changed), "the changed ProviderConfig is used");
+
+    // Forgetting it (the ProviderConfig was deleted) reads both again.
+    ctx.providers.forget(NS, "emnify");
+    h.server.clear_requests();
+    ctx.providers.resolve(&h.client, NS, "emnify").await.unwrap();
+    assert_eq!(reads(&h), 2);
+}

@@ -603,3 +603,61 @@ async fn missing_credentials_and_missing_sim_are_reported() {
     assert_eq!(err.reason(), "SecretNotFound");
     assert_eq!(cond(&h.csub("nocreds").await, READY).1, "SecretNotFound");
 }
+
+#[tokio::test]
+async fn many_pending_changes_are_verified_by_one_shared_sweep_per_poll() {
+    let h = Harness::with_telenor().await;
+    let imsis: Vec<String> = h
+        .telenor()
+        .subscriptions()
+        .iter()
+        .filter(|s| s["mode"] == "ACTIVE")
+        .take(3)
+        .map(|s| str_of(&s["imsi"]))
+        .collect();
+    assert_eq!(imsis.len(), 3);
+    for (i, imsi) in imsis.iter().enumerate() {
+        h.add_csub(
+            &format!("m{i}"),
+            json!({"providerConfigRef": {"name": "telenor"}, "imsi": imsi, "mode": "Paused"}),
+        );
+    }
+    for i in 0..3 {
+        h.sync_csub(&format!("m{i}")).await;
+    }
+    let searches = |h: &Harness| {
+        h.telenor()
+            .requests()
+            .iter()
+            .filter(|(_, path, _)| path.ends_with("/subscription-inventory/v2/search"))
+            .count()
+    };
+    // Three SIMs waiting, more than one sweep page: each poll round is one sweep that started
+    // after the SIMs were last looked at, shared by all three; no single reads.
+    for round in 0..2 {
+        let before = searches(&h);
+        let reads_before = h.telenor().request_count();
+        for i in 0..3 {
+            h.reconcile_csub(&format!("m{i}")).await.unwrap();
+        }
+        assert_eq!(searches(&h) - before, 1, "round {round}: one sweep for three polls");
+        assert_eq!(
+            h.telenor().request_count() - reads_before,
+            1,
+            "round {round}: nothing but the sweep"
+        );
+        assert_eq!(cond(&h.csub("m0").await, SYNCED).1, "Pending");
+    }
+    h.telenor().apply_pending_now();
+    let before = searches(&h);
+    for i in 0..3 {
+        h.reconcile_csub(&format!("m{i}")).await.unwrap();
+        let c = h.csub(&format!("m{i}")).await;
+        assert_eq!(c.status.as_ref().unwrap().mode.as_deref(), Some("PAUSED"));
+        assert!(c.status.as_ref().unwrap().pending_change.is_none());
+    }
+    assert_eq!(searches(&h) - before, 1);
+    for imsi in &imsis {
+        assert_eq!(h.telenor().write_count(imsi), 1, "sent once");
+    }
+}

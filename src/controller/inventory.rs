@@ -6,9 +6,29 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use crate::backend::{BackendError, Inventory, ObservedSubscription, SimIdentity, SubscriptionBackend};
 
-type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Inventory)>>>;
+/// A cached sweep: when it started (wall clock, comparable with status times), when it ended,
+/// and what it found.
+struct Swept {
+    started: DateTime<Utc>,
+    at: Instant,
+    inventory: Inventory,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Swept>>>;
+
+/// How fresh a cached sweep must be to answer.
+#[derive(Clone, Copy, Debug)]
+pub enum Freshness {
+    /// Swept at most this long ago (a resync).
+    MaxAge(Duration),
+    /// Started after this moment (a pending change checked at that moment: only a sweep that
+    /// began later can show something new).
+    StartedAfter(DateTime<Utc>),
+}
 
 #[derive(Default)]
 pub struct Inventories {
@@ -27,21 +47,25 @@ struct Activity {
 }
 
 impl Inventories {
-    /// One SIM from the account's inventory, swept again when older than `max_age`.
+    /// One SIM from the account's inventory, swept again unless the cached sweep is `fresh`.
     pub async fn find(
         &self,
         key: &str,
         backend: &dyn SubscriptionBackend,
-        max_age: Duration,
+        fresh: Freshness,
         identity: &SimIdentity,
     ) -> Result<Option<ObservedSubscription>, BackendError> {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
-        if let Some((at, inventory)) = cached.as_ref()
-            && at.elapsed() < max_age
+        if let Some(swept) = cached.as_ref()
+            && match fresh {
+                Freshness::MaxAge(max_age) => swept.at.elapsed() < max_age,
+                Freshness::StartedAfter(moment) => swept.started > moment,
+            }
         {
-            return Ok(inventory.find(identity).cloned());
+            return Ok(swept.inventory.find(identity).cloned());
         }
+        let started_at = Utc::now();
         let started = Instant::now();
         let inventory = backend.inventory().await?;
         tracing::info!(
@@ -56,7 +80,11 @@ impl Inventories {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.to_string(), inventory.requests);
-        *cached = Some((Instant::now(), inventory));
+        *cached = Some(Swept {
+            started: started_at,
+            at: Instant::now(),
+            inventory,
+        });
         Ok(found)
     }
 
@@ -65,8 +93,8 @@ impl Inventories {
     pub async fn record(&self, key: &str, observed: &ObservedSubscription) {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
-        if let Some((_, inventory)) = cached.as_mut() {
-            inventory.upsert(observed.clone());
+        if let Some(swept) = cached.as_mut() {
+            swept.inventory.upsert(observed.clone());
         }
     }
 

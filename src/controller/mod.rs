@@ -2,6 +2,7 @@
 //! and credentials Secret to a connected vendor backend), per-object backoff, and [`crate::run`], which
 //! wires the kube-runtime controllers together. Each kind's pipeline lives in its own module.
 
+pub mod events;
 pub mod inventory;
 pub mod provider_config;
 pub mod resolve;
@@ -14,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 
 use crate::metrics::Metrics;
 pub use resolve::{Provider, Providers, ResolveError};
@@ -47,6 +48,9 @@ pub struct Settings {
     /// Observe subscriptions through one inventory sweep per account (default). `false` reads
     /// each SIM on its own: the baseline the benchmark compares against.
     pub bulk_observation: bool,
+    /// How long a resolved ProviderConfig (and its credentials Secret) is reused before both are
+    /// read again; a ProviderConfig change is picked up at once, a rotated Secret within this.
+    pub provider_cache_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -61,6 +65,7 @@ impl Default for Settings {
             bulk_observation: true,
             verify_timeout: Duration::from_secs(180),
             max_concurrent_reconciles: 64,
+            provider_cache_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -68,7 +73,7 @@ impl Default for Settings {
 /// Everything a reconcile needs, shared by all controllers.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub recorder: events::EventRecorder,
     pub metrics: Metrics,
     pub providers: Providers,
     pub inventories: inventory::Inventories,
@@ -83,8 +88,9 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
-            providers: Providers::new(metrics.clone(), settings.vendor_timeout, settings.verify_timeout),
+            recorder: events::EventRecorder::new(client.clone(), reporter),
+            providers: Providers::new(metrics.clone(), settings.vendor_timeout, settings.verify_timeout)
+                .with_reuse(settings.provider_cache_ttl),
             inventories: inventory::Inventories::default(),
             client,
             metrics,

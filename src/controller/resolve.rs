@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
@@ -85,6 +85,10 @@ pub struct Provider {
 /// Backends per ProviderConfig.
 pub struct Providers {
     cache: Mutex<HashMap<String, (u64, Arc<Provider>)>>,
+    /// When each ProviderConfig was last resolved from the API (ProviderConfig and Secret read).
+    resolved: Mutex<HashMap<String, (Instant, Arc<Provider>)>>,
+    /// How long a resolution is reused without reading the ProviderConfig and its Secret again.
+    reuse_for: Duration,
     metrics: Metrics,
     timeout: Duration,
     verify_timeout: Duration,
@@ -94,14 +98,35 @@ impl Providers {
     pub fn new(metrics: Metrics, timeout: Duration, verify_timeout: Duration) -> Self {
         Providers {
             cache: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
+            reuse_for: Duration::ZERO,
             metrics,
             timeout,
             verify_timeout,
         }
     }
 
+    /// Reuse a resolution for `ttl` before reading the ProviderConfig and its Secret again, so a
+    /// resync of thousands of objects on one account does not read the same two objects
+    /// thousands of times. A ProviderConfig change is seen at once (its controller resolves it
+    /// again); a rotated Secret within `ttl`. Zero reads them on every resolve.
+    pub fn with_reuse(mut self, ttl: Duration) -> Self {
+        self.reuse_for = ttl;
+        self
+    }
+
     /// Resolve `namespace/name` to a connected backend.
     pub async fn resolve(&self, client: &Client, namespace: &str, name: &str) -> Result<Arc<Provider>, ResolveError> {
+        if !self.reuse_for.is_zero()
+            && let Some((at, provider)) = self
+                .resolved
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&format!("{namespace}/{name}"))
+            && at.elapsed() < self.reuse_for
+        {
+            return Ok(provider.clone());
+        }
         let pcs: Api<ProviderConfig> = Api::namespaced(client.clone(), namespace);
         let pc = pcs
             .get_opt(name)
@@ -168,10 +193,16 @@ impl Providers {
             h.finish()
         };
         let key = format!("{namespace}/{name}");
-        if let Some((fp, provider)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
-            && *fp == fingerprint
-        {
-            return Ok(provider.clone());
+        let cached = match self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            Some((fp, provider)) if *fp == fingerprint => Some(provider.clone()),
+            _ => None,
+        };
+        if let Some(provider) = cached {
+            self.resolved
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, (Instant::now(), provider.clone()));
+            return Ok(provider);
         }
         let provider =
             Arc::new(
@@ -184,7 +215,11 @@ impl Providers {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (fingerprint, provider.clone()));
+            .insert(key.clone(), (fingerprint, provider.clone()));
+        self.resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (Instant::now(), provider.clone()));
         Ok(provider)
     }
 
@@ -279,10 +314,9 @@ impl Providers {
 
     /// Forget a ProviderConfig's backend (it was deleted).
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&format!("{namespace}/{name}"));
+        let key = format!("{namespace}/{name}");
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        self.resolved.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     }
 }
 

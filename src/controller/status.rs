@@ -1,5 +1,6 @@
 //! Status step and events: status is written with server-side apply under one field manager on
-//! the status subresource (the operator never writes `spec`); events go through kube's Recorder.
+//! the status subresource (the operator never writes `spec`); events go through the bounded
+//! [`super::events::EventRecorder`].
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};

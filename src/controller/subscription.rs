@@ -14,6 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event as FinalizerEvent};
 
+use super::inventory::Freshness;
 use super::resolve::{Provider, ResolveError};
 use super::status::{apply_status, event};
 use super::{Context, key_of};
@@ -303,16 +304,24 @@ async fn observe(
     } else if pending {
         // Many SIMs waiting at once (a fleet-wide change): one fresh sweep serves them all and
         // costs fewer calls than a read each.
+        // A sweep that began after this SIM was last looked at can show its change applied;
+        // concurrent polls share it instead of each starting another.
         let sweep_cost = ctx.inventories.sweep_cost(&key).unwrap_or(u64::MAX);
         if ctx.inventories.pending(&key) as u64 > sweep_cost {
-            ctx.inventories
-                .find(&key, backend, ctx.settings.pending_poll_interval, &id)
-                .await?
+            let fresh = match csub.status.as_ref().and_then(|s| s.last_observed_time) {
+                Some(seen) => Freshness::StartedAfter(seen),
+                None => Freshness::MaxAge(ctx.settings.pending_poll_interval),
+            };
+            ctx.inventories.find(&key, backend, fresh, &id).await?
         } else {
             backend.observe(&id).await?
         }
     } else {
-        match ctx.inventories.find(&key, backend, resync, &id).await? {
+        match ctx
+            .inventories
+            .find(&key, backend, Freshness::MaxAge(resync), &id)
+            .await?
+        {
             Some(o) => Some(o),
             // The SIM may be newer than the sweep.
             None => backend.observe(&id).await?,
@@ -436,7 +445,10 @@ async fn converge(
     } = plan(csub, ctx, resync).await?;
     let previous = csub.status.clone().unwrap_or_default();
     let vendor = provider.vendor;
-    let mut status = with_observed(previous, &observed, now);
+    // After the observation (which may have waited for a sweep): a later poll of a pending
+    // change accepts only a sweep that started after this.
+    let observed_at = Utc::now();
+    let mut status = with_observed(previous, &observed, observed_at);
     status.observed_generation = generation;
     let poll = Action::requeue(ctx.settings.pending_poll_interval);
     // act
@@ -516,7 +528,7 @@ async fn converge(
                         format!("{vendor}: {}", list(&changes)),
                     )
                     .await;
-                    let mut status = with_observed(status, &after, now);
+                    let mut status = with_observed(status, &after, Utc::now());
                     status.pending_change = None;
                     let ready = if after.mode == csub.spec.mode || csub.spec.mode.is_none() {
                         Condition::new(

@@ -59,6 +59,8 @@ impl Harness {
             pending_poll_interval: Duration::from_millis(1),
             // Writes with unknown outcome are read back for at most this long (BICS).
             verify_timeout: Duration::from_secs(2),
+            // Tests change Secrets and ProviderConfigs between reconciles and expect them read.
+            provider_cache_ttl: Duration::ZERO,
             ..Settings::default()
         };
         let ctx = Arc::new(Context::new(client.clone(), Metrics::new(), settings));

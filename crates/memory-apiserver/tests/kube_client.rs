@@ -828,17 +828,28 @@ async fn watch_from_compacted_resource_version_is_gone() {
 async fn lists_are_paginated_with_limit_and_continue() {
     let (server, client, widgets) = setup();
     for i in 0..5 {
-        widgets.create(&PostParams::default(), &widget(&format!("w{i}"), i)).await.unwrap();
+        widgets
+            .create(&PostParams::default(), &widget(&format!("w{i}"), i))
+            .await
+            .unwrap();
     }
     let first = widgets.list(&ListParams::default().limit(2)).await.unwrap();
     let names = |l: &kube::core::ObjectList<Widget>| l.items.iter().map(|w| w.name_any()).collect::<Vec<_>>();
     assert_eq!(names(&first), ["w0", "w1"]);
     assert_eq!(first.metadata.remaining_item_count, Some(3));
-    let token = first.metadata.continue_.clone().expect("a continue token while items remain");
+    let token = first
+        .metadata
+        .continue_
+        .clone()
+        .expect("a continue token while items remain");
     // A change between pages: later pages show it, and every page reports the first page's
     // resourceVersion, so a watch from there replays it.
     widgets
-        .patch("w3", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 30}})))
+        .patch(
+            "w3",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 30}})),
+        )
         .await
         .unwrap();
     let second = widgets
@@ -849,13 +860,20 @@ async fn lists_are_paginated_with_limit_and_continue() {
     assert_eq!(second.items[1].spec.size, 30);
     assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
     let third = widgets
-        .list(&ListParams::default().limit(2).continue_token(second.metadata.continue_.as_deref().unwrap()))
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(second.metadata.continue_.as_deref().unwrap()),
+        )
         .await
         .unwrap();
     assert_eq!(names(&third), ["w4"]);
     assert_eq!(third.metadata.continue_.as_deref().unwrap_or(""), "");
     let replayed: Vec<_> = widgets
-        .watch(&WatchParams::default().timeout(1), first.metadata.resource_version.as_deref().unwrap())
+        .watch(
+            &WatchParams::default().timeout(1),
+            first.metadata.resource_version.as_deref().unwrap(),
+        )
         .await
         .unwrap()
         .try_collect()
@@ -907,7 +925,11 @@ async fn continue_token_older_than_the_history_is_gone() {
             .unwrap();
     }
     let err = cms
-        .list(&ListParams::default().limit(1).continue_token(first.metadata.continue_.as_deref().unwrap()))
+        .list(
+            &ListParams::default()
+                .limit(1)
+                .continue_token(first.metadata.continue_.as_deref().unwrap()),
+        )
         .await
         .unwrap_err();
     assert_eq!(api_error(err), (410, "Expired".to_string()));

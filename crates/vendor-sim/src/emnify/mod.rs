@@ -217,7 +217,7 @@ impl EmnifySim {
         let (tx, rx) = oneshot::channel::<()>();
         let app = self.router();
         let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
+            let server = axum::serve(crate::no_delay(listener), app).with_graceful_shutdown(async {
                 let _ = rx.await;
             });
             if let Err(e) = server.await {
