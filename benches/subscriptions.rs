@@ -440,7 +440,21 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await; // the controllers list and settle
+    // Settled: the controllers have listed and the start-up pass (one inventory sweep) is over,
+    // i.e. no vendor request for a second.
+    let mut last = u64::MAX;
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let text = match http.get(format!("http://{metrics_addr}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => continue,
+        };
+        let total: u64 = parse_counts(&text).iter().map(|(_, _, c)| c).sum();
+        if total == last && total > 0 {
+            break;
+        }
+        last = total;
+    }
     let operator_rss_idle = proc_kib(operator_pid, "VmRSS:");
     let started = Instant::now();
     futures::stream::iter(names.iter().cloned())

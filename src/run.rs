@@ -242,10 +242,26 @@ pub async fn run_until(
 /// The annotation `kubectl apply` (client-side) keeps the whole last-applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// What a change must touch to trigger a reconcile: the spec (generation), annotations (resync,
+/// termination confirmation), finalizers (the finalizer helper's first pass) or deletion.
+/// Status-only changes, which are nearly all the operator's own writes, do not: at fleet scale
+/// each would otherwise cost a reconcile that finds nothing to do.
+fn spec_or_metadata<K: kube::Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+    Some(h.finish())
+}
+
 /// A controller whose cache keeps objects without `metadata.managedFields` and kubectl's
 /// last-applied annotation: the operator reads neither, and together they are most of a small
 /// object's size, so a cache of 10,000 subscriptions holds a fraction of what the API server
-/// sends (controller-runtime's `TransformStripManagedFields` does the same).
+/// sends (controller-runtime's `TransformStripManagedFields` does the same). It is triggered by
+/// [`spec_or_metadata`] changes; requeues and the other watches do the rest.
 fn trimmed_controller<K>(api: Api<K>, config: watcher::Config) -> Controller<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -260,7 +276,8 @@ where
             }
         })
         .reflect(writer)
-        .applied_objects();
+        .applied_objects()
+        .predicate_filter(spec_or_metadata, Default::default());
     Controller::for_stream(stream, reader)
 }
 
@@ -326,6 +343,8 @@ where
     let csub_controller =
         trimmed_controller(api::<ConnectivitySubscription>(client, ns), config.clone()).with_config(controller_config);
     let csub_store = csub_controller.store();
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    ctx.inventories.add_waker(ns.map(str::to_string), wake);
     let by_profile = csub_store.clone();
     let by_provider = csub_store;
     let csub_controller = csub_controller
@@ -357,6 +376,8 @@ where
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // Pending changes that waited for their account's writes to finish.
+        .reconcile_on(woken.map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)))
         .graceful_shutdown_on(stopped())
         .run(subscription::reconcile, subscription::error_policy, ctx.clone())
         .for_each(|result| async move {

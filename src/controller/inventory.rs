@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::channel::mpsc::UnboundedSender;
 
 use crate::backend::{BackendError, Inventory, ObservedSubscription, SimIdentity, SubscriptionBackend};
 
@@ -37,6 +38,9 @@ pub struct Inventories {
     activity: Mutex<HashMap<String, Activity>>,
     /// Per account: requests the last sweep took (readable while a sweep is in flight).
     sweep_costs: Mutex<HashMap<String, u64>>,
+    /// Where objects waiting for an account's writes are sent when the writes are out: one
+    /// channel per watched scope (a namespace, or `None` for all), feeding its controller.
+    wakers: Mutex<Vec<(Option<String>, UnboundedSender<(String, String)>)>>,
 }
 
 #[derive(Default)]
@@ -44,6 +48,19 @@ struct Activity {
     writes_in_flight: usize,
     /// Objects (namespace/name) with a pending change.
     pending: std::collections::HashSet<String>,
+    /// Objects (namespace, name) waiting for the writes in flight to finish.
+    waiting: std::collections::HashSet<(String, String)>,
+}
+
+/// What a pending change's poll should do about the account's writes in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteWait {
+    /// No writes in flight: observe now.
+    Clear,
+    /// Writes in flight; the object is woken when they are out.
+    Registered,
+    /// Writes in flight and nobody to wake the object (offline, tests): poll again later.
+    Poll,
 }
 
 impl Inventories {
@@ -127,9 +144,49 @@ impl Inventories {
     }
 
     pub fn write_finished(&self, key: &str) {
-        if let Some(a) = self.activity.lock().unwrap_or_else(|p| p.into_inner()).get_mut(key) {
+        let woken = {
+            let mut map = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(a) = map.get_mut(key) else { return };
             a.writes_in_flight = a.writes_in_flight.saturating_sub(1);
+            if a.writes_in_flight > 0 {
+                return;
+            }
+            std::mem::take(&mut a.waiting)
+        };
+        if woken.is_empty() {
+            return;
         }
+        let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        for (namespace, name) in woken {
+            for (scope, tx) in wakers.iter() {
+                if scope.as_deref().is_none_or(|s| s == namespace) {
+                    let _ = tx.unbounded_send((namespace.clone(), name.clone()));
+                }
+            }
+        }
+    }
+
+    /// Wake objects of `scope` (a namespace, or all) through `tx` when the writes they wait for
+    /// are out (`run` feeds it to the controller).
+    pub fn add_waker(&self, scope: Option<String>, tx: UnboundedSender<(String, String)>) {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner()).push((scope, tx));
+    }
+
+    /// A pending change's poll while its account may still be writing: with writes in flight,
+    /// verification reads would only compete with them for the rate limit, so the object waits
+    /// to be woken when they are out instead of polling (checked and registered at once, so a
+    /// wake cannot be missed).
+    pub fn wait_for_writes(&self, key: &str, namespace: &str, name: &str) -> WriteWait {
+        let wakeable = !self.wakers.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let mut map = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(a) = map.get_mut(key).filter(|a| a.writes_in_flight > 0) else {
+            return WriteWait::Clear;
+        };
+        if !wakeable {
+            return WriteWait::Poll;
+        }
+        a.waiting.insert((namespace.to_string(), name.to_string()));
+        WriteWait::Registered
     }
 
     pub fn writes_in_flight(&self, key: &str) -> usize {
@@ -163,5 +220,41 @@ impl Inventories {
     /// Drop an account's cached inventory (its ProviderConfig changed or went away).
     pub fn forget(&self, key: &str) {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn objects_waiting_for_writes_are_woken_when_the_last_write_is_out() {
+        let inventories = Inventories::default();
+        assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "a"), WriteWait::Clear);
+        inventories.write_started("ns/acct");
+        assert_eq!(
+            inventories.wait_for_writes("ns/acct", "ns", "a"),
+            WriteWait::Poll,
+            "nobody to wake it: poll"
+        );
+        let (all_tx, mut all_rx) = futures::channel::mpsc::unbounded();
+        let (other_tx, mut other_rx) = futures::channel::mpsc::unbounded();
+        inventories.add_waker(None, all_tx);
+        inventories.add_waker(Some("elsewhere".into()), other_tx);
+        inventories.write_started("ns/acct");
+        assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "a"), WriteWait::Registered);
+        assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "b"), WriteWait::Registered);
+        inventories.write_finished("ns/acct");
+        assert!(all_rx.try_next().is_err(), "one write still out: nobody is woken");
+        inventories.write_finished("ns/acct");
+        let mut woken = vec![all_rx.next().await.unwrap(), all_rx.next().await.unwrap()];
+        woken.sort();
+        assert_eq!(woken, [("ns".into(), "a".into()), ("ns".into(), "b".into())]);
+        assert!(
+            other_rx.try_next().is_err(),
+            "another namespace's controller is not told"
+        );
+        assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "a"), WriteWait::Clear);
     }
 }

@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event as FinalizerEvent};
 
-use super::inventory::Freshness;
+use super::inventory::{Freshness, WriteWait};
 use super::resolve::{Provider, ResolveError};
 use super::status::{apply_status, event};
 use super::{Context, key_of};
@@ -31,6 +31,10 @@ pub const KIND: &str = "ConnectivitySubscription";
 
 /// Reason of `Synced=False` while a vendor change is in flight.
 pub const PENDING: &str = "Pending";
+
+/// A pending change waiting for its account's writes is woken when they are out; it looks again
+/// after this at the latest in case the wake was lost.
+const WAKE_GUARD: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -374,11 +378,16 @@ async fn apply(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Action,
     let key = account_key(csub);
     // While a fleet-wide change is still being written, verification reads would only compete
     // with the writes for the rate limit: wait until the writes are out.
-    if status.pending_change.is_some()
-        && ctx.inventories.writes_in_flight(&key) > 0
-        && status.observed_generation == generation
-    {
-        return Ok(Action::requeue(ctx.settings.pending_poll_interval));
+    if status.pending_change.is_some() && status.observed_generation == generation {
+        let namespace = csub.namespace().unwrap_or_default();
+        match ctx.inventories.wait_for_writes(&key, &namespace, &csub.name_any()) {
+            WriteWait::Clear => {}
+            // Woken when the writes are out; the requeue only guards against a lost wake.
+            WriteWait::Registered => {
+                return Ok(Action::requeue(ctx.settings.pending_poll_interval.max(WAKE_GUARD)));
+            }
+            WriteWait::Poll => return Ok(Action::requeue(ctx.settings.pending_poll_interval)),
+        }
     }
     match converge(csub, ctx, resync).await {
         Ok((status, action)) => {

@@ -280,9 +280,7 @@ impl MemoryApiServer {
             return Vec::new();
         };
         state
-            .objects
-            .iter()
-            .filter(|(k, _)| k.group == rt.group && k.kind == rt.kind)
+            .of_kind(&rt.group, &rt.kind, None)
             .map(|(_, obj)| store::present(&rt, obj.clone()))
             .collect()
     }
@@ -294,9 +292,8 @@ impl MemoryApiServer {
             return 0;
         };
         state
-            .objects
-            .iter()
-            .filter(|(k, obj)| k.group == rt.group && k.kind == rt.kind && pred(obj))
+            .of_kind(&rt.group, &rt.kind, None)
+            .filter(|(_, obj)| pred(obj))
             .count()
     }
 

@@ -463,12 +463,9 @@ fn matching<'s>(
     namespace: Option<&'s str>,
     selector: &'s Selector,
 ) -> impl Iterator<Item = (&'s ObjKey, &'s Value)> + 's {
-    state.objects.iter().filter(move |(k, obj)| {
-        k.group == rt.group
-            && k.kind == rt.kind
-            && namespace.is_none_or(|ns| k.namespace == ns)
-            && selector.matches(obj)
-    })
+    state
+        .of_kind(&rt.group, &rt.kind, namespace)
+        .filter(move |(_, obj)| selector.matches(obj))
 }
 
 fn list_body(req: &Req, rt: &ResourceType, rv: u64, items: Vec<Value>) -> Value {
@@ -804,9 +801,8 @@ fn start_watch(
 
 fn current_objects(state: &State, filter: &WatchFilter) -> Vec<Bytes> {
     state
-        .objects
-        .iter()
-        .filter(|(key, obj)| filter.covers(&key.group, &key.kind, &key.namespace) && filter.selector.matches(obj))
+        .of_kind(&filter.rt.group, &filter.rt.kind, filter.namespace.as_deref())
+        .filter(|(_, obj)| filter.selector.matches(obj))
         .map(|(_, obj)| filter.line("ADDED", obj.clone()))
         .collect()
 }

@@ -160,6 +160,27 @@ impl State {
         }
     }
 
+    /// Objects of one group and kind (in one namespace, if given), in key order, found by a
+    /// range of the ordered store rather than a scan of every kind.
+    pub fn of_kind<'s>(
+        &'s self,
+        group: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> impl Iterator<Item = (&'s ObjKey, &'s Value)> + 's {
+        let start = ObjKey {
+            group: group.to_string(),
+            kind: kind.to_string(),
+            namespace: namespace.unwrap_or_default().to_string(),
+            name: String::new(),
+        };
+        let namespace = namespace.map(str::to_string);
+        let (group, kind) = (start.group.clone(), start.kind.clone());
+        self.objects.range(start..).take_while(move |(k, _)| {
+            k.group == group && k.kind == kind && namespace.as_ref().is_none_or(|ns| k.namespace == *ns)
+        })
+    }
+
     /// The registered type for an `apiVersion` and `kind`; another registered version of the
     /// same group and kind is accepted, since storage is shared across versions.
     pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<ResourceType> {
