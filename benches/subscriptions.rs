@@ -190,7 +190,12 @@ struct Resync {
 #[derive(Default, Debug, Clone)]
 struct Converge {
     writes: u64,
+    /// Reads made during the change (sweeps that verify it).
+    reads: u64,
+    /// The operator's write rate limit (the ProviderConfig's `spec.rateLimit`).
     rate: f64,
+    /// The (scaled) vendor limit the operator stays below.
+    vendor_rate: f64,
     time: Duration,
     throttled: u64,
 }
@@ -409,6 +414,11 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
+    // A running operator has observed every SIM within its resync interval: make the resync due,
+    // so the operator's start-up pass sweeps the account once, as a long-running one would
+    // have, before the change arrives.
+    make_resync_due(&api, &names).await;
+    let operator_started = chrono::Utc::now();
     let mut operator = tokio::process::Command::new(BIN)
         .args([
             "run",
@@ -440,8 +450,14 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Settled: the controllers have listed and the start-up pass (one inventory sweep) is over,
-    // i.e. no vendor request for a second.
+    // Settled: the start-up pass has observed every SIM (status written) and no vendor request
+    // was made for a second.
+    let observed_since_start = |c: &Value| {
+        c["status"]["lastObservedTime"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t > operator_started)
+    };
     let mut last = u64::MAX;
     for _ in 0..600 {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -450,12 +466,25 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
             Err(_) => continue,
         };
         let total: u64 = parse_counts(&text).iter().map(|(_, _, c)| c).sum();
-        if total == last && total > 0 {
+        let observed = server.count("connectivity-operator.dev/v1alpha1", "ConnectivitySubscription", |c| {
+            observed_since_start(c)
+        });
+        if total == last && observed == n {
             break;
         }
         last = total;
     }
+    let vendor_calls_before = http
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let vendor_calls_before = parse_counts(&vendor_calls_before);
     let operator_rss_idle = proc_kib(operator_pid, "VmRSS:");
+    let mut changes = server.changes();
     let started = Instant::now();
     futures::stream::iter(names.iter().cloned())
         .map(|name| {
@@ -473,50 +502,71 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<()>>()
         .await;
-    // BENCH_TRACE=1 prints progress every 5 s: converged objects, the operator's vendor writes
-    // and reads, its RSS, and what the API server served.
+    // Converged objects are tracked from the server's change feed (no polling of the store,
+    // which would hold its lock); the trace (BENCH_TRACE=1) prints progress every 5 s:
+    // converged objects, the operator's vendor writes and reads, its RSS and CPU, and what the
+    // API server served.
     let trace = std::env::var_os("BENCH_TRACE").is_some();
-    let mut next_trace = Duration::ZERO;
-    loop {
-        let done = server.count("connectivity-operator.dev/v1alpha1", "ConnectivitySubscription", |c| {
-            c["status"]["mode"].as_str().is_some_and(wire) && c["status"]["pendingChange"].is_null()
-        });
-        if trace && started.elapsed() >= next_trace {
-            next_trace += Duration::from_secs(5);
-            let text = match http.get(format!("http://{metrics_addr}/metrics")).send().await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            let counts = parse_counts(&text);
-            let sum = |f: &dyn Fn(&str, &str) -> bool| -> u64 {
-                counts.iter().filter(|(op, s, _)| f(op, s)).map(|(_, _, c)| c).sum()
-            };
-            let stats = server.stats();
-            eprintln!(
-                "   t={:>6.1}s converged {done:>6}/{n} writes {:>6} reads {:>6} 429s {:>3} rss {:>6.1} MiB (peak {:>6.1}) lists {} items {} watches {} lagged {} cpu s: operator {:.1} sim {:.1} bench {:.1}",
-                started.elapsed().as_secs_f64(),
-                sum(&|op, s| is_write(op) && s.starts_with('2')),
-                sum(&|op, _| !is_write(op)),
-                sum(&|_, s| s == "429"),
-                proc_kib(operator_pid, "VmRSS:") as f64 / 1024.0,
-                proc_kib(operator_pid, "VmHWM:") as f64 / 1024.0,
-                stats.lists,
-                stats.listed_items,
-                stats.watches,
-                stats.watches_closed_lagging,
-                cpu_secs(&operator_pid.to_string()),
-                cpu_secs(&sim_pid.to_string()),
-                cpu_secs("self"),
-            );
+    let is_converged =
+        |c: &Value| c["status"]["mode"].as_str().is_some_and(wire) && c["status"]["pendingChange"].is_null();
+    let recount = || {
+        server
+            .list("connectivity-operator.dev/v1alpha1", "ConnectivitySubscription")
+            .into_iter()
+            .filter(|c| is_converged(c))
+            .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
+            .collect::<std::collections::HashSet<String>>()
+    };
+    let mut converged = recount();
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    while converged.len() < n {
+        tokio::select! {
+            change = changes.next() => match change {
+                Some(Ok(c)) if c.kind() == "ConnectivitySubscription" => {
+                    let name = c.object()["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    if !c.is_deleted() && is_converged(c.object()) {
+                        converged.insert(name);
+                    } else {
+                        converged.remove(&name);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) => converged = recount(),
+                None => break,
+            },
+            _ = ticker.tick(), if trace => {
+                let text = match http.get(format!("http://{metrics_addr}/metrics")).send().await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                let counts = parse_counts(&text);
+                let sum = |f: &dyn Fn(&str, &str) -> bool| -> u64 {
+                    counts.iter().filter(|(op, s, _)| f(op, s)).map(|(_, _, c)| c).sum()
+                };
+                let stats = server.stats();
+                eprintln!(
+                    "   t={:>6.1}s converged {:>6}/{n} writes {:>6} reads {:>6} 429s {:>3} rss {:>6.1} MiB (peak {:>6.1}) lists {} items {} watches {} lagged {} cpu s: operator {:.1} sim {:.1} bench {:.1}",
+                    started.elapsed().as_secs_f64(),
+                    converged.len(),
+                    sum(&|op, s| is_write(op) && s.starts_with('2')),
+                    sum(&|op, _| !is_write(op)),
+                    sum(&|_, s| s == "429"),
+                    proc_kib(operator_pid, "VmRSS:") as f64 / 1024.0,
+                    proc_kib(operator_pid, "VmHWM:") as f64 / 1024.0,
+                    stats.lists,
+                    stats.listed_items,
+                    stats.watches,
+                    stats.watches_closed_lagging,
+                    cpu_secs(&operator_pid.to_string()),
+                    cpu_secs(&sim_pid.to_string()),
+                    cpu_secs("self"),
+                );
+            }
+            () = tokio::time::sleep(Duration::from_secs(1800).saturating_sub(started.elapsed())) => {
+                eprintln!("gave up waiting: {} of {n} converged", converged.len());
+                break;
+            }
         }
-        if done == n {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(1800) {
-            eprintln!("gave up waiting: {done} of {n} converged");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = started.elapsed();
     let operator_rss_peak = proc_kib(operator_pid, "VmHWM:");
@@ -529,15 +579,19 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         .await
         .unwrap();
     let counts = parse_counts(&text);
+    // Calls made for the change: totals now minus those of the start-up pass.
+    let since = |pred: &dyn Fn(&str, &str) -> bool| -> u64 {
+        let total =
+            |c: &[(String, String, u64)]| -> u64 { c.iter().filter(|(op, s, _)| pred(op, s)).map(|(_, _, n)| n).sum() };
+        total(&counts) - total(&vendor_calls_before)
+    };
     let converge = Converge {
-        writes: counts
-            .iter()
-            .filter(|(op, s, _)| is_write(op) && s.starts_with('2'))
-            .map(|(_, _, c)| c)
-            .sum(),
+        writes: since(&|op, s| is_write(op) && s.starts_with('2')),
+        reads: since(&|op, _| !is_write(op)),
         rate,
+        vendor_rate: vendor.documented_rate() * scale,
         time: took,
-        throttled: counts.iter().filter(|(_, s, _)| s == "429").map(|(_, _, c)| c).sum(),
+        throttled: since(&|_, s| s == "429"),
     };
     let _ = operator.kill().await;
     let _ = sim.child.kill().await;
@@ -584,7 +638,7 @@ fn main() {
                 "scale": r.scale,
                 "bulk": [r.bulk.calls, r.bulk.wall.as_secs_f64(), r.bulk.throttled],
                 "per_object": [r.per_object.calls, r.per_object.wall.as_secs_f64(), r.per_object.throttled],
-                "converge": [r.converge.writes, r.converge.rate, r.converge.time.as_secs_f64(), r.converge.throttled],
+                "converge": [r.converge.writes, r.converge.rate, r.converge.time.as_secs_f64(), r.converge.throttled, r.converge.reads, r.converge.vendor_rate],
                 "rss": [r.rss_total_mib, r.rss_apiserver_mib],
             })
         );
@@ -633,6 +687,8 @@ fn main() {
                     rate: f("converge", 1),
                     time: Duration::from_secs_f64(f("converge", 2)),
                     throttled: f("converge", 3) as u64,
+                    reads: f("converge", 4) as u64,
+                    vendor_rate: f("converge", 5),
                 },
                 rss_total_mib: f("rss", 0),
                 rss_apiserver_mib: f("rss", 1),
@@ -661,20 +717,38 @@ fn main() {
     }
     println!("\nMode change on all N (bulk), converged by `connectivity-operator run` in its own process:");
     println!(
-        "{:<8} {:>6} | {:>7} {:>8} {:>8} {:>8} {:>6} {:>5} | {:>13} {:>13}",
-        "vendor", "N", "writes", "rate/s", "bound s", "took s", "ratio", "429", "peak RSS MiB", "idle RSS MiB"
+        "bound = writes / the operator's write rate limit (spec.rateLimit, 0.95 x the vendor's); \
+         the last ratio is against the vendor's own limit"
+    );
+    println!(
+        "{:<8} {:>6} | {:>7} {:>6} {:>7} {:>8} {:>8} {:>6} {:>9} {:>5} | {:>13} {:>13}",
+        "vendor",
+        "N",
+        "writes",
+        "reads",
+        "rate/s",
+        "bound s",
+        "took s",
+        "ratio",
+        "vs vendor",
+        "429",
+        "peak RSS MiB",
+        "idle RSS MiB"
     );
     for r in &reports {
         let bound = r.converge.writes as f64 / r.converge.rate;
+        let vendor_bound = r.converge.writes as f64 / r.converge.vendor_rate.max(f64::EPSILON);
         println!(
-            "{:<8} {:>6} | {:>7} {:>8.1} {:>8.1} {:>8.1} {:>6.2} {:>5} | {:>13.1} {:>13.1}",
+            "{:<8} {:>6} | {:>7} {:>6} {:>7.1} {:>8.1} {:>8.1} {:>6.2} {:>9.2} {:>5} | {:>13.1} {:>13.1}",
             r.vendor.name(),
             r.n,
             r.converge.writes,
+            r.converge.reads,
             r.converge.rate,
             bound,
             r.converge.time.as_secs_f64(),
             r.converge.time.as_secs_f64() / bound.max(f64::EPSILON),
+            r.converge.time.as_secs_f64() / vendor_bound.max(f64::EPSILON),
             r.converge.throttled,
             r.rss_total_mib,
             r.rss_apiserver_mib

@@ -21,6 +21,9 @@ struct Swept {
 
 type Slot = Arc<tokio::sync::Mutex<Option<Swept>>>;
 
+/// Sends (namespace, name) of an object to wake to its controller.
+pub type Waker = UnboundedSender<(String, String)>;
+
 /// How fresh a cached sweep must be to answer.
 #[derive(Clone, Copy, Debug)]
 pub enum Freshness {
@@ -40,7 +43,7 @@ pub struct Inventories {
     sweep_costs: Mutex<HashMap<String, u64>>,
     /// Where objects waiting for an account's writes are sent when the writes are out: one
     /// channel per watched scope (a namespace, or `None` for all), feeding its controller.
-    wakers: Mutex<Vec<(Option<String>, UnboundedSender<(String, String)>)>>,
+    wakers: Mutex<Vec<(Option<String>, Waker)>>,
 }
 
 #[derive(Default)]
@@ -168,7 +171,7 @@ impl Inventories {
 
     /// Wake objects of `scope` (a namespace, or all) through `tx` when the writes they wait for
     /// are out (`run` feeds it to the controller).
-    pub fn add_waker(&self, scope: Option<String>, tx: UnboundedSender<(String, String)>) {
+    pub fn add_waker(&self, scope: Option<String>, tx: Waker) {
         self.wakers.lock().unwrap_or_else(|p| p.into_inner()).push((scope, tx));
     }
 
@@ -246,13 +249,13 @@ mod tests {
         assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "a"), WriteWait::Registered);
         assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "b"), WriteWait::Registered);
         inventories.write_finished("ns/acct");
-        assert!(all_rx.try_next().is_err(), "one write still out: nobody is woken");
+        assert!(all_rx.try_recv().is_err(), "one write still out: nobody is woken");
         inventories.write_finished("ns/acct");
         let mut woken = vec![all_rx.next().await.unwrap(), all_rx.next().await.unwrap()];
         woken.sort();
         assert_eq!(woken, [("ns".into(), "a".into()), ("ns".into(), "b".into())]);
         assert!(
-            other_rx.try_next().is_err(),
+            other_rx.try_recv().is_err(),
             "another namespace's controller is not told"
         );
         assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "a"), WriteWait::Clear);

@@ -164,6 +164,46 @@ pub enum Error {
 }
 
 /// A stateful in-memory Kubernetes API server; cheap to clone (all clones share state).
+/// One stored change, from [`MemoryApiServer::changes`].
+#[derive(Clone, Debug)]
+pub struct StoredChange(Arc<store::Change>);
+
+impl StoredChange {
+    /// API group of the object (`""` for core).
+    pub fn group(&self) -> &str {
+        &self.0.group
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.0.kind
+    }
+
+    /// `true` when the object was removed.
+    pub fn is_deleted(&self) -> bool {
+        self.0.change == store::ChangeType::Deleted
+    }
+
+    /// The object as stored after the change (before, for a deletion).
+    pub fn object(&self) -> &Value {
+        &self.0.object
+    }
+}
+
+/// Changes a subscriber of [`MemoryApiServer::changes`] receives.
+pub struct Changes(tokio::sync::broadcast::Receiver<Arc<store::Change>>);
+
+impl Changes {
+    /// The next change; `Err(n)` when the subscriber fell `n` changes behind and missed them
+    /// (read the store again to catch up).
+    pub async fn next(&mut self) -> Option<Result<StoredChange, u64>> {
+        match self.0.recv().await {
+            Ok(change) => Some(Ok(StoredChange(change))),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Some(Err(n)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
 /// Counters of what the server served, from [`MemoryApiServer::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -295,6 +335,11 @@ impl MemoryApiServer {
             .of_kind(&rt.group, &rt.kind, None)
             .filter(|(_, obj)| pred(obj))
             .count()
+    }
+
+    /// Every change stored from now on, without polling the store (observing a long run).
+    pub fn changes(&self) -> Changes {
+        Changes(self.lock().events.subscribe())
     }
 
     /// What the server has served so far: list pages and the items in them, watches started, and
