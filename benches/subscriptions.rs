@@ -519,10 +519,14 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
     };
     let mut converged = recount();
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    let give_up = tokio::time::sleep(Duration::from_secs(1800));
+    tokio::pin!(give_up);
+    let (mut seen, mut lags) = (0u64, 0u64);
     while converged.len() < n {
         tokio::select! {
             change = changes.next() => match change {
                 Some(Ok(c)) if c.kind() == "ConnectivitySubscription" => {
+                    seen += 1;
                     let name = c.object()["metadata"]["name"].as_str().unwrap_or_default().to_string();
                     if !c.is_deleted() && is_converged(c.object()) {
                         converged.insert(name);
@@ -531,7 +535,13 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) => converged = recount(),
+                // Fell behind: subscribe afresh (at the newest change), then read the store,
+                // which is at least as new; later changes apply on top.
+                Some(Err(_)) => {
+                    lags += 1;
+                    changes = server.changes();
+                    converged = recount();
+                }
                 None => break,
             },
             _ = ticker.tick(), if trace => {
@@ -545,7 +555,7 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
                 };
                 let stats = server.stats();
                 eprintln!(
-                    "   t={:>6.1}s converged {:>6}/{n} writes {:>6} reads {:>6} 429s {:>3} rss {:>6.1} MiB (peak {:>6.1}) lists {} items {} watches {} lagged {} cpu s: operator {:.1} sim {:.1} bench {:.1}",
+                    "   t={:>6.1}s converged {:>6}/{n} writes {:>6} reads {:>6} 429s {:>3} rss {:>6.1} MiB (peak {:>6.1}) lists {} items {} watches {} lagged {} cpu s: operator {:.1} sim {:.1} bench {:.1} feed {seen} lags {lags}",
                     started.elapsed().as_secs_f64(),
                     converged.len(),
                     sum(&|op, s| is_write(op) && s.starts_with('2')),
@@ -562,7 +572,7 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
                     cpu_secs("self"),
                 );
             }
-            () = tokio::time::sleep(Duration::from_secs(1800).saturating_sub(started.elapsed())) => {
+            () = &mut give_up => {
                 eprintln!("gave up waiting: {} of {n} converged", converged.len());
                 break;
             }
