@@ -162,8 +162,30 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// glibc gives each thread that allocates its own arena (up to 8 per core) and keeps freed memory
+/// in them: after a fleet-wide change on 10,000 subscriptions that is tens of megabytes of RSS
+/// nothing uses. Two arenas are plenty for an I/O-bound process. Set before any thread starts;
+/// `MALLOC_ARENA_MAX` in the environment still wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?
+        .block_on(cli_main())
+}
+
+async fn cli_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     connectivity_operator::install_crypto_provider();
     match cli.command {

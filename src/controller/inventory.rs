@@ -85,6 +85,9 @@ impl Inventories {
         {
             return Ok(swept.inventory.find(identity).cloned());
         }
+        // The old sweep goes before the new one is read, so the two never sit in memory together
+        // (at 10,000 SIMs each is megabytes); readers wait on this lock meanwhile anyway.
+        *cached = None;
         let started_at = Utc::now();
         let started = Instant::now();
         let inventory = backend.inventory().await?;
