@@ -150,24 +150,16 @@ fn cpu_secs(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// `(operation, status, count)` of `connectivity_operator_vendor_requests_total` lines.
-fn parse_counts(text: &str) -> Vec<(String, String, u64)> {
-    let label = |line: &str, name: &str| -> String {
-        line.split(&format!("{name}=\""))
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or_default()
-            .to_string()
+/// `(operation, status, count)` of the vendor requests an operator process has made, from its
+/// `/metrics` (empty when it cannot be read).
+async fn operator_counts(http: &reqwest::Client, addr: std::net::SocketAddr) -> Vec<(String, String, u64)> {
+    let text = match http.get(format!("http://{addr}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
     };
-    text.lines()
-        .filter(|l| l.starts_with("connectivity_operator_vendor_requests_total{"))
-        .filter_map(|l| {
-            Some((
-                label(l, "operation"),
-                label(l, "status"),
-                l.rsplit(' ').next()?.parse().ok()?,
-            ))
-        })
+    connectivity_operator::metrics::parse_vendor_request_counts(&text)
+        .into_iter()
+        .map(|(_, op, status, n)| (op, status, n))
         .collect()
 }
 
@@ -461,11 +453,11 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
     let mut last = u64::MAX;
     for _ in 0..600 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let text = match http.get(format!("http://{metrics_addr}/metrics")).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => continue,
-        };
-        let total: u64 = parse_counts(&text).iter().map(|(_, _, c)| c).sum();
+        let total: u64 = operator_counts(&http, metrics_addr)
+            .await
+            .iter()
+            .map(|(_, _, c)| c)
+            .sum();
         let observed = server.count("connectivity-operator.dev/v1alpha1", "ConnectivitySubscription", |c| {
             observed_since_start(c)
         });
@@ -474,15 +466,7 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         }
         last = total;
     }
-    let vendor_calls_before = http
-        .get(format!("http://{metrics_addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let vendor_calls_before = parse_counts(&vendor_calls_before);
+    let vendor_calls_before = operator_counts(&http, metrics_addr).await;
     let operator_rss_idle = proc_kib(operator_pid, "VmRSS:");
     let mut changes = server.changes();
     let started = Instant::now();
@@ -545,11 +529,7 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
                 None => break,
             },
             _ = ticker.tick(), if trace => {
-                let text = match http.get(format!("http://{metrics_addr}/metrics")).send().await {
-                    Ok(r) => r.text().await.unwrap_or_default(),
-                    Err(_) => String::new(),
-                };
-                let counts = parse_counts(&text);
+                let counts = operator_counts(&http, metrics_addr).await;
                 let sum = |f: &dyn Fn(&str, &str) -> bool| -> u64 {
                     counts.iter().filter(|(op, s, _)| f(op, s)).map(|(_, _, c)| c).sum()
                 };
@@ -580,15 +560,7 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
     }
     let took = started.elapsed();
     let operator_rss_peak = proc_kib(operator_pid, "VmHWM:");
-    let text = http
-        .get(format!("http://{metrics_addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let counts = parse_counts(&text);
+    let counts = operator_counts(&http, metrics_addr).await;
     // Calls made for the change: totals now minus those of the start-up pass.
     let since = |pred: &dyn Fn(&str, &str) -> bool| -> u64 {
         let total =

@@ -137,21 +137,7 @@ impl Metrics {
     /// Vendor request counts as `(vendor, operation, status, count)`, read back from the
     /// exposition (for benchmarks and tests).
     pub fn vendor_request_counts(&self) -> Vec<(String, String, String, u64)> {
-        let label = |line: &str, name: &str| -> String {
-            line.split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or_default()
-                .to_string()
-        };
-        self.encode()
-            .lines()
-            .filter(|l| l.starts_with("connectivity_operator_vendor_requests_total{"))
-            .filter_map(|l| {
-                let count = l.rsplit(' ').next()?.parse().ok()?;
-                Some((label(l, "vendor"), label(l, "operation"), label(l, "status"), count))
-            })
-            .collect()
+        parse_vendor_request_counts(&self.encode())
     }
 
     /// OpenMetrics text exposition.
@@ -161,4 +147,23 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// `(vendor, operation, status, count)` of the vendor request counter in an exposition (this
+/// process's, or another operator's `/metrics` as the benchmark reads it).
+pub fn parse_vendor_request_counts(text: &str) -> Vec<(String, String, String, u64)> {
+    let label = |line: &str, name: &str| -> String {
+        line.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    text.lines()
+        .filter(|l| l.starts_with("connectivity_operator_vendor_requests_total{"))
+        .filter_map(|l| {
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((label(l, "vendor"), label(l, "operation"), label(l, "status"), count))
+        })
+        .collect()
 }

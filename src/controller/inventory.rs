@@ -195,14 +195,6 @@ impl Inventories {
         WriteWait::Registered
     }
 
-    pub fn writes_in_flight(&self, key: &str) -> usize {
-        self.activity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .map_or(0, |a| a.writes_in_flight)
-    }
-
     /// Record whether object `object` on account `key` waits for a pending change.
     pub fn set_pending(&self, key: &str, object: &str, pending: bool) {
         let mut map = self.activity.lock().unwrap_or_else(|p| p.into_inner());
