@@ -411,7 +411,22 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
     // have, before the change arrives.
     make_resync_due(&api, &names).await;
     let operator_started = chrono::Utc::now();
-    let mut operator = tokio::process::Command::new(BIN)
+    // BENCH_OPERATOR_WRAP runs the operator under a profiler, e.g. "heaptrack -o /tmp/op"
+    // (its RSS figures are then the wrapper's).
+    let wrap: Vec<String> = std::env::var("BENCH_OPERATOR_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut operator = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => tokio::process::Command::new(BIN),
+    };
+    let mut operator = operator
         .args([
             "run",
             "--namespace",
@@ -468,6 +483,15 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
     }
     let vendor_calls_before = operator_counts(&http, metrics_addr).await;
     let operator_rss_idle = proc_kib(operator_pid, "VmRSS:");
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        eprintln!(
+            "   settled: rss {:.1} MiB (anon {:.1}, file {:.1}), peak so far {:.1} MiB",
+            operator_rss_idle as f64 / 1024.0,
+            proc_kib(operator_pid, "RssAnon:") as f64 / 1024.0,
+            proc_kib(operator_pid, "RssFile:") as f64 / 1024.0,
+            proc_kib(operator_pid, "VmHWM:") as f64 / 1024.0,
+        );
+    }
     let mut changes = server.changes();
     let started = Instant::now();
     futures::stream::iter(names.iter().cloned())
@@ -535,7 +559,7 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
                 };
                 let stats = server.stats();
                 eprintln!(
-                    "   t={:>6.1}s converged {:>6}/{n} writes {:>6} reads {:>6} 429s {:>3} rss {:>6.1} MiB (peak {:>6.1}) lists {} items {} watches {} lagged {} cpu s: operator {:.1} sim {:.1} bench {:.1} feed {seen} lags {lags}",
+                    "   t={:>6.1}s converged {:>6}/{n} writes {:>6} reads {:>6} 429s {:>3} rss {:>6.1} MiB (peak {:>6.1}, anon {:>6.1}, file {:>5.1}) lists {} items {} watches {} lagged {} cpu s: operator {:.1} sim {:.1} bench {:.1} feed {seen} lags {lags}",
                     started.elapsed().as_secs_f64(),
                     converged.len(),
                     sum(&|op, s| is_write(op) && s.starts_with('2')),
@@ -543,6 +567,8 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
                     sum(&|_, s| s == "429"),
                     proc_kib(operator_pid, "VmRSS:") as f64 / 1024.0,
                     proc_kib(operator_pid, "VmHWM:") as f64 / 1024.0,
+                    proc_kib(operator_pid, "RssAnon:") as f64 / 1024.0,
+                    proc_kib(operator_pid, "RssFile:") as f64 / 1024.0,
                     stats.lists,
                     stats.listed_items,
                     stats.watches,

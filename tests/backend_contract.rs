@@ -230,7 +230,6 @@ async fn subscription_contract(v: Vendor) {
         .iter()
         .filter(|s| s.mode == Some(SubscriptionMode::Active))
         .take(3)
-        .cloned()
         .collect();
     assert!(!swept.is_empty(), "{}: some active SIMs", v.name);
     for s in &swept {

@@ -4,7 +4,6 @@
 //! while a change is pending). Writes are idempotent and report whether the vendor applied them
 //! at once or accepted them for later.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -83,46 +82,222 @@ pub fn iccid_eq(have: Option<&str>, want: &str) -> bool {
 }
 
 /// Every SIM of an account, from one sweep.
+///
+/// Held packed, because an operator keeps one per account between resyncs and an account may
+/// have tens of thousands of SIMs: each SIM is one allocation of its text fields plus a few
+/// bytes (about a third of an [`ObservedSubscription`] with its nine separately allocated
+/// strings), and the IMSI / ICCID indexes are sorted hashes instead of maps of string copies.
+/// Lookups verify the SIM they land on, so a hash collision costs a comparison, never a wrong
+/// answer.
 #[derive(Debug, Default)]
 pub struct Inventory {
-    subscriptions: Vec<ObservedSubscription>,
-    by_imsi: HashMap<String, usize>,
-    by_iccid: HashMap<String, usize>,
+    subscriptions: Vec<Packed>,
+    by_imsi: Vec<(u64, u32)>,
+    by_iccid: Vec<(u64, u32)>,
     /// Vendor requests the sweep took.
     pub requests: u64,
 }
 
+/// The index key of an ICCID: its first 19 digits, so 19- and 20-digit forms find each other.
+fn iccid_key(iccid: &str) -> u64 {
+    hash_key(iccid.get(..19).unwrap_or(iccid))
+}
+
+fn hash_key(s: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(s)
+}
+
+/// The entries of a sorted index with key `key`.
+fn lookup(index: &[(u64, u32)], key: u64) -> impl Iterator<Item = usize> + '_ {
+    let from = index.partition_point(|&(k, _)| k < key);
+    index[from..]
+        .iter()
+        .take_while(move |&&(k, _)| k == key)
+        .map(|&(_, i)| i as usize)
+}
+
+const FIELDS: usize = 9;
+
+/// One [`ObservedSubscription`] packed: its optional text fields end to end in one string,
+/// with where each ends and which are present.
+#[derive(Debug, Clone)]
+struct Packed {
+    text: Box<str>,
+    ends: [u16; FIELDS],
+    present: u16,
+    mode: Option<SubscriptionMode>,
+    /// Bit per [`SubscriptionMode`] in [`MODES`].
+    equivalent: u8,
+}
+
+const MODES: [SubscriptionMode; 4] = [
+    SubscriptionMode::Active,
+    SubscriptionMode::Paused,
+    SubscriptionMode::Deactivated,
+    SubscriptionMode::Terminated,
+];
+
+impl Packed {
+    fn new(o: &ObservedSubscription) -> Packed {
+        let fields: [Option<&str>; FIELDS] = [
+            o.imsi.as_deref(),
+            o.iccid.as_deref(),
+            o.msisdn.as_deref(),
+            o.imei.as_deref(),
+            o.id.as_deref(),
+            o.endpoint_id.as_deref(),
+            Some(o.vendor_mode.as_str()),
+            o.service_profile_id.as_deref(),
+            o.first_activation_date.as_deref(),
+        ];
+        let mut text = String::with_capacity(fields.iter().flatten().map(|f| f.len()).sum());
+        let mut ends = [0u16; FIELDS];
+        let mut present = 0u16;
+        for (i, field) in fields.iter().enumerate() {
+            if let Some(f) = field {
+                // A field that would not fit the offsets (vendors' values are tens of bytes) is
+                // cut at a character boundary rather than corrupting its neighbours.
+                let room = (u16::MAX as usize).saturating_sub(text.len());
+                let mut cut = f.len().min(room);
+                while !f.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.push_str(&f[..cut]);
+                present |= 1 << i;
+            }
+            ends[i] = text.len() as u16;
+        }
+        let equivalent = MODES
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| o.equivalent.contains(m))
+            .fold(0u8, |bits, (i, _)| bits | 1 << i);
+        Packed {
+            text: text.into_boxed_str(),
+            ends,
+            present,
+            mode: o.mode,
+            equivalent,
+        }
+    }
+
+    fn field(&self, i: usize) -> Option<&str> {
+        if self.present & (1 << i) == 0 {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..self.ends[i] as usize)
+    }
+
+    fn imsi(&self) -> Option<&str> {
+        self.field(0)
+    }
+
+    fn iccid(&self) -> Option<&str> {
+        self.field(1)
+    }
+
+    fn unpack(&self) -> ObservedSubscription {
+        let owned = |i| self.field(i).map(str::to_string);
+        ObservedSubscription {
+            imsi: owned(0),
+            iccid: owned(1),
+            msisdn: owned(2),
+            imei: owned(3),
+            id: owned(4),
+            endpoint_id: owned(5),
+            vendor_mode: owned(6).unwrap_or_default(),
+            mode: self.mode,
+            equivalent: MODES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| self.equivalent & (1 << i) != 0)
+                .map(|(_, m)| *m)
+                .collect(),
+            service_profile_id: owned(7),
+            first_activation_date: owned(8),
+        }
+    }
+
+    /// [`ObservedSubscription::matches`] without unpacking.
+    fn matches(&self, identity: &SimIdentity) -> bool {
+        let imsi_ok = identity.imsi.as_deref().is_none_or(|i| self.imsi() == Some(i));
+        let iccid_ok = identity.iccid.as_deref().is_none_or(|i| iccid_eq(self.iccid(), i));
+        (identity.imsi.is_some() || identity.iccid.is_some()) && imsi_ok && iccid_ok
+    }
+}
+
+/// Builds an [`Inventory`] as a sweep's pages arrive, packing each SIM at once.
+#[derive(Debug, Default)]
+pub struct InventoryBuilder {
+    inventory: Inventory,
+}
+
+impl InventoryBuilder {
+    pub fn push(&mut self, observed: &ObservedSubscription) {
+        let inventory = &mut self.inventory;
+        let packed = Packed::new(observed);
+        let i = inventory.subscriptions.len() as u32;
+        if let Some(imsi) = packed.imsi() {
+            inventory.by_imsi.push((hash_key(imsi), i));
+        }
+        if let Some(iccid) = packed.iccid() {
+            inventory.by_iccid.push((iccid_key(iccid), i));
+        }
+        inventory.subscriptions.push(packed);
+    }
+
+    /// The inventory, which took `requests` vendor requests.
+    pub fn finish(mut self, requests: u64) -> Inventory {
+        let inventory = &mut self.inventory;
+        inventory.subscriptions.shrink_to_fit();
+        for index in [&mut inventory.by_imsi, &mut inventory.by_iccid] {
+            index.sort_unstable();
+            index.shrink_to_fit();
+        }
+        inventory.requests = requests;
+        self.inventory
+    }
+}
+
 impl Inventory {
-    pub fn new(subscriptions: Vec<ObservedSubscription>, requests: u64) -> Self {
-        let mut by_imsi = HashMap::with_capacity(subscriptions.len());
-        let mut by_iccid = HashMap::with_capacity(subscriptions.len());
-        for (i, s) in subscriptions.iter().enumerate() {
-            if let Some(imsi) = &s.imsi {
-                by_imsi.insert(imsi.clone(), i);
-            }
-            if let Some(iccid) = &s.iccid {
-                // Index by the 19-digit form so 19- and 20-digit ICCIDs find each other.
-                by_iccid.insert(iccid.chars().take(19).collect(), i);
-            }
+    pub fn new(subscriptions: impl IntoIterator<Item = ObservedSubscription>, requests: u64) -> Self {
+        let mut builder = InventoryBuilder::default();
+        for s in subscriptions {
+            builder.push(&s);
         }
-        Inventory {
-            subscriptions,
-            by_imsi,
-            by_iccid,
-            requests,
-        }
+        builder.finish(requests)
     }
 
     pub fn len(&self) -> usize {
         self.subscriptions.len()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &ObservedSubscription> {
-        self.subscriptions.iter()
+    /// Every SIM, unpacked one at a time.
+    pub fn iter(&self) -> impl Iterator<Item = ObservedSubscription> + '_ {
+        self.subscriptions.iter().map(Packed::unpack)
     }
 
     pub fn is_empty(&self) -> bool {
         self.subscriptions.is_empty()
+    }
+
+    /// Where the SIM `identity` names is, if it is here.
+    fn position(&self, identity: &SimIdentity) -> Option<usize> {
+        let by_imsi = identity
+            .imsi
+            .as_deref()
+            .into_iter()
+            .flat_map(|i| lookup(&self.by_imsi, hash_key(i)));
+        let by_iccid = identity
+            .iccid
+            .as_deref()
+            .into_iter()
+            .flat_map(|i| lookup(&self.by_iccid, iccid_key(i)));
+        by_imsi
+            .chain(by_iccid)
+            .find(|&i| self.subscriptions[i].matches(identity))
     }
 
     /// Replace (or add) one SIM, e.g. with the state a synchronous write left it in.
@@ -131,43 +306,28 @@ impl Inventory {
             imsi: observed.imsi.clone(),
             iccid: observed.iccid.clone(),
         };
-        let existing = identity
-            .imsi
-            .as_ref()
-            .and_then(|i| self.by_imsi.get(i))
-            .copied()
-            .or_else(|| {
-                identity
-                    .iccid
-                    .as_ref()
-                    .and_then(|i| self.by_iccid.get(&i.chars().take(19).collect::<String>()))
-                    .copied()
-            });
-        match existing {
-            Some(i) => self.subscriptions[i] = observed,
-            None => {
-                let i = self.subscriptions.len();
-                if let Some(imsi) = &observed.imsi {
-                    self.by_imsi.insert(imsi.clone(), i);
-                }
-                if let Some(iccid) = &observed.iccid {
-                    self.by_iccid.insert(iccid.chars().take(19).collect(), i);
-                }
-                self.subscriptions.push(observed);
-            }
+        let packed = Packed::new(&observed);
+        if let Some(i) = self.position(&identity) {
+            self.subscriptions[i] = packed;
+            return;
         }
+        let i = self.subscriptions.len() as u32;
+        let insert = |index: &mut Vec<(u64, u32)>, key: u64| {
+            let at = index.partition_point(|&e| e < (key, i));
+            index.insert(at, (key, i));
+        };
+        if let Some(imsi) = packed.imsi() {
+            insert(&mut self.by_imsi, hash_key(imsi));
+        }
+        if let Some(iccid) = packed.iccid() {
+            insert(&mut self.by_iccid, iccid_key(iccid));
+        }
+        self.subscriptions.push(packed);
     }
 
-    pub fn find(&self, identity: &SimIdentity) -> Option<&ObservedSubscription> {
-        let by_imsi = identity.imsi.as_ref().and_then(|i| self.by_imsi.get(i));
-        let by_iccid = identity
-            .iccid
-            .as_ref()
-            .and_then(|i| self.by_iccid.get(&i.chars().take(19).collect::<String>()));
-        by_imsi
-            .or(by_iccid)
-            .map(|&i| &self.subscriptions[i])
-            .filter(|s| s.matches(identity))
+    /// The SIM `identity` names (every identifier given must match).
+    pub fn find(&self, identity: &SimIdentity) -> Option<ObservedSubscription> {
+        self.position(identity).map(|i| self.subscriptions[i].unpack())
     }
 }
 
@@ -268,5 +428,89 @@ mod tests {
         };
         assert!(inv.find(&mismatch).is_none(), "both identifiers must name the same SIM");
         assert!(inv.find(&SimIdentity::default()).is_none());
+    }
+
+    #[test]
+    fn packed_inventory_gives_back_every_field() {
+        let full = ObservedSubscription {
+            imsi: Some("295050901900082".into()),
+            iccid: Some("89883030000067385937".into()),
+            msisdn: Some("423663921524357".into()),
+            imei: None,
+            id: Some("4401340".into()),
+            endpoint_id: Some("11898598".into()),
+            vendor_mode: "Suspended/Enabled".into(),
+            mode: Some(SubscriptionMode::Paused),
+            equivalent: vec![SubscriptionMode::Deactivated],
+            service_profile_id: Some("".into()),
+            first_activation_date: Some("2022-03-27T23:20:49.000+0000".into()),
+        };
+        let bare = ObservedSubscription {
+            iccid: Some("8988303000006738601".into()),
+            ..Default::default()
+        };
+        let inv = Inventory::new(vec![full.clone(), bare.clone()], 1);
+        assert_eq!(inv.iter().collect::<Vec<_>>(), [full.clone(), bare.clone()]);
+        assert_eq!(
+            inv.find(&SimIdentity {
+                imsi: full.imsi.clone(),
+                iccid: None
+            }),
+            Some(full)
+        );
+        assert_eq!(
+            inv.find(&SimIdentity {
+                imsi: None,
+                iccid: bare.iccid.clone()
+            }),
+            Some(bare)
+        );
+    }
+
+    #[test]
+    fn upsert_replaces_a_known_sim_and_adds_a_new_one() {
+        let mut inv = Inventory::new(vec![sim("295050901900082", "8988303000006738593")], 1);
+        let mut changed = sim("295050901900082", "8988303000006738593");
+        changed.mode = Some(SubscriptionMode::Active);
+        inv.upsert(changed.clone());
+        assert_eq!(inv.len(), 1);
+        let by_iccid = SimIdentity {
+            imsi: None,
+            iccid: Some("89883030000067385937".into()),
+        };
+        assert_eq!(inv.find(&by_iccid), Some(changed));
+        let new = sim("295050901900099", "8988303000006738999");
+        inv.upsert(new.clone());
+        assert_eq!(inv.len(), 2);
+        assert_eq!(
+            inv.find(&SimIdentity {
+                imsi: new.imsi.clone(),
+                iccid: None
+            }),
+            Some(new)
+        );
+    }
+
+    #[test]
+    fn colliding_index_keys_still_find_the_right_sim() {
+        // Two SIMs under one index key (as a hash collision would put them): the lookup checks
+        // each candidate instead of trusting the key.
+        let mut inv = Inventory::new(
+            vec![
+                sim("295050901900082", "8988303000006738593"),
+                sim("295050901900083", "8988303000006738601"),
+            ],
+            1,
+        );
+        let key = hash_key("295050901900083");
+        for entry in inv.by_imsi.iter_mut() {
+            entry.0 = key;
+        }
+        inv.by_imsi.sort_unstable();
+        let second = SimIdentity {
+            imsi: Some("295050901900083".into()),
+            iccid: None,
+        };
+        assert_eq!(inv.find(&second).unwrap().iccid.as_deref(), Some("8988303000006738601"));
     }
 }

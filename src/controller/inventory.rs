@@ -83,7 +83,7 @@ impl Inventories {
                 Freshness::StartedAfter(moment) => swept.started > moment,
             }
         {
-            return Ok(swept.inventory.find(identity).cloned());
+            return Ok(swept.inventory.find(identity));
         }
         // The old sweep goes before the new one is read, so the two never sit in memory together
         // (at 10,000 SIMs each is megabytes); readers wait on this lock meanwhile anyway.
@@ -98,7 +98,7 @@ impl Inventories {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "swept the vendor inventory"
         );
-        let found = inventory.find(identity).cloned();
+        let found = inventory.find(identity);
         self.sweep_costs
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -408,7 +408,7 @@ impl BicsBackend {
 impl SubscriptionBackend for BicsBackend {
     async fn inventory(&self) -> Result<Inventory, BackendError> {
         let (rows, pages) = self.fetch_sims(&[]).await?;
-        Ok(Inventory::new(rows.iter().map(observed_from_sim).collect(), pages))
+        Ok(Inventory::new(rows.iter().map(observed_from_sim), pages))
     }
 
     async fn observe(&self, identity: &SimIdentity) -> Result<Option<ObservedSubscription>, BackendError> {
@@ -421,7 +421,7 @@ impl SubscriptionBackend for BicsBackend {
                 .map(observed_from_sim)
                 .find(|o| o.matches(identity)),
             // BICS finds SIMs by ICCID; an IMSI-only subscription is looked up in the inventory.
-            None => self.inventory().await?.find(identity).cloned(),
+            None => self.inventory().await?.find(identity),
         };
         let Some(mut observed) = found else { return Ok(None) };
         if let Some(endpoint) = observed.endpoint_id.clone() {

@@ -211,6 +211,24 @@ impl EmnifyClient {
         action: &str,
     ) -> Result<Vec<T>, BackendError> {
         let mut items = Vec::new();
+        self.for_each_page(operation, path, query, per_page, action, |batch: Vec<T>| {
+            items.extend(batch)
+        })
+        .await?;
+        Ok(items)
+    }
+
+    /// GET a paged collection and hand each page to `visit` as it arrives, so a caller that keeps
+    /// only part of each item never holds the whole collection as the vendor sent it.
+    pub async fn for_each_page<T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        path: &str,
+        query: &[(&str, String)],
+        per_page: u32,
+        action: &str,
+        mut visit: impl FnMut(Vec<T>),
+    ) -> Result<(), BackendError> {
         let mut page = 1u64;
         loop {
             let mut q: Vec<(&str, String)> = query.to_vec();
@@ -219,13 +237,13 @@ impl EmnifyClient {
             let answer = self.call(operation, Method::GET, path, Some(&q), None, action).await?;
             let batch: Vec<T> = answer.json(action)?;
             let empty = batch.is_empty();
-            items.extend(batch);
+            visit(batch);
             let total = answer
                 .header_u64("x-total-pages")
                 .or_else(|| answer.header_u64("x-pages"))
                 .unwrap_or(1);
             if page >= total || empty {
-                return Ok(items);
+                return Ok(());
             }
             page += 1;
         }

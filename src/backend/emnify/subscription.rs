@@ -17,8 +17,8 @@ use serde_json::json;
 use super::EmnifyBackend;
 use super::api::{Endpoint, Sim};
 use crate::backend::{
-    BackendError, DesiredSubscription, ErrorKind, Inventory, ObservedSubscription, SimIdentity, SubscriptionChange,
-    WriteOutcome,
+    BackendError, DesiredSubscription, ErrorKind, Inventory, InventoryBuilder, ObservedSubscription, SimIdentity,
+    SubscriptionChange, WriteOutcome,
 };
 use crate::crd::SubscriptionMode;
 
@@ -114,31 +114,51 @@ impl EmnifyBackend {
     pub(super) async fn sweep(&self) -> Result<Inventory, BackendError> {
         let client = self.client();
         let before = client.requests_sent();
-        let endpoints: Vec<Endpoint> = client
-            .list_paged(
+        // Page by page, keeping only what the observation needs: the endpoints as the
+        // fields `observed` reads, the SIMs as observations.
+        let mut by_id: HashMap<i64, Endpoint> = HashMap::new();
+        client
+            .for_each_page(
                 "endpoint.list",
                 "/api/v1/endpoint",
                 &[],
                 ENDPOINTS_PER_PAGE,
                 "list emnify endpoints",
+                |page: Vec<Endpoint>| {
+                    by_id.extend(page.into_iter().filter_map(|e| {
+                        let id = e.id?;
+                        Some((
+                            id,
+                            Endpoint {
+                                id: e.id,
+                                status: e.status,
+                                imei: e.imei,
+                                service_profile: e.service_profile,
+                                ..Default::default()
+                            },
+                        ))
+                    }))
+                },
             )
             .await?;
-        let sims: Vec<Sim> = client
-            .list_paged("sim.list", "/api/v1/sim", &[], SIMS_PER_PAGE, "list emnify SIMs")
+        let mut inventory = InventoryBuilder::default();
+        client
+            .for_each_page(
+                "sim.list",
+                "/api/v1/sim",
+                &[],
+                SIMS_PER_PAGE,
+                "list emnify SIMs",
+                |page: Vec<Sim>| {
+                    for sim in &page {
+                        let endpoint = sim.endpoint.as_ref().and_then(|e| e.id).and_then(|id| by_id.get(&id));
+                        inventory.push(&observed(sim, endpoint));
+                    }
+                },
+            )
             .await?;
-        let by_id: HashMap<i64, &Endpoint> = endpoints.iter().filter_map(|e| Some((e.id?, e))).collect();
-        let list = sims
-            .iter()
-            .map(|sim| {
-                let endpoint = sim
-                    .endpoint
-                    .as_ref()
-                    .and_then(|e| e.id)
-                    .and_then(|id| by_id.get(&id).copied());
-                observed(sim, endpoint)
-            })
-            .collect();
-        Ok(Inventory::new(list, client.requests_sent() - before))
+        drop(by_id);
+        Ok(inventory.finish(client.requests_sent() - before))
     }
 
     pub(super) async fn observe_sim(

@@ -146,10 +146,15 @@ impl TelenorClient {
     }
 
     /// The whole inventory search, following the `after` cursor (each page well within the
-    /// cursor's 2-minute life). Returns the items and the number of pages read.
-    pub async fn search_all(&self, filters: Value) -> Result<(Vec<api::SearchItem>, u64), BackendError> {
+    /// cursor's 2-minute life). Each page's items go to `visit` as the page arrives, so a caller
+    /// that keeps only part of each item never holds the whole inventory as the vendor sent it.
+    /// Returns the number of pages read.
+    pub async fn search_each(
+        &self,
+        filters: Value,
+        mut visit: impl FnMut(Vec<api::SearchItem>),
+    ) -> Result<u64, BackendError> {
         let action = "search the Telenor IoT Connect inventory";
-        let mut items = Vec::new();
         let mut pages = 0;
         let mut body = json!({
             "filters": filters,
@@ -170,10 +175,10 @@ impl TelenorClient {
             pages += 1;
             let page: api::SearchPage = answer.json(action)?;
             let empty = page.items.is_empty();
-            items.extend(page.items);
+            visit(page.items);
             match page.pagination.next {
                 Some(next) if !next.is_empty() && !empty => body = json!({ "after": next }),
-                _ => return Ok((items, pages)),
+                _ => return Ok(pages),
             }
         }
     }

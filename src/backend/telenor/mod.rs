@@ -14,8 +14,8 @@ use serde_json::json;
 use self::client::TelenorClient;
 use super::{
     AccountBackend, AccountInfo, BackendError, DesiredServiceProfile, DesiredSubscription, ErrorKind, Inventory,
-    Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ServiceProfileBackend, SimIdentity,
-    SubscriptionBackend, SubscriptionChange, WriteOutcome,
+    InventoryBuilder, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ServiceProfileBackend,
+    SimIdentity, SubscriptionBackend, SubscriptionChange, WriteOutcome,
 };
 use crate::crd::{ObservedServiceProfile, SubscriptionMode};
 
@@ -171,13 +171,16 @@ impl ServiceProfileBackend for TelenorBackend {
 #[async_trait]
 impl SubscriptionBackend for TelenorBackend {
     async fn inventory(&self) -> Result<Inventory, BackendError> {
-        let (items, pages) = self.client.search_all(json!([])).await?;
-        let list = items
-            .iter()
-            .flat_map(|i| i.connectivity_subscriptions.iter())
-            .map(|s| observed(s, None))
-            .collect();
-        Ok(Inventory::new(list, pages))
+        let mut inventory = InventoryBuilder::default();
+        let pages = self
+            .client
+            .search_each(json!([]), |items| {
+                for s in items.iter().flat_map(|i| i.connectivity_subscriptions.iter()) {
+                    inventory.push(&observed(s, None));
+                }
+            })
+            .await?;
+        Ok(inventory.finish(pages))
     }
 
     async fn observe(&self, identity: &SimIdentity) -> Result<Option<ObservedSubscription>, BackendError> {
@@ -211,12 +214,19 @@ impl SubscriptionBackend for TelenorBackend {
         }
         let Some(iccid) = &identity.iccid else { return Ok(None) };
         let filter = json!([{"fields": ["connectivitySubscriptions.iccid"], "type": "match", "values": [iccid]}]);
-        let (items, _) = self.client.search_all(filter).await?;
-        Ok(items
-            .iter()
-            .flat_map(|i| i.connectivity_subscriptions.iter())
-            .map(|s| observed(s, None))
-            .find(|o| o.matches(identity)))
+        let mut found = None;
+        self.client
+            .search_each(filter, |items| {
+                if found.is_none() {
+                    found = items
+                        .iter()
+                        .flat_map(|i| i.connectivity_subscriptions.iter())
+                        .map(|s| observed(s, None))
+                        .find(|o| o.matches(identity));
+                }
+            })
+            .await?;
+        Ok(found)
     }
 
     async fn update(
