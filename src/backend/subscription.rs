@@ -60,12 +60,16 @@ impl ObservedSubscription {
 
     /// Whether this SIM is the one `identity` names (every identifier given must match).
     pub fn matches(&self, identity: &SimIdentity) -> bool {
-        let imsi_ok = identity.imsi.as_ref().is_none_or(|i| self.imsi.as_ref() == Some(i));
-        let iccid_ok = identity
-            .iccid
-            .as_ref()
-            .is_none_or(|i| iccid_eq(self.iccid.as_deref(), i));
-        (identity.imsi.is_some() || identity.iccid.is_some()) && imsi_ok && iccid_ok
+        identity.names(self.imsi.as_deref(), self.iccid.as_deref())
+    }
+}
+
+impl SimIdentity {
+    /// Whether a SIM with this IMSI and ICCID is the one named (every identifier given must match).
+    fn names(&self, imsi: Option<&str>, iccid: Option<&str>) -> bool {
+        let imsi_ok = self.imsi.as_deref().is_none_or(|i| imsi == Some(i));
+        let iccid_ok = self.iccid.as_deref().is_none_or(|i| iccid_eq(iccid, i));
+        (self.imsi.is_some() || self.iccid.is_some()) && imsi_ok && iccid_ok
     }
 }
 
@@ -222,9 +226,7 @@ impl Packed {
 
     /// [`ObservedSubscription::matches`] without unpacking.
     fn matches(&self, identity: &SimIdentity) -> bool {
-        let imsi_ok = identity.imsi.as_deref().is_none_or(|i| self.imsi() == Some(i));
-        let iccid_ok = identity.iccid.as_deref().is_none_or(|i| iccid_eq(self.iccid(), i));
-        (identity.imsi.is_some() || identity.iccid.is_some()) && imsi_ok && iccid_ok
+        identity.names(self.imsi(), self.iccid())
     }
 }
 
