@@ -116,8 +116,9 @@ async fn start_sim(vendor: Vendor, n: usize, scale: f64) -> Sim {
     }
 }
 
-fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A `/proc/<pid>/status` field in KiB (`pid` may be `self`), 0 when it cannot be read.
+fn proc_kib(pid: impl std::fmt::Display, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -127,15 +128,20 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn proc_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+fn rss_kib(field: &str) -> u64 {
+    proc_kib("self", field)
+}
+
+/// A process's RSS now, its peak, and the anonymous and file-backed parts, in MiB.
+fn memory_summary(pid: u32) -> String {
+    let mib = |field| proc_kib(pid, field) as f64 / 1024.0;
+    format!(
+        "rss {:>6.1} MiB (peak {:>6.1}, anon {:>6.1}, file {:>5.1})",
+        mib("VmRSS:"),
+        mib("VmHWM:"),
+        mib("RssAnon:"),
+        mib("RssFile:")
+    )
 }
 
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
@@ -484,13 +490,7 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
     let vendor_calls_before = operator_counts(&http, metrics_addr).await;
     let operator_rss_idle = proc_kib(operator_pid, "VmRSS:");
     if std::env::var_os("BENCH_TRACE").is_some() {
-        eprintln!(
-            "   settled: rss {:.1} MiB (anon {:.1}, file {:.1}), peak so far {:.1} MiB",
-            operator_rss_idle as f64 / 1024.0,
-            proc_kib(operator_pid, "RssAnon:") as f64 / 1024.0,
-            proc_kib(operator_pid, "RssFile:") as f64 / 1024.0,
-            proc_kib(operator_pid, "VmHWM:") as f64 / 1024.0,
-        );
+        eprintln!("   settled: {}", memory_summary(operator_pid));
     }
     let mut changes = server.changes();
     let started = Instant::now();
@@ -559,16 +559,13 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
                 };
                 let stats = server.stats();
                 eprintln!(
-                    "   t={:>6.1}s converged {:>6}/{n} writes {:>6} reads {:>6} 429s {:>3} rss {:>6.1} MiB (peak {:>6.1}, anon {:>6.1}, file {:>5.1}) lists {} items {} watches {} lagged {} cpu s: operator {:.1} sim {:.1} bench {:.1} feed {seen} lags {lags}",
+                    "   t={:>6.1}s converged {:>6}/{n} writes {:>6} reads {:>6} 429s {:>3} {} lists {} items {} watches {} lagged {} cpu s: operator {:.1} sim {:.1} bench {:.1} feed {seen} lags {lags}",
                     started.elapsed().as_secs_f64(),
                     converged.len(),
                     sum(&|op, s| is_write(op) && s.starts_with('2')),
                     sum(&|op, _| !is_write(op)),
                     sum(&|_, s| s == "429"),
-                    proc_kib(operator_pid, "VmRSS:") as f64 / 1024.0,
-                    proc_kib(operator_pid, "VmHWM:") as f64 / 1024.0,
-                    proc_kib(operator_pid, "RssAnon:") as f64 / 1024.0,
-                    proc_kib(operator_pid, "RssFile:") as f64 / 1024.0,
+                    memory_summary(operator_pid),
                     stats.lists,
                     stats.listed_items,
                     stats.watches,

@@ -202,6 +202,11 @@ impl Packed {
         self.field(1)
     }
 
+    /// This SIM's keys in the IMSI and the ICCID index.
+    fn keys(&self) -> (Option<u64>, Option<u64>) {
+        (self.imsi().map(hash_key), self.iccid().map(iccid_key))
+    }
+
     fn unpack(&self) -> ObservedSubscription {
         let owned = |i| self.field(i).map(str::to_string);
         ObservedSubscription {
@@ -241,12 +246,9 @@ impl InventoryBuilder {
         let inventory = &mut self.inventory;
         let packed = Packed::new(observed);
         let i = inventory.subscriptions.len() as u32;
-        if let Some(imsi) = packed.imsi() {
-            inventory.by_imsi.push((hash_key(imsi), i));
-        }
-        if let Some(iccid) = packed.iccid() {
-            inventory.by_iccid.push((iccid_key(iccid), i));
-        }
+        let (imsi, iccid) = packed.keys();
+        inventory.by_imsi.extend(imsi.map(|k| (k, i)));
+        inventory.by_iccid.extend(iccid.map(|k| (k, i)));
         inventory.subscriptions.push(packed);
     }
 
@@ -314,15 +316,12 @@ impl Inventory {
             return;
         }
         let i = self.subscriptions.len() as u32;
-        let insert = |index: &mut Vec<(u64, u32)>, key: u64| {
-            let at = index.partition_point(|&e| e < (key, i));
-            index.insert(at, (key, i));
-        };
-        if let Some(imsi) = packed.imsi() {
-            insert(&mut self.by_imsi, hash_key(imsi));
-        }
-        if let Some(iccid) = packed.iccid() {
-            insert(&mut self.by_iccid, iccid_key(iccid));
+        let (imsi, iccid) = packed.keys();
+        for (index, key) in [(&mut self.by_imsi, imsi), (&mut self.by_iccid, iccid)] {
+            if let Some(key) = key {
+                let at = index.partition_point(|&e| e < (key, i));
+                index.insert(at, (key, i));
+            }
         }
         self.subscriptions.push(packed);
     }

@@ -157,7 +157,6 @@ impl EmnifyBackend {
                 },
             )
             .await?;
-        drop(by_id);
         Ok(inventory.finish(client.requests_sent() - before))
     }
 
