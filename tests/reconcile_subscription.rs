@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Harness, NS, emnify_get};
 use connectivity_operator::crd::conditions::{self, READY, SYNCED};
 use connectivity_operator::crd::{ConditionStatus, ConnectivitySubscription, PendingOutcome};
@@ -635,6 +637,8 @@ async fn many_pending_changes_are_verified_by_one_shared_sweep_per_poll() {
     // Three SIMs waiting, more than one sweep page: each poll round is one sweep that started
     // after the SIMs were last looked at, shared by all three; no single reads.
     for round in 0..2 {
+        // A poll interval after the last look.
+        h.advance(Duration::from_secs(10));
         let before = searches(&h);
         let reads_before = h.telenor().request_count();
         for i in 0..3 {
@@ -649,6 +653,7 @@ async fn many_pending_changes_are_verified_by_one_shared_sweep_per_poll() {
         assert_eq!(cond(&h.csub("m0").await, SYNCED).1, "Pending");
     }
     h.telenor().apply_pending_now();
+    h.advance(Duration::from_secs(10));
     let before = searches(&h);
     for i in 0..3 {
         h.reconcile_csub(&format!("m{i}")).await.unwrap();

@@ -6,16 +6,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::Clock;
+
 use chrono::{DateTime, Utc};
 use futures::channel::mpsc::UnboundedSender;
 
 use crate::backend::{BackendError, Inventory, ObservedSubscription, SimIdentity, SubscriptionBackend};
 
-/// A cached sweep: when it started (wall clock, comparable with status times), when it ended,
-/// and what it found.
+/// A cached sweep: when it started (comparable with status times), when it ended, and what it
+/// found. Both times come from the context's [`Clock`].
 struct Swept {
     started: DateTime<Utc>,
-    at: Instant,
+    at: DateTime<Utc>,
     inventory: Inventory,
 }
 
@@ -70,6 +72,7 @@ impl Inventories {
     /// One SIM from the account's inventory, swept again unless the cached sweep is `fresh`.
     pub async fn find(
         &self,
+        clock: &Clock,
         key: &str,
         backend: &dyn SubscriptionBackend,
         fresh: Freshness,
@@ -79,7 +82,7 @@ impl Inventories {
         let mut cached = slot.lock().await;
         if let Some(swept) = cached.as_ref()
             && match fresh {
-                Freshness::MaxAge(max_age) => swept.at.elapsed() < max_age,
+                Freshness::MaxAge(max_age) => clock.since(swept.at) < max_age,
                 Freshness::StartedAfter(moment) => swept.started > moment,
             }
         {
@@ -88,7 +91,7 @@ impl Inventories {
         // The old sweep goes before the new one is read, so the two never sit in memory together
         // (at 10,000 SIMs each is megabytes); readers wait on this lock meanwhile anyway.
         *cached = None;
-        let started_at = Utc::now();
+        let started_at = clock.now();
         let started = Instant::now();
         let inventory = backend.inventory().await?;
         tracing::info!(
@@ -105,7 +108,7 @@ impl Inventories {
             .insert(key.to_string(), inventory.requests);
         *cached = Some(Swept {
             started: started_at,
-            at: Instant::now(),
+            at: clock.now(),
             inventory,
         });
         Ok(found)

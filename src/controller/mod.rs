@@ -2,6 +2,7 @@
 //! and credentials Secret to a connected vendor backend), per-object backoff, and [`crate::run`], which
 //! wires the kube-runtime controllers together. Each kind's pipeline lives in its own module.
 
+pub mod clock;
 pub mod events;
 pub mod inventory;
 pub mod provider_config;
@@ -18,6 +19,7 @@ use kube::Client;
 use kube::runtime::events::Reporter;
 
 use crate::metrics::Metrics;
+pub use clock::Clock;
 pub use resolve::{Provider, Providers, ResolveError};
 
 /// Field manager for every write the operator makes (status through server-side apply).
@@ -78,6 +80,8 @@ pub struct Context {
     pub providers: Providers,
     pub inventories: inventory::Inventories,
     pub settings: Settings,
+    /// The time every decision is made by (the system clock; tests move their own).
+    pub clock: Clock,
     backoff: Backoff,
 }
 
@@ -95,8 +99,15 @@ impl Context {
             client,
             metrics,
             settings,
+            clock: Clock::System,
             backoff: Backoff::default(),
         }
+    }
+
+    /// The same context deciding by `clock` (tests: a [`Clock::manual`] clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Delay before retrying a failed object: `retry_after` when the vendor gave one, else capped

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -129,7 +128,7 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
             generation,
             status.last_checked_time,
             resync,
-            Utc::now(),
+            ctx.clock.now(),
         )
     {
         return Ok(Action::requeue(wait));
@@ -145,7 +144,7 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
     .await;
     let mut status = pc.status.clone().unwrap_or_default();
     status.observed_generation = generation;
-    status.last_checked_time = Some(Utc::now());
+    status.last_checked_time = Some(ctx.clock.now());
     status.endpoint = Some(
         pc.spec
             .endpoint

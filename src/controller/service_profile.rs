@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event as FinalizerEvent};
@@ -290,7 +289,7 @@ async fn apply(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
             generation,
             status.last_sync_time,
             resync,
-            Utc::now(),
+            ctx.clock.now(),
         )
     {
         return Ok(Action::requeue(wait));
@@ -305,7 +304,7 @@ async fn apply(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
                 status.observed = Some(observed.summary.clone());
             }
             status.observed_generation = generation;
-            status.last_sync_time = Some(Utc::now());
+            status.last_sync_time = Some(ctx.clock.now());
             status.conditions = conditions::merge(
                 &status.conditions,
                 vec![

@@ -316,14 +316,14 @@ async fn observe(
                 Some(seen) => Freshness::StartedAfter(seen),
                 None => Freshness::MaxAge(ctx.settings.pending_poll_interval),
             };
-            ctx.inventories.find(&key, backend, fresh, &id).await?
+            ctx.inventories.find(&ctx.clock, &key, backend, fresh, &id).await?
         } else {
             backend.observe(&id).await?
         }
     } else {
         match ctx
             .inventories
-            .find(&key, backend, Freshness::MaxAge(resync), &id)
+            .find(&ctx.clock, &key, backend, Freshness::MaxAge(resync), &id)
             .await?
         {
             Some(o) => Some(o),
@@ -371,7 +371,7 @@ async fn apply(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Action,
         generation,
         status.last_observed_time,
         interval,
-        Utc::now(),
+        ctx.clock.now(),
     ) {
         return Ok(Action::requeue(wait));
     }
@@ -427,7 +427,7 @@ pub async fn plan(csub: &ConnectivitySubscription, ctx: &Context, resync: Durati
         previous.pending_change.as_ref(),
         csub.termination_confirmed(),
         csub.spec.management_policy,
-        Utc::now(),
+        ctx.clock.now(),
         ctx.settings.pending_timeout,
     );
     Ok(Planned {
@@ -445,7 +445,7 @@ async fn converge(
     resync: Duration,
 ) -> Result<(ConnectivitySubscriptionStatus, Action), Error> {
     let generation = csub.metadata.generation;
-    let now = Utc::now();
+    let now = ctx.clock.now();
     let Planned {
         provider,
         profile_id,
@@ -456,7 +456,7 @@ async fn converge(
     let vendor = provider.vendor;
     // After the observation (which may have waited for a sweep): a later poll of a pending
     // change accepts only a sweep that started after this.
-    let observed_at = Utc::now();
+    let observed_at = ctx.clock.now();
     let mut status = with_observed(previous, &observed, observed_at);
     status.observed_generation = generation;
     let poll = Action::requeue(ctx.settings.pending_poll_interval);
@@ -537,7 +537,7 @@ async fn converge(
                         format!("{vendor}: {}", list(&changes)),
                     )
                     .await;
-                    let mut status = with_observed(status, &after, Utc::now());
+                    let mut status = with_observed(status, &after, ctx.clock.now());
                     status.pending_change = None;
                     let ready = if after.mode == csub.spec.mode || csub.spec.mode.is_none() {
                         Condition::new(

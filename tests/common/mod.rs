@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connectivity_operator::controller::{Context, Settings, provider_config, service_profile, subscription};
+use connectivity_operator::controller::{Clock, Context, Settings, provider_config, service_profile, subscription};
 use connectivity_operator::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile};
 use connectivity_operator::metrics::Metrics;
 use connectivity_operator::offline::{Manifest, memory_server, prepare_object};
@@ -55,15 +55,19 @@ impl Harness {
             min_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             vendor_timeout: Duration::from_secs(5),
-            // Pending changes are read again on every reconcile the tests make.
-            pending_poll_interval: Duration::from_millis(1),
+            // Pending changes are read again on every reconcile a test makes. (With a poll interval
+            // above zero, whether a reconcile polls would depend on the clock having moved.)
+            pending_poll_interval: Duration::ZERO,
             // Writes with unknown outcome are read back for at most this long (BICS).
             verify_timeout: Duration::from_secs(2),
             // Tests change Secrets and ProviderConfigs between reconciles and expect them read.
             provider_cache_ttl: Duration::ZERO,
             ..Settings::default()
         };
-        let ctx = Arc::new(Context::new(client.clone(), Metrics::new(), settings));
+        // Decisions are made by a clock that stands still unless a test moves it: no outcome
+        // depends on how quickly the machine ran the steps before it.
+        let clock = Clock::manual(chrono::Utc::now());
+        let ctx = Arc::new(Context::new(client.clone(), Metrics::new(), settings).with_clock(clock));
         let h = Harness {
             server,
             client,
@@ -171,6 +175,11 @@ impl Harness {
     pub async fn reconcile_csub(&self, name: &str) -> Result<Action, subscription::Error> {
         let c = self.csub(name).await;
         subscription::reconcile(Arc::new(c), self.ctx.clone()).await
+    }
+
+    /// Moves the clock the reconciles decide by (it stands still otherwise).
+    pub fn advance(&self, by: Duration) {
+        self.ctx.clock.advance(by);
     }
 
     /// First pass adds the finalizer, second does the work. Panics on error.
