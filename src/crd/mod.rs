@@ -38,11 +38,17 @@ pub const FINALIZER: &str = "connectivity-operator.dev/finalizer";
 /// Per-object override of the resync interval (a duration such as `5m`, `90s`, `1h`).
 pub const RESYNC_ANNOTATION: &str = "connectivity-operator.dev/resync-interval";
 
+/// Drops the `default` schemars derives from `#[serde(default)]`, for fields where a schema default
+/// would do harm (inside atomic lists, see `EmnifyServiceSpec::traffic_limits`).
+pub(crate) fn no_schema_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+}
+
 /// Reference to an object of another kind in the same namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct LocalObjectReference {
     /// Name of the object, in the namespace of the referring object.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
@@ -116,5 +122,228 @@ mod tests {
         assert_eq!(parse_duration("10x"), None);
         assert_eq!(parse_duration("5m3"), None);
         assert_eq!(parse_duration(""), None);
+    }
+}
+
+/// The rules the generated CRDs follow so that kube-apiserver, kubectl and Argo CD take them as they
+/// are. Each was found by the real apiserver or by a diff tool; `crd_rules` checks all of them.
+#[cfg(test)]
+mod crd_rules {
+    use serde_json::Value;
+
+    use super::all_crds;
+
+    /// Formats kube-apiserver knows (k8s.io/apiextensions-apiserver, `validation/formats.go`); any
+    /// other is accepted with a warning and means nothing.
+    const KNOWN_FORMATS: &[&str] = &[
+        "bsonobjectid",
+        "uri",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "cidr",
+        "mac",
+        "uuid",
+        "uuid3",
+        "uuid4",
+        "uuid5",
+        "isbn",
+        "isbn10",
+        "isbn13",
+        "creditcard",
+        "ssn",
+        "hexcolor",
+        "rgbcolor",
+        "byte",
+        "password",
+        "date",
+        "duration",
+        "datetime",
+        "date-time",
+        "int32",
+        "int64",
+        "float",
+        "double",
+    ];
+
+    /// Short names of the built-in kinds (`kubectl api-resources` on 1.37): ours must not hide them.
+    const BUILT_IN_SHORT_NAMES: &[&str] = &[
+        "cs",
+        "cm",
+        "ep",
+        "ev",
+        "limits",
+        "ns",
+        "no",
+        "pvc",
+        "pv",
+        "po",
+        "rc",
+        "quota",
+        "sa",
+        "svc",
+        "crd",
+        "crds",
+        "ds",
+        "deploy",
+        "rs",
+        "sts",
+        "hpa",
+        "cj",
+        "csr",
+        "ing",
+        "netpol",
+        "pdb",
+        "pc",
+        "sc",
+        "vac",
+        "ipa",
+        "cidr",
+        "vap",
+        "vapb",
+        "mutatingwebhookconfiguration",
+        "leases",
+        "ingclass",
+        "rtc",
+        "eps",
+        "sv",
+        "ssa",
+    ];
+
+    fn schemas() -> Vec<(String, Value)> {
+        all_crds()
+            .into_iter()
+            .map(|crd| {
+                let name = crd.metadata.name.clone().unwrap_or_default();
+                let schema =
+                    serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+                (name, schema)
+            })
+            .collect()
+    }
+
+    /// Every node of a schema with its path.
+    fn walk<'a>(path: &str, node: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+        out.push((path.to_string(), node));
+        if let Some(props) = node.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                walk(&format!("{path}.{k}"), v, out);
+            }
+        }
+        if let Some(items) = node.get("items") {
+            walk(&format!("{path}[]"), items, out);
+        }
+    }
+
+    fn nodes(schema: &Value) -> Vec<(String, &Value)> {
+        let mut out = Vec::new();
+        walk("", schema, &mut out);
+        out
+    }
+
+    /// Rule 1: a CEL rule's cost is estimated from the largest input it can see, so every list and
+    /// string below a node that carries a rule has `maxItems` / `maxLength` (found by
+    /// kube-apiserver: `services` unbounded made the BICS rule 1.9x over budget).
+    #[test]
+    fn lists_and_strings_under_a_cel_rule_are_bounded() {
+        let mut unbounded = Vec::new();
+        for (crd, schema) in schemas() {
+            for (path, node) in nodes(&schema) {
+                if node.get("x-kubernetes-validations").is_none() {
+                    continue;
+                }
+                for (inner, n) in nodes(node) {
+                    let bounded = match n.get("type").and_then(Value::as_str) {
+                        Some("array") => n.get("maxItems").is_some(),
+                        Some("string") => n.get("maxLength").is_some() || n.get("enum").is_some(),
+                        _ => true,
+                    };
+                    if !bounded {
+                        unbounded.push(format!("{crd}: {path}{inner} (rule at {path})"));
+                    }
+                }
+            }
+        }
+        assert!(
+            unbounded.is_empty(),
+            "unbounded under a CEL rule:\n{}",
+            unbounded.join("\n")
+        );
+    }
+
+    /// Rule 2: every CEL rule names the field its error is about (`fieldPath`) or builds its
+    /// message (`messageExpression`), so `kubectl apply` points at the field.
+    #[test]
+    fn cel_rules_point_at_a_field() {
+        for (crd, schema) in schemas() {
+            for (path, node) in nodes(&schema) {
+                for rule in node["x-kubernetes-validations"].as_array().into_iter().flatten() {
+                    assert!(
+                        rule.get("fieldPath").is_some() || rule.get("messageExpression").is_some(),
+                        "{crd}: rule at {path} has neither fieldPath nor messageExpression: {rule}"
+                    );
+                    assert!(rule.get("message").is_some(), "{crd}: rule at {path} has no message");
+                }
+            }
+        }
+    }
+
+    /// Rule 3: no defaults inside lists. A list without a list type is atomic: the apiserver fills
+    /// defaults into every item, which a client-side diff (Argo CD) then shows as a change that
+    /// never goes away.
+    #[test]
+    fn no_defaults_inside_lists() {
+        for (crd, schema) in schemas() {
+            for (path, node) in nodes(&schema["properties"]["spec"]) {
+                assert!(
+                    !(path.contains("[]") && node.get("default").is_some()),
+                    "{crd}: spec{path} has a default inside a list"
+                );
+            }
+        }
+    }
+
+    /// Rule 4: `status.conditions` is a map keyed by `type`, as in every built-in kind, so that
+    /// server-side apply merges conditions by type and `kubectl wait --for condition=` works.
+    #[test]
+    fn conditions_are_a_map_keyed_by_type() {
+        for (crd, schema) in schemas() {
+            let conditions = &schema["properties"]["status"]["properties"]["conditions"];
+            assert_eq!(conditions["x-kubernetes-list-type"], "map", "{crd}");
+            assert_eq!(
+                conditions["x-kubernetes-list-map-keys"],
+                serde_json::json!(["type"]),
+                "{crd}"
+            );
+            let required = conditions["items"]["required"].as_array().unwrap();
+            assert!(required.contains(&"type".into()), "{crd}: a map key must be required");
+        }
+    }
+
+    /// Rule 5: only formats Kubernetes knows (`uint32` was accepted with a warning at every apply).
+    #[test]
+    fn only_known_formats() {
+        for (crd, schema) in schemas() {
+            for (path, node) in nodes(&schema) {
+                if let Some(format) = node.get("format").and_then(Value::as_str) {
+                    assert!(KNOWN_FORMATS.contains(&format), "{crd}: {path} has format {format}");
+                }
+            }
+        }
+    }
+
+    /// Rule 6: our short names hide no built-in kind's (`pc` is PriorityClass's).
+    #[test]
+    fn short_names_do_not_collide_with_built_in_kinds() {
+        for crd in all_crds() {
+            for short in crd.spec.names.short_names.iter().flatten() {
+                assert!(
+                    !BUILT_IN_SHORT_NAMES.contains(&short.as_str()),
+                    "{}: short name {short} is a built-in kind's",
+                    crd.spec.names.kind
+                );
+            }
+        }
     }
 }

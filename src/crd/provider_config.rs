@@ -15,7 +15,7 @@ use super::conditions::Condition;
     version = "v1alpha1",
     kind = "ProviderConfig",
     namespaced,
-    shortname = "pc",
+    shortname = "cpc",
     category = "connectivity",
     status = "ProviderConfigStatus",
     doc = "An account at a connectivity vendor: which vendor, its API endpoint, and the Secret holding the credentials.",
@@ -143,7 +143,8 @@ pub struct RateLimit {
     pub requests_per_second: f64,
     /// Requests that may be sent at once after a quiet period.
     #[serde(default = "default_burst")]
-    #[schemars(range(min = 1))]
+    // `int32`: Kubernetes knows no `uint32` format (schemars' default for u32).
+    #[schemars(range(min = 1, max = 100000), extend("format" = "int32"))]
     pub burst: u32,
 }
 
@@ -158,6 +159,7 @@ pub struct ProviderConfigStatus {
     /// `Ready` is `True` once the credentials authenticate at the vendor; otherwise its message
     /// says what is wrong (Secret missing, key missing, rejected by the vendor, unreachable).
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -133,6 +133,7 @@ pub struct EmnifyServiceProfile {
     /// Services on the profile with the traffic limits attached to each. Absent: not managed.
     /// Present (even empty): exactly these services and limits; others are removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     pub services: Option<Vec<EmnifyServiceSpec>>,
 }
 
@@ -171,8 +172,11 @@ pub struct EmnifyServiceSpec {
     /// case-insensitive).
     pub service: IntOrString,
     /// Predefined traffic limits of this service (`GET /api/v1/service/{id}/traffic_limit`) to
-    /// attach, each by `id` or by `volume` and `period`.
+    /// attach, each by `id` or by `volume` and `period`. Absent or empty: none.
+    // No schema default: inside the atomic `services` list the apiserver would write `[]` into
+    // every item, a permanent diff for Argo CD against a manifest that leaves it out.
     #[serde(default)]
+    #[schemars(transform = super::no_schema_default, length(max = 16))]
     pub traffic_limits: Vec<EmnifyTrafficLimitRef>,
 }
 
@@ -181,7 +185,9 @@ pub struct EmnifyServiceSpec {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "has(self.id) || (has(self.volume) && has(self.period))",
-    "message": "a traffic limit needs an id, or a volume and a period"
+    "message": "a traffic limit needs an id, or a volume and a period",
+    "fieldPath": ".id",
+    "reason": "FieldValueRequired"
 }]))]
 pub struct EmnifyTrafficLimitRef {
     /// Id of the limit in the catalogue.
@@ -192,6 +198,7 @@ pub struct EmnifyTrafficLimitRef {
     pub volume: Option<i64>,
     /// Period of the limit as `<timeUnits> <unit>`, e.g. `1 Months` or `5 Days`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
     pub period: Option<String>,
 }
 
@@ -200,7 +207,9 @@ pub struct EmnifyTrafficLimitRef {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "!self.services.exists(s, s in ['Data', 'SmsMo', 'SmsMt']) || has(self.accessType)",
-    "message": "accessType is required when Data, SmsMo or SmsMt is among the services"
+    "message": "accessType is required when Data, SmsMo or SmsMt is among the services",
+    "fieldPath": ".accessType",
+    "reason": "FieldValueRequired"
 }]))]
 pub struct BicsServiceProfile {
     /// `Base` (default) or `Addon` (`category` 0 / 1). BICS does not let a profile change category.
@@ -209,8 +218,8 @@ pub struct BicsServiceProfile {
     /// `Active` (default) or `Inactive` (`status` 1 / 0).
     #[serde(default)]
     pub status: BicsProfileStatus,
-    /// Services: `Data` (4), `SmsMo` (2), `SmsMt` (3), `NbIot` (5).
-    #[schemars(length(min = 1))]
+    /// Services: `Data` (4), `SmsMo` (2), `SmsMt` (3), `NbIot` (5), each at most once.
+    #[schemars(length(min = 1, max = 4), extend("x-kubernetes-list-type" = "set"))]
     pub services: Vec<BicsService>,
     /// Radio access: `2G` (02), `2G/3G` (01), `2G/3G/4G` (06), `2G/3G/4G/5G` (10). Required with
     /// Data or SMS. Once the profile is attached to a plan, BICS only allows raising it.
@@ -273,6 +282,7 @@ pub struct ServiceProfileStatus {
     /// `Ready`: the vendor profile exists and matches the spec. `Synced`: the last reconcile
     /// succeeded; when `False`, its reason and message say what failed.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// When the operator last read the vendor profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -33,20 +33,23 @@ pub const CONFIRM_TERMINATION_ANNOTATION: &str = "connectivity-operator.dev/conf
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.imsi) || has(self.iccid)", "message": "set spec.imsi or spec.iccid (or both)"},
-    {"rule": "!has(oldSelf.imsi) || (has(self.imsi) && self.imsi == oldSelf.imsi)", "message": "spec.imsi is immutable"},
-    {"rule": "!has(oldSelf.iccid) || (has(self.iccid) && self.iccid == oldSelf.iccid)", "message": "spec.iccid is immutable"}
+    {"rule": "has(self.imsi) || has(self.iccid)", "message": "set spec.imsi or spec.iccid (or both)",
+     "fieldPath": ".imsi", "reason": "FieldValueRequired"},
+    {"rule": "!has(oldSelf.imsi) || (has(self.imsi) && self.imsi == oldSelf.imsi)", "message": "spec.imsi is immutable",
+     "fieldPath": ".imsi"},
+    {"rule": "!has(oldSelf.iccid) || (has(self.iccid) && self.iccid == oldSelf.iccid)", "message": "spec.iccid is immutable",
+     "fieldPath": ".iccid"}
 ]))]
 pub struct ConnectivitySubscriptionSpec {
     /// The ProviderConfig (vendor account) the SIM belongs to, in the same namespace.
     pub provider_config_ref: LocalObjectReference,
     /// IMSI of the SIM (6 to 15 digits). Immutable once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{6,15}$"))]
+    #[schemars(regex(pattern = r"^[0-9]{6,15}$"), length(max = 15))]
     pub imsi: Option<String>,
     /// ICCID of the SIM (`89` followed by 16 to 18 digits). Immutable once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^89[0-9]{16,18}$"))]
+    #[schemars(regex(pattern = r"^89[0-9]{16,18}$"), length(max = 20))]
     pub iccid: Option<String>,
     /// Desired connectivity mode. Absent: observe only (status shows the vendor's mode, nothing is
     /// changed). `Terminated` is irreversible at every vendor and is only sent when the annotation
@@ -80,6 +83,7 @@ pub struct BicsSubscription {
     /// this replaces `serviceProfileRef`). Needed when the operator creates an endpoint for a SIM
     /// that has none; when it differs from the endpoint's plan, `ChangePlan` is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
     pub plan_id: Option<String>,
 }
 
@@ -127,6 +131,7 @@ pub struct EmnifySubscription {
     pub tariff_profile_id: Option<i64>,
     /// Name of an endpoint the operator creates. Default: the object's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub endpoint_name: Option<String>,
 }
 
@@ -172,6 +177,7 @@ pub struct ConnectivitySubscriptionStatus {
     /// `Ready`: the SIM is in the desired mode with the desired profile. `Synced`: the last
     /// reconcile succeeded (`False` with reason `Pending` while a vendor change is in flight).
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// When the operator last read the SIM's state at the vendor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
