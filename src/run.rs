@@ -38,6 +38,11 @@ pub enum RunError {
     LostLeadership { namespace: String, lease: String },
 }
 
+/// Field manager of one replica's writes to the Lease.
+pub fn lease_field_manager(identity: &str) -> String {
+    format!("{}-{identity}", crate::controller::FIELD_MANAGER)
+}
+
 /// Leader election on a Lease.
 #[derive(Clone, Debug)]
 pub struct LeaderElection {
@@ -138,7 +143,10 @@ pub async fn run_until(
             .with_identity(&le.identity)
             .with_duration(le.duration_seconds)
             .with_grace(le.duration_seconds.div_ceil(3).max(1))
-            .with_field_manager(crate::controller::FIELD_MANAGER)
+            // One field manager per replica: the Lease's holder fields are then owned by the
+            // replica holding it, and a second replica's apply of `holderIdentity` conflicts (409)
+            // instead of silently taking over at the same moment.
+            .with_field_manager(lease_field_manager(&le.identity))
             .build()
             .await
             .map_err(err)?;

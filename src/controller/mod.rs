@@ -3,6 +3,7 @@
 //! wires the kube-runtime controllers together. Each kind's pipeline lives in its own module.
 
 pub mod clock;
+pub mod credentials;
 pub mod events;
 pub mod inventory;
 pub mod provider_config;

@@ -11,12 +11,13 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event as FinalizerEvent};
 use kube::{Api, ResourceExt};
 
+use super::credentials::{self, CredentialsError};
 use super::resolve::ResolveError;
 use super::status::{apply_status, event};
 use super::{Context, key_of};
 use crate::backend::BackendError;
 use crate::crd::conditions::{self, Condition, ConditionStatus, READY};
-use crate::crd::{FINALIZER, ProviderConfig, ServiceProfile};
+use crate::crd::{ConnectivitySubscription, FINALIZER, ProviderConfig, ServiceProfile};
 
 pub const KIND: &str = "ProviderConfig";
 
@@ -28,8 +29,10 @@ pub enum Error {
     Verify { name: String, source: BackendError },
     #[error("ProviderConfig {name} is still used by {users}; delete those first")]
     InUse { name: String, users: String },
-    #[error("failed to list ServiceProfiles using ProviderConfig {name}: {source}")]
+    #[error("failed to list the objects using ProviderConfig {name}: {source}")]
     ListUsers { name: String, source: kube::Error },
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
     #[error("failed to write status of ProviderConfig {name}: {source}")]
     WriteStatus { name: String, source: kube::Error },
     #[error("failed to manage the finalizer of ProviderConfig {name}: {source}")]
@@ -58,7 +61,7 @@ impl Error {
                 _ => source.kind.reason(),
             },
             Error::InUse { .. } => "InUse",
-            Error::ListUsers { .. } => "KubernetesApiError",
+            Error::ListUsers { .. } | Error::Credentials(_) => "KubernetesApiError",
             Error::WriteStatus { .. } => "StatusWriteFailed",
             Error::Finalizer { .. } => "FinalizerFailed",
         }
@@ -133,16 +136,34 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
     {
         return Ok(Action::requeue(wait));
     }
-    let result = async {
-        let provider = ctx.providers.for_provider_config(&ctx.client, pc).await?;
-        let info = provider.account.verify().await.map_err(|source| Error::Verify {
-            name: pc.name_any(),
-            source,
-        })?;
-        Ok::<_, Error>((provider.endpoint.clone(), info))
+    let namespace = pc.namespace().unwrap_or_else(|| "default".into());
+    let secret = &pc.spec.credentials_secret_ref.name;
+    let previous = pc.status.as_ref().and_then(|s| s.protected_secret.clone());
+    // Keep the credentials while this account exists; let go of a Secret no longer used.
+    let protection = async {
+        let protected = credentials::protect(&ctx.client, &namespace, secret).await?;
+        if let Some(old) = previous.as_ref().filter(|old| *old != secret) {
+            credentials::release(&ctx.client, &namespace, old, &pc.name_any()).await?;
+        }
+        Ok::<_, Error>(protected.then(|| secret.clone()))
     }
     .await;
     let mut status = pc.status.clone().unwrap_or_default();
+    let result = match protection {
+        Err(e) => Err(e),
+        Ok(protected) => {
+            status.protected_secret = protected;
+            async {
+                let provider = ctx.providers.for_provider_config(&ctx.client, pc).await?;
+                let info = provider.account.verify().await.map_err(|source| Error::Verify {
+                    name: pc.name_any(),
+                    source,
+                })?;
+                Ok::<_, Error>((provider.endpoint.clone(), info))
+            }
+            .await
+        }
+    };
     status.observed_generation = generation;
     status.last_checked_time = Some(ctx.clock.now());
     status.endpoint = Some(
@@ -204,19 +225,32 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
 async fn cleanup(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
     let namespace = pc.namespace().unwrap_or_else(|| "default".into());
     let name = pc.name_any();
+    let list_error = |source| Error::ListUsers {
+        name: name.clone(),
+        source,
+    };
     let profiles: Api<ServiceProfile> = Api::namespaced(ctx.client.clone(), &namespace);
-    let users: Vec<String> = profiles
+    let subscriptions: Api<ConnectivitySubscription> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut users: Vec<String> = profiles
         .list(&ListParams::default())
         .await
-        .map_err(|source| Error::ListUsers {
-            name: name.clone(),
-            source,
-        })?
+        .map_err(list_error)?
         .items
         .into_iter()
         .filter(|sp| sp.spec.provider_config_ref.name == name)
         .map(|sp| format!("ServiceProfile {}", sp.name_any()))
         .collect();
+    // Subscriptions too: their `Deactivate` deletion policy needs the account.
+    users.extend(
+        subscriptions
+            .list(&ListParams::default())
+            .await
+            .map_err(list_error)?
+            .items
+            .into_iter()
+            .filter(|c| c.spec.provider_config_ref.name == name)
+            .map(|c| format!("ConnectivitySubscription {}", c.name_any())),
+    );
     if !users.is_empty() {
         let err = Error::InUse {
             name: name.clone(),
@@ -238,6 +272,13 @@ async fn cleanup(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
         }
         event(ctx, pc, EventType::Warning, "InUse", "Delete", err.to_string()).await;
         return Err(err);
+    }
+    // Nothing needs the credentials any more (unless another ProviderConfig shares them).
+    credentials::release(&ctx.client, &namespace, &pc.spec.credentials_secret_ref.name, &name).await?;
+    if let Some(old) = pc.status.as_ref().and_then(|s| s.protected_secret.as_ref())
+        && *old != pc.spec.credentials_secret_ref.name
+    {
+        credentials::release(&ctx.client, &namespace, old, &name).await?;
     }
     ctx.providers.forget(&namespace, &name);
     Ok(Action::await_change())

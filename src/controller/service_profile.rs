@@ -602,6 +602,26 @@ async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
             .await;
             Ok(Action::await_change())
         }
+        Err(Error::Resolve(e))
+            if e.credentials_unavailable()
+                && super::resolve::account_going_away(
+                    &ctx.client,
+                    &sp.namespace().unwrap_or_else(|| "default".into()),
+                    &sp.spec.provider_config_ref.name,
+                )
+                .await =>
+        {
+            event(
+                ctx,
+                sp,
+                EventType::Warning,
+                "CredentialsGone",
+                "Delete",
+                format!("left vendor service profile {id} in place: its account is being deleted and {e}"),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
         Err(err) => {
             report_failure(ctx, sp, &err, "Delete").await;
             Err(err)

@@ -56,6 +56,18 @@ where
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
+        // A namespace being deleted takes no new objects, Events included; its objects' cleanup
+        // still runs and says what it did in the log.
+        if namespace_terminating(&e) {
+            tracing::debug!(reason, "namespace is terminating: event not recorded");
+            return;
+        }
         tracing::warn!(error = %e, reason, "failed to publish event");
     }
+}
+
+/// Whether the apiserver refused a create because the namespace is being deleted.
+fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 403
+        && status.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
 }

@@ -734,6 +734,26 @@ async fn cleanup(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Actio
             }
             Ok(Action::await_change())
         }
+        Err(Error::Resolve(e))
+            if e.credentials_unavailable()
+                && super::resolve::account_going_away(
+                    &ctx.client,
+                    &csub.namespace().unwrap_or_else(|| "default".into()),
+                    &csub.spec.provider_config_ref.name,
+                )
+                .await =>
+        {
+            event(
+                ctx,
+                csub,
+                EventType::Warning,
+                "CredentialsGone",
+                "Delete",
+                format!("left the SIM as it is: its account is being deleted and {e}"),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
         Err(err) => {
             report_failure(ctx, csub, &err).await;
             Err(err)

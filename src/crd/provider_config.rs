@@ -170,6 +170,11 @@ pub struct ProviderConfigStatus {
     /// Account (organisation / workspace) the credentials belong to, as the vendor reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// The credentials Secret the operator keeps from deletion (finalizer
+    /// `connectivity-operator.dev/credentials-in-use`) while this ProviderConfig exists, so that
+    /// deleting everything at once (a namespace) still lets the objects' cleanup reach the vendor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected_secret: Option<String>,
     /// When the credentials were last checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_time: Option<chrono::DateTime<chrono::Utc>>,

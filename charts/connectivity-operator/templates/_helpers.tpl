@@ -80,9 +80,11 @@ watched) and events. Leases are separate (templates/rbac.yaml, release namespace
 - apiGroups: ["connectivity-operator.dev"]
   resources: ["providerconfigs/status", "serviceprofiles/status", "connectivitysubscriptions/status"]
   verbs: ["patch"]
+# Secrets: read credentials; patch only to add and remove the finalizer
+# connectivity-operator.dev/credentials-in-use on the Secrets ProviderConfigs reference.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
