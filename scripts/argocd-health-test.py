@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Runs Argo CD health-check tests (health_test.yaml) with a real Lua 5.1 interpreter.
+"""Runs Argo CD health-check tests (health_test.yaml) with real Lua 5.1 interpreters.
 
-    python3 scripts/argocd-health-test.py [argocd/resource_customizations]
+    python3 scripts/argocd-health-test.py [argocd/resource_customizations] [--gopher-lua BINARY]
 
 Layout, as in Argo CD's own repository: <dir>/<group>/<Kind>/health.lua, health_test.yaml with
 `tests: [{inputPath, healthStatus: {status, message}}]`, and testdata/*.yaml.
@@ -14,8 +14,11 @@ health.lua runs as a chunk in a fresh interpreter with only the libraries Argo C
   - every `return` line of every health.lua ran in at least one test (line coverage from a
     debug hook outside the sandbox; identical scripts of several kinds are counted together).
 
-Interpreter: `lua5.1` (PUC-Rio Lua 5.1.5, Debian's package) when on PATH, else `lupa.lua51` (the
-same Lua 5.1.5 embedded in the lupa wheel), for machines without root. Needs PyYAML.
+Interpreters: `lua5.1` (PUC-Rio Lua 5.1.5, Debian's package) when on PATH, else `lupa.lua51` (the
+same Lua 5.1.5 embedded in the lupa wheel), for machines without root; and with `--gopher-lua`,
+every test again under gopher-lua (github.com/yuin/gopher-lua, the interpreter Argo CD embeds;
+scripts/gopher-lua builds the runner). gopher-lua has no debug.sethook, so line coverage comes
+from the PUC-Rio run. Needs PyYAML.
 Prints one line per test and `N passed, M failed`; exits 1 on any failure.
 """
 
@@ -86,11 +89,14 @@ local sandbox = {
 }
 setfenv(chunk, sandbox)
 local lines = {}
-debug.sethook(function(_, line)
-  if debug.getinfo(2, "S").source == "@health.lua" then lines[line] = true end
-end, "l")
+local hook = debug.sethook  -- absent in gopher-lua: no coverage there
+if hook then
+  hook(function(_, line)
+    if debug.getinfo(2, "S").source == "@health.lua" then lines[line] = true end
+  end, "l")
+end
 local ok, hs = pcall(chunk)
-debug.sethook()
+if hook then hook() end
 if not ok then error("health.lua failed: " .. tostring(hs)) end
 if type(hs) ~= "table" then error("health.lua returned " .. type(hs) .. ", not a table") end
 local covered = {}
@@ -100,9 +106,11 @@ return tostring(hs.status) .. "\0" .. tostring(hs.message) .. "\0" .. table.conc
 
 
 class Lua:
-    def __init__(self):
-        self.binary = shutil.which("lua5.1")
-        if self.binary:
+    def __init__(self, binary=None, name=None):
+        self.binary = binary or shutil.which("lua5.1")
+        if name:
+            self.name = name
+        elif self.binary:
             version = subprocess.run([self.binary, "-v"], capture_output=True, text=True)
             self.name = (version.stdout + version.stderr).strip().split("  ")[0] + " (lua5.1)"
         else:
@@ -124,9 +132,16 @@ class Lua:
 
 
 def main() -> int:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "argocd/resource_customizations")
+    args = sys.argv[1:]
+    gopher = None
+    if "--gopher-lua" in args:
+        i = args.index("--gopher-lua")
+        gopher = Lua(binary=args[i + 1], name="gopher-lua (Argo CD's interpreter)")
+        del args[i : i + 2]
+    root = Path(args[0] if args else "argocd/resource_customizations")
     lua = Lua()
-    print("argocd health tests with %s" % lua.name)
+    interpreters = [lua] + ([gopher] if gopher else [])
+    print("argocd health tests with %s" % ", ".join(i.name for i in interpreters))
     passed = failed = 0
     # coverage per distinct script: sha -> (return lines, covered lines, [paths])
     coverage = {}
@@ -148,25 +163,26 @@ def main() -> int:
             input_path = kind_dir / test["inputPath"]
             used.add(input_path.resolve())
             want = test["healthStatus"]
-            name = "%s %s" % (label, test["inputPath"])
-            try:
-                obj = yaml.load(input_path.read_text(), Loader=_Loader)
-                out = lua.run(HARNESS % {"code": lua_string(script), "obj": lua_value(obj)})
-                status, message, lines = out.decode("utf-8").split("\0")
-                entry[1].update(int(n) for n in lines.split(",") if n)
-            except Exception as exc:  # a broken script or test file is a failed test, not a crash
-                failed += 1
-                print("FAIL %s: %s" % (name, exc))
-                continue
-            got = {"status": status, "message": message}
-            expected = {"status": want.get("status"), "message": want.get("message", "nil")}
-            if got == expected:
-                passed += 1
-                print("ok   %s -> %s: %s" % (name, status, message))
-            else:
-                failed += 1
-                print("FAIL %s\n       want %s: %s\n       got  %s: %s"
-                      % (name, expected["status"], expected["message"], status, message))
+            for interpreter in interpreters:
+                name = "%s %s [%s]" % (label, test["inputPath"], interpreter.name.split(" ")[0])
+                try:
+                    obj = yaml.load(input_path.read_text(), Loader=_Loader)
+                    out = interpreter.run(HARNESS % {"code": lua_string(script), "obj": lua_value(obj)})
+                    status, message, lines = out.decode("utf-8").split("\0")
+                    entry[1].update(int(n) for n in lines.split(",") if n)
+                except Exception as exc:  # a broken script or test file is a failed test, not a crash
+                    failed += 1
+                    print("FAIL %s: %s" % (name, exc))
+                    continue
+                got = {"status": status, "message": message}
+                expected = {"status": want.get("status"), "message": want.get("message", "nil")}
+                if got == expected:
+                    passed += 1
+                    print("ok   %s -> %s: %s" % (name, status, message))
+                else:
+                    failed += 1
+                    print("FAIL %s\n       want %s: %s\n       got  %s: %s"
+                          % (name, expected["status"], expected["message"], status, message))
         for unused in sorted(p for p in (kind_dir / "testdata").glob("*.yaml") if p.resolve() not in used):
             failed += 1
             print("FAIL %s: testdata/%s is not used by any test" % (label, unused.name))

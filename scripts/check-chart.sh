@@ -142,7 +142,7 @@ argocd_health_checks() {
             return 1
         fi
     done
-    "$PY" scripts/argocd-health-test.py argocd/resource_customizations
+    "$PY" scripts/argocd-health-test.py argocd/resource_customizations --gopher-lua target/tools/bin/gopher-lua
 }
 
 dockerfile_lint() {
@@ -166,7 +166,7 @@ check "helm template, all options" render "$OUT/all-options.yaml" \
     -f "$CHART/ci/all-options-values.yaml" --api-versions monitoring.coreos.com/v1
 check "kubernetes-validate --strict (rendered objects, CRDs)" validate
 check "values with unknown keys are rejected" unknown_keys_rejected
-check "Argo CD health checks under Lua 5.1" argocd_health_checks
+check "Argo CD health checks under Lua 5.1 and gopher-lua" argocd_health_checks
 check "hadolint Dockerfile" dockerfile_lint
 check "shellcheck (packaging scripts)" lint_scripts
 

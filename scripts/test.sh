@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite, exactly as CI runs it. Needs a Rust toolchain, python3 and (for lua5.1 and
-# shellcheck, via apt) root; installs everything else it uses under target/: helm, kubectl,
-# kubernetes-validate, hadolint (scripts/tools.sh) and a Python venv with emnify's official SDK.
+# The whole test suite, exactly as CI runs it. Needs a Rust toolchain, Go (1.26+, with the Go module
+# proxy), python3, openssl and (for lua5.1 and shellcheck, via apt) root; installs everything else
+# it uses under target/: helm, kubectl, kubernetes-validate, hadolint, gopher-lua
+# (scripts/tools.sh) and a Python venv with emnify's official SDK. The cluster tier builds etcd,
+# kube-apiserver and kube-controller-manager once per Kubernetes version into
+# ~/.cache/connectivity-operator/control-plane (scripts/control-plane.sh; K8S_VERSION picks another).
 #
 #   bash scripts/test.sh
 set -euo pipefail
@@ -30,6 +33,14 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+
+step "control plane: etcd, kube-apiserver, kube-controller-manager (built once, cached)"
+bash scripts/control-plane.sh build
+
+step "cluster tier: CRDs, chart, RBAC, operator process, namespace deletion, leader election on a real kube-apiserver"
+# One test at a time: a cluster-wide operator of one test would also see another test's objects.
+bash scripts/control-plane.sh run -- \
+    cargo test --locked --test e2e_cluster -- --ignored --test-threads=1
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet

