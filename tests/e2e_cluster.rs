@@ -97,7 +97,10 @@ where
         if check().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -241,7 +244,13 @@ impl Release {
 
     /// The objects the chart rendered, as `kind/name` (namespace-less).
     fn objects(&self) -> Vec<(String, Option<String>, String)> {
-        let manifest = ok(&mut helm(&["get", "manifest", &self.name, "--namespace", &self.namespace]));
+        let manifest = ok(&mut helm(&[
+            "get",
+            "manifest",
+            &self.name,
+            "--namespace",
+            &self.namespace,
+        ]));
         serde_yaml::Deserializer::from_str(&manifest)
             .filter_map(|d| {
                 let v: Value = serde::Deserialize::deserialize(d).ok()?;
@@ -264,7 +273,13 @@ impl Release {
     }
 
     fn uninstall(self) {
-        ok(&mut helm(&["uninstall", &self.name, "--namespace", &self.namespace, "--wait"]));
+        ok(&mut helm(&[
+            "uninstall",
+            &self.name,
+            "--namespace",
+            &self.namespace,
+            "--wait",
+        ]));
         std::mem::forget(self);
     }
 }
@@ -389,17 +404,30 @@ fn ready(conds: &[connectivity_operator::crd::Condition]) -> bool {
 }
 
 async fn all_ready(client: &Client, ns: &str) -> bool {
-    let pcs = Api::<ProviderConfig>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap();
-    let sps = Api::<ServiceProfile>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap();
+    let pcs = Api::<ProviderConfig>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let sps = Api::<ServiceProfile>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
     let csubs = Api::<ConnectivitySubscription>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
         .unwrap();
-    pcs.items.iter().all(|o| o.status.as_ref().is_some_and(|s| ready(&s.conditions)))
-        && sps.items.iter().all(|o| o.status.as_ref().is_some_and(|s| ready(&s.conditions)))
-        && csubs.items.iter().all(|o| o.status.as_ref().is_some_and(|s| ready(&s.conditions)))
+    pcs.items
+        .iter()
+        .all(|o| o.status.as_ref().is_some_and(|s| ready(&s.conditions)))
+        && sps
+            .items
+            .iter()
+            .all(|o| o.status.as_ref().is_some_and(|s| ready(&s.conditions)))
+        && csubs
+            .items
+            .iter()
+            .all(|o| o.status.as_ref().is_some_and(|s| ready(&s.conditions)))
 }
-
 
 // --- tests -----------------------------------------------------------------------------------------
 
@@ -425,10 +453,7 @@ async fn crds_are_accepted_examples_pass_and_invalid_manifests_name_the_field() 
     assert!(cases.len() >= 10, "the invalid corpus is there");
     for case in &cases {
         let text = std::fs::read_to_string(case).unwrap();
-        let expected: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# expect: "))
-            .collect();
+        let expected: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# expect: ")).collect();
         assert!(!expected.is_empty(), "{} has no `# expect:` line", case.display());
         let out = output(&mut kubectl(&[
             "apply",
@@ -441,7 +466,11 @@ async fn crds_are_accepted_examples_pass_and_invalid_manifests_name_the_field() 
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{} was accepted", case.display());
         for e in expected {
-            assert!(stderr.contains(e), "{}: the error does not name `{e}`:\n{stderr}", case.display());
+            assert!(
+                stderr.contains(e),
+                "{}: the error does not name `{e}`:\n{stderr}",
+                case.display()
+            );
         }
     }
     // Transition rules: IMSI and ICCID cannot change once set.
@@ -496,7 +525,10 @@ async fn chart_installs_with_each_mode_and_uninstalls_cleanly() {
         let kinds: Vec<&str> = objects.iter().map(|(k, _, _)| k.as_str()).collect();
         match suffix {
             "namespaced" => {
-                assert!(!kinds.contains(&"ClusterRole"), "namespaced mode has no cluster-wide rules");
+                assert!(
+                    !kinds.contains(&"ClusterRole"),
+                    "namespaced mode has no cluster-wide rules"
+                );
                 assert!(kinds.contains(&"Role") && kinds.contains(&"RoleBinding"));
             }
             "ha" => assert!(kinds.contains(&"Role"), "leader election has its Lease Role"),
@@ -505,7 +537,16 @@ async fn chart_installs_with_each_mode_and_uninstalls_cleanly() {
         release.uninstall();
         for (kind, namespace, name) in &objects {
             let n = namespace.as_deref().unwrap_or(&ns.name);
-            let out = ok(&mut kubectl(&["get", kind, name, "-n", n, "--ignore-not-found", "-o", "name"]));
+            let out = ok(&mut kubectl(&[
+                "get",
+                kind,
+                name,
+                "-n",
+                n,
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ]));
             assert!(out.trim().is_empty(), "{kind} {name} is left after helm uninstall");
         }
     }
@@ -528,10 +569,16 @@ async fn operator_with_the_chart_rbac_reconciles_every_vendor() {
     let kubeconfig = kubeconfig_with_token(&token, dir.path());
     let operator = Operator::start(&kubeconfig, &[], "cluster-wide", dir.path());
 
-    let (sims, objects) = examples(&["examples/quickstart", "examples/subscriptions", "examples/bics"], &ns.name).await;
+    let (sims, objects) = examples(
+        &["examples/quickstart", "examples/subscriptions", "examples/bics"],
+        &ns.name,
+    )
+    .await;
     apply_all(&client, &objects).await;
-    eventually("every example Ready=True", Duration::from_secs(120), || all_ready(&client, &ns.name))
-        .await;
+    eventually("every example Ready=True", Duration::from_secs(120), || {
+        all_ready(&client, &ns.name)
+    })
+    .await;
 
     check_status_and_events(&client, &ns.name, &operator).await;
     check_printer_columns(&ns.name);
@@ -569,13 +616,27 @@ async fn namespaced_operator_with_roles_only() {
     // The namespace it does not watch stays untouched (and it has no rights there anyway).
     let sps: Api<ServiceProfile> = Api::namespaced(client.clone(), &other.name);
     for sp in sps.list(&ListParams::default()).await.unwrap() {
-        assert!(sp.status.is_none(), "{} in an unwatched namespace got a status", sp.name_any());
+        assert!(
+            sp.status.is_none(),
+            "{} in an unwatched namespace got a status",
+            sp.name_any()
+        );
         assert!(sp.finalizers().is_empty());
     }
     let log = operator.log();
-    assert!(!log.contains("Forbidden") && !log.contains("forbidden"), "RBAC denials:\n{log}");
+    assert!(
+        !log.contains("Forbidden") && !log.contains("forbidden"),
+        "RBAC denials:\n{log}"
+    );
     // Deleting releases the finalizers.
-    ok(&mut kubectl(&["delete", "sp,cpc", "--all", "-n", &ns.name, "--timeout=60s"]));
+    ok(&mut kubectl(&[
+        "delete",
+        "sp,cpc",
+        "--all",
+        "-n",
+        &ns.name,
+        "--timeout=60s",
+    ]));
     drop(operator);
     release.uninstall();
 }
@@ -591,7 +652,11 @@ async fn check_status_and_events(client: &Client, ns: &str, operator: &Operator)
             assert_eq!(c.observed_generation, sp.metadata.generation);
             assert!(!c.reason.is_empty());
         }
-        assert!(sp.finalizers().iter().any(|f| f == connectivity_operator::crd::FINALIZER));
+        assert!(
+            sp.finalizers()
+                .iter()
+                .any(|f| f == connectivity_operator::crd::FINALIZER)
+        );
     }
     let csubs: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), ns);
     for c in csubs.list(&ListParams::default()).await.unwrap() {
@@ -602,26 +667,41 @@ async fn check_status_and_events(client: &Client, ns: &str, operator: &Operator)
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     let list = events.list(&ListParams::default()).await.unwrap();
     assert!(
-        list.items.iter().any(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ServiceProfile")
-            && e.reporting_controller.as_deref() == Some("connectivity-operator")),
+        list.items.iter().any(
+            |e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ServiceProfile")
+                && e.reporting_controller.as_deref() == Some("connectivity-operator")
+        ),
         "Events about ServiceProfiles from connectivity-operator:\n{:?}\nlog:\n{}",
         list.items.iter().map(|e| (&e.reason, &e.note)).collect::<Vec<_>>(),
         operator.log()
     );
-    assert!(!operator.log().contains("failed to publish event"), "{}", operator.log());
+    assert!(
+        !operator.log().contains("failed to publish event"),
+        "{}",
+        operator.log()
+    );
 }
 
 fn check_printer_columns(ns: &str) {
     let out = ok(&mut kubectl(&["get", "sp,csub,cpc", "-n", ns]));
-    let sp_header = out.lines().find(|l| l.starts_with("NAME") && l.contains("USED")).unwrap_or_else(|| panic!("{out}"));
+    let sp_header = out
+        .lines()
+        .find(|l| l.starts_with("NAME") && l.contains("USED"))
+        .unwrap_or_else(|| panic!("{out}"));
     for col in ["ID", "USED", "READY", "SYNCED", "AGE"] {
         assert!(sp_header.contains(col), "sp columns: {sp_header}");
     }
-    let csub_header = out.lines().find(|l| l.starts_with("NAME") && l.contains("ICCID")).unwrap_or_else(|| panic!("{out}"));
+    let csub_header = out
+        .lines()
+        .find(|l| l.starts_with("NAME") && l.contains("ICCID"))
+        .unwrap_or_else(|| panic!("{out}"));
     for col in ["ICCID", "MODE", "DESIRED", "PROFILE", "READY"] {
         assert!(csub_header.contains(col), "csub columns: {csub_header}");
     }
-    let lpwa = out.lines().find(|l| l.contains("serviceprofile.connectivity-operator.dev/lpwa-sensors")).unwrap();
+    let lpwa = out
+        .lines()
+        .find(|l| l.contains("serviceprofile.connectivity-operator.dev/lpwa-sensors"))
+        .unwrap();
     let cells: Vec<&str> = lpwa.split_whitespace().collect();
     assert!(cells[1].chars().all(|c| c.is_ascii_digit()), "ID column: {lpwa}");
     assert!(cells.contains(&"True"), "Ready column: {lpwa}");
@@ -635,11 +715,17 @@ async fn check_field_managers(client: &Client, ns: &str) {
     let managers = sp.metadata.managed_fields.clone().unwrap();
     let operator = managers
         .iter()
-        .find(|m| m.manager.as_deref() == Some(connectivity_operator::controller::FIELD_MANAGER) && m.subresource.as_deref() == Some("status"))
+        .find(|m| {
+            m.manager.as_deref() == Some(connectivity_operator::controller::FIELD_MANAGER)
+                && m.subresource.as_deref() == Some("status")
+        })
         .expect("the operator's status manager");
     let fields = serde_json::to_string(&operator.fields_v1).unwrap();
     assert!(fields.contains("f:status") && !fields.contains("f:spec"), "{fields}");
-    let git = managers.iter().find(|m| m.manager.as_deref() == Some(GITOPS)).expect("the Git side's manager");
+    let git = managers
+        .iter()
+        .find(|m| m.manager.as_deref() == Some(GITOPS))
+        .expect("the Git side's manager");
     let fields = serde_json::to_string(&git.fields_v1).unwrap();
     assert!(fields.contains("f:spec") && !fields.contains("f:status"), "{fields}");
     // The Git side changes the spec; no conflict, the operator follows.
@@ -648,8 +734,10 @@ async fn check_field_managers(client: &Client, ns: &str) {
     sps.patch(
         "lpwa-sensors",
         &PatchParams::apply(GITOPS),
-        &Patch::Apply(json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ServiceProfile",
-                             "metadata": {"name": "lpwa-sensors"}, "spec": spec})),
+        &Patch::Apply(
+            json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ServiceProfile",
+                             "metadata": {"name": "lpwa-sensors"}, "spec": spec}),
+        ),
     )
     .await
     .expect("no conflict with the operator's fields");
@@ -670,7 +758,17 @@ async fn check_deletion_policies(client: &Client, ns: &str, sims: &OfflineCluste
     let id = |name: &str| {
         let sps = sps.clone();
         let name = name.to_string();
-        async move { sps.get(&name).await.unwrap().status.unwrap().id.unwrap().parse::<i64>().unwrap() }
+        async move {
+            sps.get(&name)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .id
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        }
     };
     // Orphan: the vendor profile stays; Delete: it goes.
     sps.patch(
@@ -684,7 +782,10 @@ async fn check_deletion_policies(client: &Client, ns: &str, sims: &OfflineCluste
     let deleted = id("fleet-trackers").await;
     // Subscriptions first (they use the profiles), then the profiles.
     let csubs: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), ns);
-    csubs.delete_collection(&DeleteParams::default(), &ListParams::default()).await.unwrap();
+    csubs
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
     eventually("subscriptions gone", Duration::from_secs(60), || async {
         csubs.list(&ListParams::default()).await.unwrap().items.is_empty()
     })
@@ -692,29 +793,49 @@ async fn check_deletion_policies(client: &Client, ns: &str, sims: &OfflineCluste
     // Wait until the Orphan policy is observed (generation) before deleting.
     eventually("Orphan policy reconciled", Duration::from_secs(30), || async {
         let sp = sps.get("lpwa-sensors").await.unwrap();
-        sp.status.is_some_and(|s| s.observed_generation == sp.metadata.generation)
+        sp.status
+            .is_some_and(|s| s.observed_generation == sp.metadata.generation)
     })
     .await;
     for name in ["lpwa-sensors", "fleet-trackers"] {
         sps.delete(name, &DeleteParams::default()).await.unwrap();
     }
-    eventually("profiles gone (finalizers released)", Duration::from_secs(60), || async {
-        sps.list(&ListParams::default()).await.unwrap().items.iter().all(|s| {
-            s.name_any() != "lpwa-sensors" && s.name_any() != "fleet-trackers"
-        })
-    })
+    eventually(
+        "profiles gone (finalizers released)",
+        Duration::from_secs(60),
+        || async {
+            sps.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .all(|s| s.name_any() != "lpwa-sensors" && s.name_any() != "fleet-trackers")
+        },
+    )
     .await;
-    assert!(emnify.service_profile(orphan).is_some(), "Orphan leaves the vendor profile");
-    assert!(emnify.service_profile(deleted).is_none(), "Delete removes the vendor profile");
+    assert!(
+        emnify.service_profile(orphan).is_some(),
+        "Orphan leaves the vendor profile"
+    );
+    assert!(
+        emnify.service_profile(deleted).is_none(),
+        "Delete removes the vendor profile"
+    );
     // `trackers` is still used by the SIMs' endpoints at emnify (their subscriptions were
     // orphaned): its Delete waits and says why; switched to Orphan, it goes.
     sps.delete("trackers", &DeleteParams::default()).await.unwrap();
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     eventually("an InUse event for trackers", Duration::from_secs(30), || async {
-        events.list(&ListParams::default()).await.unwrap().items.iter().any(|e| {
-            e.reason.as_deref() == Some("InUse")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("trackers")
-        })
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("InUse")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("trackers")
+            })
     })
     .await;
     assert!(sps.get_opt("trackers").await.unwrap().is_some(), "kept while in use");
@@ -729,7 +850,12 @@ async fn check_deletion_policies(client: &Client, ns: &str, sims: &OfflineCluste
     ok(&mut kubectl(&["delete", "sp,cpc", "--all", "-n", ns, "--timeout=60s"]));
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for secret in secrets.list(&ListParams::default()).await.unwrap() {
-        assert!(secret.finalizers().is_empty(), "{} keeps {:?}", secret.name_any(), secret.finalizers());
+        assert!(
+            secret.finalizers().is_empty(),
+            "{} keeps {:?}",
+            secret.name_any(),
+            secret.finalizers()
+        );
     }
 }
 
@@ -768,8 +894,14 @@ async fn namespace_deletion_completes_and_the_deletion_policy_holds() {
     })
     .await;
     let emnify = &sims.simulators.emnify.as_ref().unwrap().sim;
-    assert!(emnify.service_profile(orphan).is_some(), "Orphan leaves the vendor profile");
-    assert!(emnify.service_profile(deleted).is_none(), "Delete removes the vendor profile");
+    assert!(
+        emnify.service_profile(orphan).is_some(),
+        "Orphan leaves the vendor profile"
+    );
+    assert!(
+        emnify.service_profile(deleted).is_none(),
+        "Delete removes the vendor profile"
+    );
     drop(operator);
     release.uninstall();
 }
@@ -810,15 +942,29 @@ async fn leader_election_one_leader_takeover_and_a_second_taker_refused() {
                 .and_then(|s| s.holder_identity)
         }
     };
-    eventually("a leader", Duration::from_secs(30), || async { holder().await.is_some() }).await;
+    eventually("a leader", Duration::from_secs(30), || async {
+        holder().await.is_some()
+    })
+    .await;
     let first = holder().await.unwrap();
 
     let (_sims, objects) = examples(&["examples/quickstart"], &ns.name).await;
     apply_all(&client, &objects).await;
-    eventually("Ready=True under the leader", Duration::from_secs(60), || all_ready(&client, &ns.name)).await;
-    let (leader, standby) = if first == "replica-a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    eventually("Ready=True under the leader", Duration::from_secs(60), || {
+        all_ready(&client, &ns.name)
+    })
+    .await;
+    let (leader, standby) = if first == "replica-a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
     assert!(leader.log().contains("acquired leadership"));
-    assert!(!standby.log().contains("acquired leadership"), "two leaders:\n{}", standby.log());
+    assert!(
+        !standby.log().contains("acquired leadership"),
+        "two leaders:\n{}",
+        standby.log()
+    );
     assert!(
         !standby.log().contains("reconcil"),
         "the standby reconciled:\n{}",
@@ -835,7 +981,10 @@ async fn leader_election_one_leader_takeover_and_a_second_taker_refused() {
         .flatten()
         .filter_map(|m| m.manager.clone())
         .collect();
-    assert!(managers.iter().any(|m| m.ends_with(&first)), "per-replica field manager: {managers:?}");
+    assert!(
+        managers.iter().any(|m| m.ends_with(&first)),
+        "per-replica field manager: {managers:?}"
+    );
     let taken = leases
         .patch(
             lease_name,
@@ -864,8 +1013,10 @@ async fn leader_election_one_leader_takeover_and_a_second_taker_refused() {
     sps.patch(
         "lpwa-sensors",
         &PatchParams::apply(GITOPS),
-        &Patch::Apply(json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ServiceProfile",
-                             "metadata": {"name": "lpwa-sensors"}, "spec": spec})),
+        &Patch::Apply(
+            json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ServiceProfile",
+                             "metadata": {"name": "lpwa-sensors"}, "spec": spec}),
+        ),
     )
     .await
     .unwrap();
@@ -881,6 +1032,13 @@ async fn leader_election_one_leader_takeover_and_a_second_taker_refused() {
     })
     .await;
     assert!(standby.log().contains("acquired leadership"));
-    ok(&mut kubectl(&["delete", "sp,cpc", "--all", "-n", &ns.name, "--timeout=60s"]));
+    ok(&mut kubectl(&[
+        "delete",
+        "sp,cpc",
+        "--all",
+        "-n",
+        &ns.name,
+        "--timeout=60s",
+    ]));
     release.uninstall();
 }

@@ -450,6 +450,32 @@ pub fn credentials(vendor: Vendor, secret: &Secret, key: Option<&str>) -> Result
     }
 }
 
+impl ResolveError {
+    /// The account's credentials cannot be had: its ProviderConfig or its Secret is missing.
+    pub fn credentials_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ResolveError::ProviderConfigNotFound { .. }
+                | ResolveError::SecretNotFound { .. }
+                | ResolveError::SecretKeyMissing { .. }
+        )
+    }
+}
+
+/// Whether the account an object uses is going away: its ProviderConfig is gone or being deleted.
+/// An object's cleanup that cannot get the credentials then has nothing left to wait for (a
+/// namespace deletion took the Secret before the operator protected it, or someone removed the
+/// protecting finalizer): it leaves the vendor object as it is and says so, instead of blocking
+/// the deletion for ever. Errors reading the ProviderConfig count as "not going away" (retry).
+pub async fn account_going_away(client: &kube::Client, namespace: &str, name: &str) -> bool {
+    let pcs: kube::Api<crate::crd::ProviderConfig> = kube::Api::namespaced(client.clone(), namespace);
+    match pcs.get_opt(name).await {
+        Ok(None) => true,
+        Ok(Some(pc)) => pc.metadata.deletion_timestamp.is_some(),
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,31 +538,5 @@ mod tests {
             ..Default::default()
         };
         assert!(credentials(Vendor::Emnify, &s, None).is_ok());
-    }
-}
-
-impl ResolveError {
-    /// The account's credentials cannot be had: its ProviderConfig or its Secret is missing.
-    pub fn credentials_unavailable(&self) -> bool {
-        matches!(
-            self,
-            ResolveError::ProviderConfigNotFound { .. }
-                | ResolveError::SecretNotFound { .. }
-                | ResolveError::SecretKeyMissing { .. }
-        )
-    }
-}
-
-/// Whether the account an object uses is going away: its ProviderConfig is gone or being deleted.
-/// An object's cleanup that cannot get the credentials then has nothing left to wait for (a
-/// namespace deletion took the Secret before the operator protected it, or someone removed the
-/// protecting finalizer): it leaves the vendor object as it is and says so, instead of blocking
-/// the deletion for ever. Errors reading the ProviderConfig count as "not going away" (retry).
-pub async fn account_going_away(client: &kube::Client, namespace: &str, name: &str) -> bool {
-    let pcs: kube::Api<crate::crd::ProviderConfig> = kube::Api::namespaced(client.clone(), namespace);
-    match pcs.get_opt(name).await {
-        Ok(None) => true,
-        Ok(Some(pc)) => pc.metadata.deletion_timestamp.is_some(),
-        Err(_) => false,
     }
 }

@@ -369,7 +369,7 @@ pub(crate) fn disown_changed(old: &Value, new: &Value) -> Option<Value> {
             Some(raw)
         })
         .collect();
-    changed.then(|| Value::Array(kept))
+    changed.then_some(Value::Array(kept))
 }
 
 fn parse_managed_fields(obj: &Value) -> Vec<ManagedEntry> {
