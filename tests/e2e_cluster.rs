@@ -728,19 +728,28 @@ async fn check_field_managers(client: &Client, ns: &str) {
         .expect("the Git side's manager");
     let fields = serde_json::to_string(&git.fields_v1).unwrap();
     assert!(fields.contains("f:spec") && !fields.contains("f:status"), "{fields}");
-    // The Git side changes the spec; no conflict, the operator follows.
+    // The Git side changes the spec with `kubectl apply --server-side`, as a user or Argo CD
+    // would: no conflict with the operator's fields, and the operator follows.
     let mut spec = serde_json::to_value(&sp.spec).unwrap();
     spec["description"] = json!("changed in Git");
-    sps.patch(
-        "lpwa-sensors",
-        &PatchParams::apply(GITOPS),
-        &Patch::Apply(
-            json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ServiceProfile",
-                             "metadata": {"name": "lpwa-sensors"}, "spec": spec}),
-        ),
+    let manifest = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        manifest.path(),
+        serde_json::to_string(
+            &json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ServiceProfile",
+                                       "metadata": {"name": "lpwa-sensors", "namespace": ns}, "spec": spec}),
+        )
+        .unwrap(),
     )
-    .await
-    .expect("no conflict with the operator's fields");
+    .unwrap();
+    ok(&mut kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        GITOPS,
+        "-f",
+        manifest.path().to_str().unwrap(),
+    ]));
     eventually("the change reconciled", Duration::from_secs(60), || async {
         let sp = sps.get("lpwa-sensors").await.unwrap();
         sp.status.as_ref().is_some_and(|s| {
@@ -780,8 +789,29 @@ async fn check_deletion_policies(client: &Client, ns: &str, sims: &OfflineCluste
     .unwrap();
     let orphan = id("lpwa-sensors").await;
     let deleted = id("fleet-trackers").await;
-    // Subscriptions first (they use the profiles), then the profiles.
+    // Subscriptions first (they use the profiles), then the profiles. meter-0001 with
+    // `Deactivate`: Telenor deactivates the SIM; the others (default `Orphan`) stay as they are.
     let csubs: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), ns);
+    let telenor = &sims.simulators.telenor.as_ref().unwrap().sim;
+    let imsi = |name: &str| {
+        let csubs = csubs.clone();
+        let name = name.to_string();
+        async move { csubs.get(&name).await.unwrap().spec.imsi.unwrap() }
+    };
+    let (deactivated, orphaned) = (imsi("meter-0001").await, imsi("meter-0002").await);
+    csubs
+        .patch(
+            "meter-0001",
+            &PatchParams::apply("e2e-policy"),
+            &Patch::Merge(json!({"spec": {"deletionPolicy": "Deactivate"}})),
+        )
+        .await
+        .unwrap();
+    eventually("Deactivate policy reconciled", Duration::from_secs(30), || async {
+        let c = csubs.get("meter-0001").await.unwrap();
+        c.status.is_some_and(|s| s.observed_generation == c.metadata.generation)
+    })
+    .await;
     csubs
         .delete_collection(&DeleteParams::default(), &ListParams::default())
         .await
@@ -790,6 +820,21 @@ async fn check_deletion_policies(client: &Client, ns: &str, sims: &OfflineCluste
         csubs.list(&ListParams::default()).await.unwrap().items.is_empty()
     })
     .await;
+    eventually(
+        "the Deactivate policy deactivated the SIM",
+        Duration::from_secs(30),
+        || async {
+            telenor
+                .subscription(&deactivated)
+                .is_some_and(|s| s["mode"] == "DEACTIVATED")
+        },
+    )
+    .await;
+    assert_eq!(
+        telenor.subscription(&orphaned).unwrap()["mode"],
+        "PAUSED",
+        "Orphan leaves the SIM"
+    );
     // Wait until the Orphan policy is observed (generation) before deleting.
     eventually("Orphan policy reconciled", Duration::from_secs(30), || async {
         let sp = sps.get("lpwa-sensors").await.unwrap();
