@@ -32,7 +32,7 @@ step "CRDs in crds/ are generated from the Rust types"
 cargo run --quiet --locked -- crd --output-dir target/crds-check
 diff -ru crds target/crds-check
 
-step "packaging: chart, CRD copies, kubernetes-validate, Argo CD health checks (Lua 5.1), Dockerfile lint"
+step "packaging: chart, CRD copies, kubernetes-validate, Argo CD health checks (Lua 5.1, gopher-lua), Dockerfile lint"
 # Also renders the chart into target/chart-render/, which the RBAC coverage test reads.
 bash scripts/check-chart.sh
 

@@ -1015,6 +1015,18 @@ async fn leader_election_one_leader_takeover_and_a_second_taker_refused() {
         "the standby reconciled:\n{}",
         standby.log()
     );
+    // Every Event so far was recorded by the leader (the reporting instance is the replica's
+    // identity): the standby made no reconcile that reached the API.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let reporters: std::collections::BTreeSet<Option<String>> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| e.reporting_instance)
+        .collect();
+    assert_eq!(reporters, [Some(first.clone())].into(), "only the leader reconciled");
 
     // Each replica holds the Lease under its own field manager: a second taker that applies
     // holderIdentity without force is refused while the holder owns it.
