@@ -725,3 +725,103 @@ async fn resolutions_are_reused_and_a_changed_provider_config_is_picked_up_at_on
     ctx.providers.resolve(&h.client, NS, "emnify").await.unwrap();
     assert_eq!(reads(&h), 2);
 }
+
+fn secret_finalizers(h: &Harness, name: &str) -> Option<Vec<String>> {
+    h.server
+        .list("v1", "Secret")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == name)
+        .map(|s| {
+            s["metadata"]["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| f.as_str().unwrap().to_string())
+                .collect()
+        })
+}
+
+#[tokio::test]
+async fn credentials_secret_is_kept_while_its_provider_config_exists() {
+    use connectivity_operator::controller::credentials::CREDENTIALS_FINALIZER;
+    use kube::api::{DeleteParams, Patch, PatchParams};
+
+    let h = Harness::new().await;
+    h.reconcile_pc("emnify").await.unwrap();
+    h.reconcile_pc("emnify").await.unwrap();
+    assert_eq!(
+        secret_finalizers(&h, "emnify-credentials").unwrap(),
+        [CREDENTIALS_FINALIZER]
+    );
+    let pc = h.pcs().get("emnify").await.unwrap();
+    assert_eq!(
+        pc.status.unwrap().protected_secret.as_deref(),
+        Some("emnify-credentials")
+    );
+
+    // Pointing at another Secret protects that one and lets go of the old one.
+    let token = h.sim.credentials()["application_token"].as_str().unwrap().to_string();
+    h.add(json!({"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": "rotated", "namespace": NS}, "stringData": {"applicationToken": token}}));
+    h.pcs()
+        .patch(
+            "emnify",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"credentialsSecretRef": {"name": "rotated"}}})),
+        )
+        .await
+        .unwrap();
+    h.reconcile_pc("emnify").await.unwrap();
+    assert_eq!(secret_finalizers(&h, "rotated").unwrap(), [CREDENTIALS_FINALIZER]);
+    assert!(
+        secret_finalizers(&h, "emnify-credentials").unwrap().is_empty(),
+        "the old Secret is released"
+    );
+
+    // Deleting the ProviderConfig (nothing uses it) releases the Secret and the ProviderConfig goes.
+    h.pcs().delete("emnify", &DeleteParams::default()).await.unwrap();
+    h.reconcile_pc("emnify").await.unwrap();
+    assert!(h.pcs().get_opt("emnify").await.unwrap().is_none());
+    assert!(secret_finalizers(&h, "rotated").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn cleanup_without_credentials_waits_unless_the_account_is_being_deleted() {
+    use kube::api::{DeleteParams, Patch, PatchParams};
+
+    let h = Harness::new().await;
+    h.add_sp("fleet", basic_spec());
+    let id = h.sync_sp("fleet").await.status.unwrap().id.unwrap();
+    // The Secret disappears behind the operator's back (no protection yet: never reconciled).
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(h.client.clone(), NS);
+    secrets
+        .patch(
+            "emnify-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    secrets
+        .delete("emnify-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.delete_sp("fleet").await;
+    // The account still exists: the Secret may come back, so cleanup waits and says why.
+    let err = h.reconcile_sp("fleet").await.unwrap_err();
+    assert_eq!(err.reason(), "SecretNotFound");
+    assert!(h.sp_exists("fleet").await);
+    // The account is being deleted too: nothing can reach the vendor any more; the profile is
+    // left as it is, with a Warning that names it, and the deletion completes.
+    h.pcs().delete("emnify", &DeleteParams::default()).await.unwrap();
+    h.reconcile_sp("fleet").await.unwrap();
+    assert!(!h.sp_exists("fleet").await);
+    assert!(h.vendor_profile(&id).is_some(), "left at the vendor");
+    assert!(
+        h.events_for("fleet")
+            .iter()
+            .any(|(t, r, note)| t == "Warning" && r == "CredentialsGone" && note.contains(&id)),
+        "{:?}",
+        h.events_for("fleet")
+    );
+}

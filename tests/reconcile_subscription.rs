@@ -666,3 +666,27 @@ async fn many_pending_changes_are_verified_by_one_shared_sweep_per_poll() {
         assert_eq!(h.telenor().write_count(imsi), 1, "sent once");
     }
 }
+
+#[tokio::test]
+async fn a_provider_config_used_by_a_subscription_is_kept_until_the_subscription_is_gone() {
+    use kube::api::DeleteParams;
+
+    let h = Harness::new().await;
+    let (sim, _) = emnify_sims(&h).await;
+    h.add_csub(
+        "t1",
+        json!({"providerConfigRef": {"name": "emnify"}, "imsi": sim["imsi"], "deletionPolicy": "Deactivate"}),
+    );
+    h.sync_csub("t1").await;
+    h.reconcile_pc("emnify").await.unwrap();
+    h.pcs().delete("emnify", &DeleteParams::default()).await.unwrap();
+    let err = h.reconcile_pc("emnify").await.unwrap_err();
+    assert_eq!(err.reason(), "InUse");
+    assert!(err.to_string().contains("ConnectivitySubscription t1"), "{err}");
+    // Once the subscription is gone (its Deactivate cleanup needed the account), the account goes.
+    h.csubs().delete("t1", &DeleteParams::default()).await.unwrap();
+    h.reconcile_csub("t1").await.unwrap();
+    assert!(h.csubs().get_opt("t1").await.unwrap().is_none());
+    h.reconcile_pc("emnify").await.unwrap();
+    assert!(h.pcs().get_opt("emnify").await.unwrap().is_none());
+}
