@@ -187,14 +187,21 @@ pub fn kind_for_status(status: StatusCode, headers: &HeaderMap) -> ErrorKind {
     }
 }
 
-/// `Retry-After` in seconds or as an HTTP date.
+/// The longest `Retry-After` the operator honours. A vendor's value is input: an absurd one
+/// (`Retry-After: 99999999999`) must neither overflow a timer nor park an object for a year; an
+/// hour is longer than any rate-limit window the vendors document (emnify: 5 minutes).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` in seconds or as an HTTP date, at most [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
-    (at - Utc::now()).to_std().ok()
+    let after = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+        (at - Utc::now()).to_std().ok()?
+    };
+    Some(after.min(MAX_RETRY_AFTER))
 }
 
 /// reqwest errors print the URL; ours never carry secrets in URLs, but keep messages short.
@@ -204,4 +211,25 @@ fn without_url(e: &reqwest::Error) -> String {
         msg = msg.replace(&format!(" for url ({url})"), "");
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn after(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        retry_after(&headers)
+    }
+
+    #[test]
+    fn retry_after_is_read_and_capped() {
+        assert_eq!(after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(after("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(after("Fri, 31 Dec 9999 23:59:59 GMT"), Some(MAX_RETRY_AFTER));
+        assert_eq!(after("Thu, 01 Jan 1970 00:00:00 GMT"), None, "a date in the past");
+        assert_eq!(after("soon"), None);
+    }
 }

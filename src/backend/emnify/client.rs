@@ -102,7 +102,12 @@ impl EmnifyClient {
     pub async fn auth_token(&self) -> Result<SecretString, BackendError> {
         let mut state = self.tokens.lock().await;
         if let Some((token, exp)) = &state.auth {
-            let fresh = exp.is_none_or(|exp| exp - chrono::Duration::seconds(60) > Utc::now());
+            // `exp` is vendor input: checked arithmetic, so a token dated at the edge of time
+            // counts as expired instead of panicking.
+            let fresh = exp.is_none_or(|exp| {
+                exp.checked_sub_signed(chrono::Duration::seconds(60))
+                    .is_some_and(|renew_at| renew_at > Utc::now())
+            });
             if fresh {
                 return Ok(token.clone());
             }

@@ -17,6 +17,9 @@ use crate::metrics::Metrics;
 
 pub const VENDOR: &str = "telenorIotConnect";
 
+/// The longest token lifetime believed, in seconds (`expires_in` is vendor input): a day.
+const MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
+
 /// Connection settings for one Telenor IoT Connect account.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -94,7 +97,9 @@ impl TelenorClient {
         let resp: TokenResponse = answer.json(ACTION)?;
         let token = SecretString::new(resp.access_token);
         // Without `expires_in`, assume an hour (the simulator's default) and rely on 401 renewal.
-        let lifetime = Duration::from_secs(resp.expires_in.unwrap_or(3600));
+        // The value is vendor input: kept within a day, so `Instant` arithmetic cannot overflow
+        // and a token is read again at least daily.
+        let lifetime = Duration::from_secs(resp.expires_in.unwrap_or(3600).min(MAX_TOKEN_LIFETIME_SECS));
         *cached = Some((token.clone(), Instant::now() + lifetime));
         Ok(token)
     }
