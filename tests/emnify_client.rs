@@ -346,3 +346,36 @@ async fn non_numeric_ids_are_invalid() {
     assert_eq!(err.kind, ErrorKind::Invalid);
     assert!(sim.sim.requests().iter().all(|(_, p, _)| !p.contains("SP_123")));
 }
+
+#[tokio::test]
+async fn forbidden_is_its_own_permanent_error_and_is_not_retried_with_a_new_token() {
+    let sim = sim(quiet()).await;
+    let c = client(&sim, app_token(&sim), None);
+    let list = || {
+        c.call(
+            "service.list",
+            Method::GET,
+            "/api/v1/service",
+            None,
+            None,
+            "list services",
+        )
+    };
+    list().await.unwrap();
+    let (auth_before, requests_before) = (auth_calls(&sim), sim.sim.requests().len());
+    sim.sim.inject_fault(Fault {
+        method: None,
+        path_prefix: "/api/v1/service".into(),
+        status: 403,
+        count: 1,
+        retry_after: None,
+        delay: None,
+    });
+    let err = list().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Forbidden);
+    assert_eq!(err.kind.reason(), "Forbidden");
+    assert!(err.kind.is_permanent(), "a person must grant the right");
+    assert!(err.to_string().contains("Forbidden"), "emnify's message is kept: {err}");
+    assert_eq!(auth_calls(&sim), auth_before, "no re-authentication on 403");
+    assert_eq!(sim.sim.requests().len(), requests_before + 1, "and no replay");
+}

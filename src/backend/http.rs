@@ -176,7 +176,9 @@ pub fn timed_out(err: &BackendError) -> bool {
 /// as detail.
 pub fn kind_for_status(status: StatusCode, headers: &HeaderMap) -> ErrorKind {
     match status.as_u16() {
-        401 | 403 => ErrorKind::Unauthorized,
+        401 => ErrorKind::Unauthorized,
+        // Authenticated but not allowed: a new token would be refused the same way.
+        403 => ErrorKind::Forbidden,
         404 => ErrorKind::NotFound,
         409 => ErrorKind::Conflict,
         400 | 405 | 413 | 422 => ErrorKind::Invalid,

@@ -40,6 +40,10 @@ pub enum ErrorKind {
     Invalid,
     /// The credentials were rejected (after one re-authentication).
     Unauthorized,
+    /// The credentials are valid but may not do this (HTTP 403: emnify's "no access permissions
+    /// to the requested resource", a profile of another organisation): re-authenticating cannot
+    /// help, a person must grant the right or change the reference.
+    Forbidden,
     /// The vendor (or our client-side limiter) asked us to slow down.
     RateLimited { retry_after: Option<Duration> },
     /// Network errors, timeouts, 5xx: retry with backoff.
@@ -57,6 +61,7 @@ impl ErrorKind {
             ErrorKind::Conflict => "Conflict",
             ErrorKind::Invalid => "InvalidRequest",
             ErrorKind::Unauthorized => "Unauthorized",
+            ErrorKind::Forbidden => "Forbidden",
             ErrorKind::RateLimited { .. } => "RateLimited",
             ErrorKind::Transient => "VendorUnavailable",
             ErrorKind::OutcomeUnknown => "OutcomeUnknown",
@@ -65,7 +70,10 @@ impl ErrorKind {
 
     /// Permanent errors wait for a spec (or Secret) change instead of a quick retry.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, ErrorKind::Invalid | ErrorKind::Unauthorized)
+        matches!(
+            self,
+            ErrorKind::Invalid | ErrorKind::Unauthorized | ErrorKind::Forbidden
+        )
     }
 }
 

@@ -26,6 +26,7 @@ local needsPerson = {
   SecretNotFound = true,
   SecretKeyMissing = true,
   Unauthorized = true,
+  Forbidden = true,
   CredentialsRejected = true,
   ProviderConfigNotFound = true,
   InvalidProviderConfig = true,
