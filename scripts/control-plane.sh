@@ -8,8 +8,6 @@
 #   bash scripts/control-plane.sh up DIR         start in DIR (state, logs, DIR/kubeconfig); returns
 #                                                when /readyz answers; processes keep running
 #   bash scripts/control-plane.sh down DIR       stop what `up DIR` started
-#   bash scripts/control-plane.sh restart-apiserver DIR
-#                                                stop kube-apiserver and start it again on its port
 #   bash scripts/control-plane.sh run -- CMD...  up in a temporary folder, run CMD with KUBECONFIG
 #                                                (and CONTROL_PLANE_DIR) set, down on exit
 #
@@ -237,19 +235,12 @@ down() {
     stop_pid "$DIR/etcd.pid"
 }
 
-restart_apiserver() {
-    stop_pid "$DIR/kube-apiserver.pid"
-    start_apiserver
-    log "kube-apiserver restarted"
-}
-
 cmd=${1:-}
 shift || true
 case "$cmd" in
 build) build ;;
 up) DIR=${1:?usage: control-plane.sh up DIR}; up ;;
 down) DIR=${1:?usage: control-plane.sh down DIR}; down ;;
-restart-apiserver) DIR=${1:?usage: control-plane.sh restart-apiserver DIR}; restart_apiserver ;;
 run)
     [ "${1:-}" = "--" ] && shift
     [ $# -gt 0 ] || die "usage: control-plane.sh run -- CMD..."

@@ -39,7 +39,7 @@ pub enum RunError {
 }
 
 /// Field manager of one replica's writes to the Lease.
-pub fn lease_field_manager(identity: &str) -> String {
+fn lease_field_manager(identity: &str) -> String {
     format!("{}-{identity}", crate::controller::FIELD_MANAGER)
 }
 

@@ -336,6 +336,37 @@ impl Drop for Operator {
     }
 }
 
+/// The chart installed with `values` in a fresh system namespace, and a kubeconfig holding a
+/// token of its ServiceAccount: what an operator process of these tests runs as.
+struct Installed {
+    release: Release,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+    system: TestNamespace,
+}
+
+impl Installed {
+    async fn new(client: &Client, values: &[&str]) -> Self {
+        let system = TestNamespace::new(client, "co-e2e-system").await;
+        let dir = tempfile::tempdir().unwrap();
+        let release_name = format!("co-{:06x}", rand::random::<u32>() & 0xffffff);
+        let (release, _) = Release::install(&release_name, &system.name, values);
+        let token = service_account_token(client, &system.name, &release.service_account()).await;
+        let kubeconfig = kubeconfig_with_token(&token, dir.path());
+        Installed {
+            release,
+            kubeconfig,
+            dir,
+            system,
+        }
+    }
+
+    /// The operator binary with this installation's identity.
+    fn operator(&self, args: &[&str], identity: &str) -> Operator {
+        Operator::start(&self.kubeconfig, args, identity, self.dir.path())
+    }
+}
+
 /// The example manifests of `dirs`, pointed at simulators in this process (as `apply --simulate`
 /// does), moved into `namespace`.
 async fn examples(dirs: &[&str], namespace: &str) -> (OfflineCluster, Vec<Value>) {
@@ -560,14 +591,9 @@ async fn chart_installs_with_each_mode_and_uninstalls_cleanly() {
 async fn operator_with_the_chart_rbac_reconciles_every_vendor() {
     let client = admin().await;
     install_crds();
-    let system = TestNamespace::new(&client, "co-e2e-system").await;
+    let installed = Installed::new(&client, &[]).await;
     let ns = TestNamespace::new(&client, "co-e2e-apps").await;
-    let dir = tempfile::tempdir().unwrap();
-    let release_name = format!("co-{:06x}", rand::random::<u32>() & 0xffffff);
-    let (release, _) = Release::install(&release_name, &system.name, &[]);
-    let token = service_account_token(&client, &system.name, &release.service_account()).await;
-    let kubeconfig = kubeconfig_with_token(&token, dir.path());
-    let operator = Operator::start(&kubeconfig, &[], "cluster-wide", dir.path());
+    let operator = installed.operator(&[], "cluster-wide");
 
     let (sims, objects) = examples(
         &["examples/quickstart", "examples/subscriptions", "examples/bics"],
@@ -585,7 +611,7 @@ async fn operator_with_the_chart_rbac_reconciles_every_vendor() {
     check_field_managers(&client, &ns.name).await;
     check_deletion_policies(&client, &ns.name, &sims).await;
     drop(operator);
-    release.uninstall();
+    installed.release.uninstall();
 }
 
 /// The same with the chart in namespaced mode: Roles only, the operator watching one namespace.
@@ -594,16 +620,11 @@ async fn operator_with_the_chart_rbac_reconciles_every_vendor() {
 async fn namespaced_operator_with_roles_only() {
     let client = admin().await;
     install_crds();
-    let system = TestNamespace::new(&client, "co-e2e-system").await;
     let ns = TestNamespace::new(&client, "co-e2e-apps").await;
     let other = TestNamespace::new(&client, "co-e2e-other").await;
-    let dir = tempfile::tempdir().unwrap();
-    let release_name = format!("co-{:06x}", rand::random::<u32>() & 0xffffff);
     let watch = format!("watchNamespaces={{{}}}", ns.name);
-    let (release, _) = Release::install(&release_name, &system.name, &[watch.as_str()]);
-    let token = service_account_token(&client, &system.name, &release.service_account()).await;
-    let kubeconfig = kubeconfig_with_token(&token, dir.path());
-    let operator = Operator::start(&kubeconfig, &["--namespace", &ns.name], "namespaced", dir.path());
+    let installed = Installed::new(&client, &[watch.as_str()]).await;
+    let operator = installed.operator(&["--namespace", &ns.name], "namespaced");
 
     let (_sims, objects) = examples(&["examples/quickstart"], &ns.name).await;
     apply_all(&client, &objects).await;
@@ -638,7 +659,7 @@ async fn namespaced_operator_with_roles_only() {
         "--timeout=60s",
     ]));
     drop(operator);
-    release.uninstall();
+    installed.release.uninstall();
 }
 
 async fn check_status_and_events(client: &Client, ns: &str, operator: &Operator) {
@@ -911,14 +932,9 @@ async fn check_deletion_policies(client: &Client, ns: &str, sims: &OfflineCluste
 async fn namespace_deletion_completes_and_the_deletion_policy_holds() {
     let client = admin().await;
     install_crds();
-    let system = TestNamespace::new(&client, "co-e2e-system").await;
+    let installed = Installed::new(&client, &[]).await;
     let ns = TestNamespace::new(&client, "co-e2e-doomed").await;
-    let dir = tempfile::tempdir().unwrap();
-    let release_name = format!("co-{:06x}", rand::random::<u32>() & 0xffffff);
-    let (release, _) = Release::install(&release_name, &system.name, &[]);
-    let token = service_account_token(&client, &system.name, &release.service_account()).await;
-    let kubeconfig = kubeconfig_with_token(&token, dir.path());
-    let operator = Operator::start(&kubeconfig, &[], "ns-deletion", dir.path());
+    let operator = installed.operator(&[], "ns-deletion");
     let (sims, mut objects) = examples(&["examples/quickstart"], &ns.name).await;
     for o in &mut objects {
         if o["metadata"]["name"] == "lpwa-sensors" {
@@ -948,7 +964,7 @@ async fn namespace_deletion_completes_and_the_deletion_policy_holds() {
         "Delete removes the vendor profile"
     );
     drop(operator);
-    release.uninstall();
+    installed.release.uninstall();
 }
 
 /// Two operator processes on one Lease: one reconciles; SIGKILL it and the other takes over
@@ -958,13 +974,9 @@ async fn namespace_deletion_completes_and_the_deletion_policy_holds() {
 async fn leader_election_one_leader_takeover_and_a_second_taker_refused() {
     let client = admin().await;
     install_crds();
-    let system = TestNamespace::new(&client, "co-e2e-system").await;
+    let installed = Installed::new(&client, &["leaderElection.enabled=true"]).await;
+    let system = &installed.system;
     let ns = TestNamespace::new(&client, "co-e2e-ha").await;
-    let dir = tempfile::tempdir().unwrap();
-    let release_name = format!("co-{:06x}", rand::random::<u32>() & 0xffffff);
-    let (release, _) = Release::install(&release_name, &system.name, &["leaderElection.enabled=true"]);
-    let token = service_account_token(&client, &system.name, &release.service_account()).await;
-    let kubeconfig = kubeconfig_with_token(&token, dir.path());
     let lease_name = "connectivity-operator";
     let args = [
         "--leader-election",
@@ -973,8 +985,8 @@ async fn leader_election_one_leader_takeover_and_a_second_taker_refused() {
         "--leader-election-lease",
         lease_name,
     ];
-    let mut a = Operator::start(&kubeconfig, &args, "replica-a", dir.path());
-    let mut b = Operator::start(&kubeconfig, &args, "replica-b", dir.path());
+    let mut a = installed.operator(&args, "replica-a");
+    let mut b = installed.operator(&args, "replica-b");
     let leases: Api<Lease> = Api::namespaced(client.clone(), &system.name);
     let holder = || {
         let leases = leases.clone();
@@ -1097,5 +1109,5 @@ async fn leader_election_one_leader_takeover_and_a_second_taker_refused() {
         &ns.name,
         "--timeout=60s",
     ]));
-    release.uninstall();
+    installed.release.uninstall();
 }

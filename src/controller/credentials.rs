@@ -5,14 +5,15 @@
 //! With it, the Secret stays readable (marked for deletion) until the last ProviderConfig using it
 //! is gone, and the deletion policies are honoured at the vendor.
 //!
-//! The ProviderConfig controller calls [`protect`] on every reconcile and [`release`] when the
-//! ProviderConfig is deleted or points at another Secret; both are idempotent JSON patches guarded
-//! by the Secret's resourceVersion.
+//! The ProviderConfig controller calls [`protect`] on every reconcile (with the Secret its resolve
+//! step reads anyway) and [`release`] when the ProviderConfig is deleted or points at another
+//! Secret; both are idempotent JSON patches guarded by the Secret's resourceVersion.
 
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, TestOperation};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 
 use crate::crd::ProviderConfig;
 
@@ -21,7 +22,7 @@ pub const CREDENTIALS_FINALIZER: &str = "connectivity-operator.dev/credentials-i
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
-    #[error("failed to read Secret {namespace}/{name} to protect it: {source}")]
+    #[error("failed to read Secret {namespace}/{name} to release it: {source}")]
     Get {
         namespace: String,
         name: String,
@@ -34,25 +35,13 @@ pub enum CredentialsError {
         name: String,
         source: kube::Error,
     },
-    #[error("failed to list ProviderConfigs in {namespace} sharing Secret {name}: {source}")]
-    List {
-        namespace: String,
-        name: String,
-        source: kube::Error,
-    },
+    #[error("failed to list the ProviderConfigs in {namespace} that may share a Secret: {source}")]
+    List { namespace: String, source: kube::Error },
 }
 
-/// Puts the finalizer on `namespace/name` unless it is there, the Secret is missing (resolve
-/// reports that) or already being deleted (no finalizer may be added then). Returns whether the
-/// Secret carries the finalizer afterwards.
-pub async fn protect(client: &Client, namespace: &str, name: &str) -> Result<bool, CredentialsError> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets.get_opt(name).await.map_err(|source| CredentialsError::Get {
-        namespace: namespace.into(),
-        name: name.into(),
-        source,
-    })?;
-    let Some(secret) = secret else { return Ok(false) };
+/// Puts the finalizer on `secret` unless it is there or the Secret is already being deleted (no
+/// finalizer may be added then). Returns whether the Secret carries the finalizer afterwards.
+pub async fn protect(client: &Client, secret: &Secret) -> Result<bool, CredentialsError> {
     if secret.finalizers().iter().any(|f| f == CREDENTIALS_FINALIZER) {
         return Ok(true);
     }
@@ -60,62 +49,81 @@ pub async fn protect(client: &Client, namespace: &str, name: &str) -> Result<boo
         return Ok(false);
     }
     let add = if secret.metadata.finalizers.is_none() {
-        json!({"op": "add", "path": "/metadata/finalizers", "value": [CREDENTIALS_FINALIZER]})
+        PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "finalizers"]),
+            value: serde_json::json!([CREDENTIALS_FINALIZER]),
+        })
     } else {
-        json!({"op": "add", "path": "/metadata/finalizers/-", "value": CREDENTIALS_FINALIZER})
+        PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "finalizers", "-"]),
+            value: CREDENTIALS_FINALIZER.into(),
+        })
     };
-    patch(&secrets, &secret, add, "add").await.map(|()| true)
+    patch(client, secret, add, "add").await.map(|()| true)
 }
 
-/// Removes the finalizer from `namespace/name` unless another ProviderConfig than `except` (one
-/// not yet gone, deleting or not) still uses the Secret. A missing Secret is released already.
-pub async fn release(client: &Client, namespace: &str, name: &str, except: &str) -> Result<(), CredentialsError> {
+/// Removes the finalizer from each of the Secrets `names` in `namespace` that no ProviderConfig
+/// other than `except` (one not yet gone, deleting or not) still uses. A missing Secret is
+/// released already.
+pub async fn release(client: &Client, namespace: &str, names: &[&str], except: &str) -> Result<(), CredentialsError> {
     let pcs: Api<ProviderConfig> = Api::namespaced(client.clone(), namespace);
-    let shared = pcs
+    let others = pcs
         .list(&ListParams::default())
         .await
         .map_err(|source| CredentialsError::List {
             namespace: namespace.into(),
-            name: name.into(),
             source,
         })?
-        .items
-        .iter()
-        .any(|pc| pc.name_any() != except && pc.spec.credentials_secret_ref.name == name);
-    if shared {
-        return Ok(());
-    }
+        .items;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets.get_opt(name).await.map_err(|source| CredentialsError::Get {
-        namespace: namespace.into(),
-        name: name.into(),
-        source,
-    })?;
-    let Some(secret) = secret else { return Ok(()) };
-    let Some(index) = secret.finalizers().iter().position(|f| f == CREDENTIALS_FINALIZER) else {
-        return Ok(());
-    };
-    let remove = json!({"op": "remove", "path": format!("/metadata/finalizers/{index}")});
-    patch(&secrets, &secret, remove, "remove").await
+    for name in names {
+        if others
+            .iter()
+            .any(|pc| pc.name_any() != except && pc.spec.credentials_secret_ref.name == *name)
+        {
+            continue;
+        }
+        let secret = secrets.get_opt(name).await.map_err(|source| CredentialsError::Get {
+            namespace: namespace.into(),
+            name: (*name).into(),
+            source,
+        })?;
+        let Some(secret) = secret else { continue };
+        let Some(index) = secret.finalizers().iter().position(|f| f == CREDENTIALS_FINALIZER) else {
+            continue;
+        };
+        let remove = PatchOperation::Remove(RemoveOperation {
+            path: PointerBuf::from_tokens(["metadata", "finalizers", &index.to_string()]),
+        });
+        patch(client, &secret, remove, "remove").await?;
+    }
+    Ok(())
 }
 
 async fn patch(
-    secrets: &Api<Secret>,
+    client: &Client,
     secret: &Secret,
-    op: serde_json::Value,
+    op: PatchOperation,
     action: &'static str,
 ) -> Result<(), CredentialsError> {
+    let namespace = secret.namespace().unwrap_or_default();
     // The test makes a concurrent change (another finalizer, a rotation) fail the patch instead
     // of the index pointing at the wrong finalizer; the next reconcile reads it again.
-    let ops = json!([{"op": "test", "path": "/metadata/resourceVersion", "value": secret.resource_version()}, op]);
-    let patch: json_patch::Patch = serde_json::from_value(ops).expect("a valid JSON patch");
-    secrets
-        .patch(&secret.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+    let guard = PatchOperation::Test(TestOperation {
+        path: PointerBuf::from_tokens(["metadata", "resourceVersion"]),
+        value: secret.resource_version().into(),
+    });
+    Api::<Secret>::namespaced(client.clone(), &namespace)
+        .patch(
+            &secret.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(json_patch::Patch(vec![guard, op])),
+        )
         .await
         .map(drop)
         .map_err(|source| CredentialsError::Patch {
             action,
-            namespace: secret.namespace().unwrap_or_default(),
+            namespace,
             name: secret.name_any(),
             source,
         })

@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::Clock;
-
 use chrono::{DateTime, Utc};
 use futures::channel::mpsc::UnboundedSender;
 
+use super::Clock;
 use crate::backend::{BackendError, Inventory, ObservedSubscription, SimIdentity, SubscriptionBackend};
 
 /// A cached sweep: when it started (comparable with status times), when it ended, and what it

@@ -137,15 +137,20 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(wait));
     }
     let namespace = pc.namespace().unwrap_or_else(|| "default".into());
-    let secret = &pc.spec.credentials_secret_ref.name;
-    let previous = pc.status.as_ref().and_then(|s| s.protected_secret.clone());
+    let secret_name = &pc.spec.credentials_secret_ref.name;
+    let previous = pc.status.as_ref().and_then(|s| s.protected_secret.as_deref());
+    // One read of the Secret serves its protection and the resolve step.
+    let secret = super::resolve::credentials_secret(&ctx.client, pc).await;
     // Keep the credentials while this account exists; let go of a Secret no longer used.
     let protection = async {
-        let protected = credentials::protect(&ctx.client, &namespace, secret).await?;
-        if let Some(old) = previous.as_ref().filter(|old| *old != secret) {
-            credentials::release(&ctx.client, &namespace, old, &pc.name_any()).await?;
+        let protected = match &secret {
+            Ok(secret) => credentials::protect(&ctx.client, secret).await?,
+            Err(_) => false,
+        };
+        if let Some(old) = previous.filter(|old| old != secret_name) {
+            credentials::release(&ctx.client, &namespace, &[old], &pc.name_any()).await?;
         }
-        Ok::<_, Error>(protected.then(|| secret.clone()))
+        Ok::<_, Error>(protected.then(|| secret_name.clone()))
     }
     .await;
     let mut status = pc.status.clone().unwrap_or_default();
@@ -154,7 +159,7 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
         Ok(protected) => {
             status.protected_secret = protected;
             async {
-                let provider = ctx.providers.for_provider_config(&ctx.client, pc).await?;
+                let provider = ctx.providers.with_secret(pc, &secret?)?;
                 let info = provider.account.verify().await.map_err(|source| Error::Verify {
                     name: pc.name_any(),
                     source,
@@ -274,12 +279,10 @@ async fn cleanup(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
         return Err(err);
     }
     // Nothing needs the credentials any more (unless another ProviderConfig shares them).
-    credentials::release(&ctx.client, &namespace, &pc.spec.credentials_secret_ref.name, &name).await?;
-    if let Some(old) = pc.status.as_ref().and_then(|s| s.protected_secret.as_ref())
-        && *old != pc.spec.credentials_secret_ref.name
-    {
-        credentials::release(&ctx.client, &namespace, old, &name).await?;
-    }
+    let mut secrets = vec![pc.spec.credentials_secret_ref.name.as_str()];
+    secrets.extend(pc.status.as_ref().and_then(|s| s.protected_secret.as_deref()));
+    secrets.dedup();
+    credentials::release(&ctx.client, &namespace, &secrets, &name).await?;
     ctx.providers.forget(&namespace, &name);
     Ok(Action::await_change())
 }

@@ -149,25 +149,17 @@ impl Providers {
         client: &Client,
         pc: &ProviderConfig,
     ) -> Result<Arc<Provider>, ResolveError> {
+        let secret = credentials_secret(client, pc).await?;
+        self.with_secret(pc, &secret)
+    }
+
+    /// Connected backend for a ProviderConfig whose credentials Secret the caller already read.
+    pub fn with_secret(&self, pc: &ProviderConfig, secret: &Secret) -> Result<Arc<Provider>, ResolveError> {
         let namespace = pc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let name = pc.metadata.name.clone().unwrap_or_default();
         let secret_name = &pc.spec.credentials_secret_ref.name;
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-        let secret = secrets
-            .get_opt(secret_name)
-            .await
-            .map_err(|source| ResolveError::GetSecret {
-                namespace: namespace.clone(),
-                name: secret_name.clone(),
-                source,
-            })?
-            .ok_or_else(|| ResolveError::SecretNotFound {
-                namespace: namespace.clone(),
-                name: secret_name.clone(),
-                provider: name.clone(),
-            })?;
         let credentials =
-            credentials(pc.spec.vendor, &secret, pc.spec.credentials_secret_ref.key.as_deref()).map_err(|detail| {
+            credentials(pc.spec.vendor, secret, pc.spec.credentials_secret_ref.key.as_deref()).map_err(|detail| {
                 ResolveError::SecretKeyMissing {
                     namespace: namespace.clone(),
                     name: secret_name.clone(),
@@ -450,25 +442,43 @@ pub fn credentials(vendor: Vendor, secret: &Secret, key: Option<&str>) -> Result
     }
 }
 
-impl ResolveError {
-    /// The account's credentials cannot be had: its ProviderConfig or its Secret is missing.
-    pub fn credentials_unavailable(&self) -> bool {
-        matches!(
-            self,
-            ResolveError::ProviderConfigNotFound { .. }
-                | ResolveError::SecretNotFound { .. }
-                | ResolveError::SecretKeyMissing { .. }
-        )
-    }
+/// The credentials Secret a ProviderConfig names.
+pub async fn credentials_secret(client: &Client, pc: &ProviderConfig) -> Result<Secret, ResolveError> {
+    let namespace = pc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let secret_name = &pc.spec.credentials_secret_ref.name;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    secrets
+        .get_opt(secret_name)
+        .await
+        .map_err(|source| ResolveError::GetSecret {
+            namespace: namespace.clone(),
+            name: secret_name.clone(),
+            source,
+        })?
+        .ok_or_else(|| ResolveError::SecretNotFound {
+            namespace,
+            name: secret_name.clone(),
+            provider: pc.metadata.name.clone().unwrap_or_default(),
+        })
 }
 
-/// Whether the account an object uses is going away: its ProviderConfig is gone or being deleted.
-/// An object's cleanup that cannot get the credentials then has nothing left to wait for (a
-/// namespace deletion took the Secret before the operator protected it, or someone removed the
-/// protecting finalizer): it leaves the vendor object as it is and says so, instead of blocking
-/// the deletion for ever. Errors reading the ProviderConfig count as "not going away" (retry).
-pub async fn account_going_away(client: &kube::Client, namespace: &str, name: &str) -> bool {
-    let pcs: kube::Api<crate::crd::ProviderConfig> = kube::Api::namespaced(client.clone(), namespace);
+/// Whether an object's cleanup that failed with `err` has nothing left to wait for: the
+/// credentials cannot be had (ProviderConfig or Secret missing) and the account itself is going
+/// away (its ProviderConfig is gone or being deleted). That happens when a namespace deletion took
+/// the Secret before the operator protected it, or someone removed the protecting finalizer; the
+/// cleanup then leaves the vendor object as it is and says so, instead of blocking the deletion for
+/// ever. An error reading the ProviderConfig counts as "not going away" (retry).
+pub async fn credentials_gone_for_good(client: &Client, err: &ResolveError, namespace: &str, name: &str) -> bool {
+    let unavailable = matches!(
+        err,
+        ResolveError::ProviderConfigNotFound { .. }
+            | ResolveError::SecretNotFound { .. }
+            | ResolveError::SecretKeyMissing { .. }
+    );
+    if !unavailable {
+        return false;
+    }
+    let pcs: Api<ProviderConfig> = Api::namespaced(client.clone(), namespace);
     match pcs.get_opt(name).await {
         Ok(None) => true,
         Ok(Some(pc)) => pc.metadata.deletion_timestamp.is_some(),

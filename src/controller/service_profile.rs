@@ -603,13 +603,13 @@ async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::await_change())
         }
         Err(Error::Resolve(e))
-            if e.credentials_unavailable()
-                && super::resolve::account_going_away(
-                    &ctx.client,
-                    &sp.namespace().unwrap_or_else(|| "default".into()),
-                    &sp.spec.provider_config_ref.name,
-                )
-                .await =>
+            if super::resolve::credentials_gone_for_good(
+                &ctx.client,
+                &e,
+                &sp.namespace().unwrap_or_else(|| "default".into()),
+                &sp.spec.provider_config_ref.name,
+            )
+            .await =>
         {
             event(
                 ctx,

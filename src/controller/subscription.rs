@@ -735,13 +735,13 @@ async fn cleanup(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Actio
             Ok(Action::await_change())
         }
         Err(Error::Resolve(e))
-            if e.credentials_unavailable()
-                && super::resolve::account_going_away(
-                    &ctx.client,
-                    &csub.namespace().unwrap_or_else(|| "default".into()),
-                    &csub.spec.provider_config_ref.name,
-                )
-                .await =>
+            if super::resolve::credentials_gone_for_good(
+                &ctx.client,
+                &e,
+                &csub.namespace().unwrap_or_else(|| "default".into()),
+                &csub.spec.provider_config_ref.name,
+            )
+            .await =>
         {
             event(
                 ctx,

@@ -347,7 +347,7 @@ fn parse_fields_v1(v: &Value, prefix: &mut FieldPath, out: &mut FieldSet) {
 
 /// `managedFields` after a non-apply write from `old` to `new`: every applier keeps only the
 /// fields the write left as they were. `None` when nothing changes.
-pub(crate) fn disown_changed(old: &Value, new: &Value) -> Option<Value> {
+pub(crate) fn disown_changed(rt: &ResourceType, old: &Value, new: &Value) -> Option<Value> {
     let entries = parse_managed_fields(old);
     let mut changed = false;
     let kept: Vec<Value> = entries
@@ -361,12 +361,7 @@ pub(crate) fn disown_changed(old: &Value, new: &Value) -> Option<Value> {
                 return Some(entry.raw);
             }
             changed = true;
-            if entry.fields.is_empty() {
-                return None;
-            }
-            let mut raw = entry.raw.clone();
-            raw["fieldsV1"] = fields_v1(&entry.fields);
-            Some(raw)
+            (!entry.fields.is_empty()).then(|| rebuild_entry(rt, &entry))
         })
         .collect();
     changed.then_some(Value::Array(kept))

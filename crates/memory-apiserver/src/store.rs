@@ -487,7 +487,7 @@ impl State {
         if let Some(managed) = options.managed_fields {
             meta.insert("managedFields".into(), managed);
         }
-        if !applied && let Some(managed) = crate::apply::disown_changed(&old, &merged) {
+        if !applied && let Some(managed) = crate::apply::disown_changed(rt, &old, &merged) {
             metadata_mut_value(&mut merged).insert("managedFields".into(), managed);
         }
 
