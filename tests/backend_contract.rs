@@ -160,9 +160,10 @@ fn profile_spec(v: &Vendor) -> ServiceProfileSpec {
 async fn profile_contract(v: Vendor) {
     let backend = v.profiles.clone().expect("profile backend");
     let spec = profile_spec(&v);
-    let desired = DesiredServiceProfile {
+    let mut desired = DesiredServiceProfile {
         name: format!("contract-{}", v.name),
         spec: &spec,
+        written: None,
     };
     let by_name = Lookup::Name(desired.name.clone());
 
@@ -176,8 +177,10 @@ async fn profile_contract(v: Vendor) {
     );
     assert_eq!((v.writes)(), writes, "{}: observe wrote", v.name);
 
-    // create, then update until in sync; repeating the same changes is harmless
+    // create, then update until in sync; repeating the same changes is harmless. The create sent
+    // the write-only settings, so they are recorded as sent (as the controller does in status).
     let id = backend.create(&desired).await.unwrap();
+    desired.written = backend.write_only(&desired);
     let Observation::Present(observed) = backend.observe(&desired, &Lookup::Id(id.clone())).await.unwrap() else {
         panic!("{}: created profile not observed by id", v.name)
     };
@@ -207,6 +210,7 @@ async fn profile_contract(v: Vendor) {
     let other = DesiredServiceProfile {
         name: format!("contract-{}-2", v.name),
         spec: &spec,
+        written: None,
     };
     let id2 = backend.create(&other).await.unwrap();
     backend.delete(&id2).await.unwrap();

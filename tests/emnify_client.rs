@@ -338,6 +338,7 @@ async fn non_numeric_ids_are_invalid() {
     let desired = DesiredServiceProfile {
         name: "x".into(),
         spec: &spec,
+        written: None,
     };
     let err = backend
         .observe(&desired, &Lookup::Id("SP_123".into()))

@@ -195,6 +195,49 @@ async fn delete_of_a_profile_attached_to_a_plan_waits() {
     assert!(h.bics().service_profile_by_name("p").is_empty());
 }
 
+/// GetServiceProfile returns `profileId`, `profileName`, `serviceName`, `ratTypeName` and
+/// `category`, nothing else (the simulator's default): a profile in sync is only read on a
+/// resync, and the write-only `status` is sent on create and again only when the spec changes it.
+#[tokio::test]
+async fn documented_reads_only_no_write_loop_and_status_is_write_only() {
+    let h = Harness::with_bics(quiet()).await;
+    h.add_sp("p", profile_spec("p"));
+    converge(&h, "p").await;
+    let sp = h.sp("p").await;
+    assert_eq!(condition(&sp, READY).status, ConditionStatus::True);
+    assert_eq!(sp.status.as_ref().unwrap().write_only.as_deref(), Some("status=1"));
+    assert_eq!(h.bics().call_count("CreateServiceProfile"), 1);
+    assert_eq!(
+        h.bics().call_count("ModifyServiceProfile"),
+        0,
+        "the create carried everything"
+    );
+    for _ in 0..3 {
+        h.resync_due("p").await;
+        h.reconcile_sp("p").await.unwrap();
+    }
+    assert_eq!(h.bics().call_count("ModifyServiceProfile"), 0, "in sync: reads only");
+    assert_eq!(condition(&h.sp("p").await, READY).status, ConditionStatus::True);
+
+    // The spec's status changes: one Modify with only the status, then quiet again.
+    h.patch_spec("p", json!({"bicsSft": {"status": "Inactive"}})).await;
+    converge(&h, "p").await;
+    assert_eq!(h.bics().service_profile_by_name("p")[0]["status"], "0");
+    assert_eq!(h.bics().call_count("ModifyServiceProfile"), 1);
+    assert_eq!(h.sp("p").await.status.unwrap().write_only.as_deref(), Some("status=0"));
+    h.resync_due("p").await;
+    h.reconcile_sp("p").await.unwrap();
+    assert_eq!(h.bics().call_count("ModifyServiceProfile"), 1);
+
+    // Changed in the portal: the readable fields are corrected, the status cannot be seen.
+    h.bics().set_profile_status_and_rat("p", "1", "02");
+    h.resync_due("p").await;
+    converge(&h, "p").await;
+    let row = &h.bics().service_profile_by_name("p")[0];
+    assert_eq!(row["accessType"], "06", "RAT read from ratTypeName and corrected");
+    assert_eq!(row["status"], "1", "status is not readable, so not corrected");
+}
+
 #[tokio::test]
 async fn a_profile_with_the_name_is_adopted_and_vendor_refusals_reported() {
     let h = Harness::with_bics(quiet()).await;

@@ -294,6 +294,7 @@ async fn every_vendor_against(url: &str) {
     let desired = DesiredServiceProfile {
         name: "fuzz".into(),
         spec: &emnify_spec,
+        written: None,
     };
     within("emnify verify", emnify.verify()).await;
     within(
@@ -344,6 +345,7 @@ async fn every_vendor_against(url: &str) {
     let desired = DesiredServiceProfile {
         name: "fuzz".into(),
         spec: &bics_spec,
+        written: None,
     };
     within("BICS verify", bics.verify()).await;
     within(

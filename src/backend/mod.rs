@@ -136,6 +136,9 @@ pub struct DesiredServiceProfile<'a> {
     /// Name at the vendor (`spec.name`, else `metadata.name`).
     pub name: String,
     pub spec: &'a ServiceProfileSpec,
+    /// `status.writeOnly`: fingerprint of the settings the vendor cannot return, as last sent
+    /// (see [`ServiceProfileBackend::write_only`]); `None` when never sent or unknown.
+    pub written: Option<String>,
 }
 
 /// One change a backend will make to bring the vendor object in line with the spec.
@@ -200,6 +203,13 @@ pub trait ServiceProfileBackend: Send + Sync {
 
     /// Delete the vendor object. Not found is success; in use is [`ErrorKind::Conflict`].
     async fn delete(&self, id: &str) -> Result<(), BackendError>;
+
+    /// Fingerprint of the spec's write-only settings: those the vendor accepts but never returns
+    /// (BICS's profile `status`). Recorded in `status.writeOnly` after a create or update; when it
+    /// differs from the spec's, `observe` plans to send them again. `None`: nothing is write-only.
+    fn write_only(&self, _desired: &DesiredServiceProfile<'_>) -> Option<String> {
+        None
+    }
 }
 
 /// Result of checking a vendor account's credentials.

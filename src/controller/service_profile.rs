@@ -188,14 +188,19 @@ pub async fn plan(sp: &ServiceProfile, ctx: &Context) -> Result<Planned, Error> 
             provider: provider_name.clone(),
         });
     }
-    let desired = DesiredServiceProfile {
+    let policy = effective_policy(sp.spec.management_policy, provider.read_only_service_profiles);
+    let mut desired = DesiredServiceProfile {
         name: sp.vendor_name(),
         spec: &sp.spec,
+        written: sp.status.as_ref().and_then(|s| s.write_only.clone()),
     };
+    if policy != ManagementPolicy::Full {
+        // Observe-only never sends write-only settings, and what it cannot read is no drift.
+        desired.written = provider.service_profiles.write_only(&desired);
+    }
     // observe
     let (source, observation) = observe(provider.service_profiles.as_ref(), &desired, sp).await?;
     // plan
-    let policy = effective_policy(sp.spec.management_policy, provider.read_only_service_profiles);
     let decision = decide(policy, source, observation);
     Ok(Planned {
         provider,
@@ -261,6 +266,8 @@ struct Outcome {
     id: Option<String>,
     observed: Option<ObservedProfile>,
     ready: Condition,
+    /// The write-only fingerprint sent by this reconcile (`None`: nothing sent).
+    written: Option<String>,
 }
 
 async fn apply(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
@@ -299,6 +306,7 @@ async fn apply(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
             ctx.reset_backoff(&key_of(sp));
             let mut status = sp.status.clone().unwrap_or_default();
             status.id = outcome.id.or(status.id);
+            status.write_only = outcome.written.or(status.write_only);
             if let Some(observed) = &outcome.observed {
                 status.used_count = observed.used_count;
                 status.observed = Some(observed.summary.clone());
@@ -332,44 +340,58 @@ async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> 
     } = plan(sp, ctx).await?;
     let backend = provider.service_profiles.as_ref();
     let vendor = provider.vendor;
-    let desired = DesiredServiceProfile {
+    let mut desired = DesiredServiceProfile {
         name: vendor_name.clone(),
         spec: &sp.spec,
+        written: sp.status.as_ref().and_then(|s| s.write_only.clone()),
     };
     let known_id = sp.status.as_ref().and_then(|s| s.id.clone());
     let adopted = |id: &str| known_id.as_deref() != Some(id);
-    let done = |observed: ObservedProfile| Outcome {
+    let done = |observed: ObservedProfile, written: Option<String>| Outcome {
         id: Some(observed.id.clone()),
         ready: ready_condition(&observed, generation),
         observed: Some(observed),
+        written,
     };
     match decision {
         Decision::Create => {
             let id = backend.create(&desired).await?;
             let note = format!("created {vendor} service profile {vendor_name:?} with id {id}");
             event(ctx, sp, EventType::Normal, "Created", "Create", note).await;
+            // The create carried the write-only settings.
+            desired.written = backend.write_only(&desired);
             // Record the id before anything else, so a crash from here on adopts instead of creating again.
-            record_id(ctx, sp, &id, generation).await?;
-            Ok(done(update_until_in_sync(backend, &desired, &id, ctx, sp).await?))
+            record_id(ctx, sp, &id, desired.written.as_deref(), generation).await?;
+            let written = desired.written.clone();
+            Ok(done(
+                update_until_in_sync(backend, &desired, &id, ctx, sp).await?,
+                written,
+            ))
         }
         Decision::Update(observed) => {
             if adopted(&observed.id) {
                 adopt_event(ctx, sp, vendor, &observed.id).await;
                 // Record the adopted id first: if the vendor refuses the changes, status still
                 // says which profile this object owns.
-                record_id(ctx, sp, &observed.id, generation).await?;
+                record_id(ctx, sp, &observed.id, None, generation).await?;
             }
             apply_changes(backend, &observed.id, &observed.changes, ctx, sp).await?;
-            Ok(done(present(
-                backend.observe(&desired, &Lookup::Id(observed.id.clone())).await?,
-                &observed.id,
-            )?))
+            // The planned changes carried the write-only settings when they differed.
+            desired.written = backend.write_only(&desired);
+            let written = desired.written.clone();
+            Ok(done(
+                present(
+                    backend.observe(&desired, &Lookup::Id(observed.id.clone())).await?,
+                    &observed.id,
+                )?,
+                written,
+            ))
         }
         Decision::UpToDate(observed) => {
             if adopted(&observed.id) {
                 adopt_event(ctx, sp, vendor, &observed.id).await;
             }
-            Ok(done(observed))
+            Ok(done(observed, None))
         }
         Decision::Conflict { ids } => Err(Error::Ambiguous {
             vendor,
@@ -390,8 +412,9 @@ async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> 
                 format!("observe-only: no {vendor} service profile named {vendor_name:?}"),
                 generation,
             ),
+            written: None,
         }),
-        Decision::ReportDrift(observed) => Ok(done(observed)),
+        Decision::ReportDrift(observed) => Ok(done(observed, None)),
     }
 }
 
@@ -472,9 +495,18 @@ fn ready_condition(observed: &ObservedProfile, generation: Option<i64>) -> Condi
     }
 }
 
-async fn record_id(ctx: &Context, sp: &ServiceProfile, id: &str, generation: Option<i64>) -> Result<(), Error> {
+async fn record_id(
+    ctx: &Context,
+    sp: &ServiceProfile,
+    id: &str,
+    written: Option<&str>,
+    generation: Option<i64>,
+) -> Result<(), Error> {
     let mut status = sp.status.clone().unwrap_or_default();
     status.id = Some(id.to_string());
+    if let Some(w) = written {
+        status.write_only = Some(w.to_string());
+    }
     status.conditions = conditions::merge(
         &status.conditions,
         vec![Condition::new(

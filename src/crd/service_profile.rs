@@ -290,6 +290,12 @@ pub struct ServiceProfileStatus {
     /// Summary of the vendor object as last observed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<ObservedServiceProfile>,
+    /// Settings the vendor accepts but never returns, as last sent (BICS: the profile status,
+    /// e.g. `status=1`). The operator cannot read them back, so it sends them again only when
+    /// the spec's value differs from this record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub write_only: Option<String>,
 }
 
 /// Summary of the vendor's service profile.

@@ -147,18 +147,25 @@ impl BicsBackend {
     }
 }
 
+/// Whether a read-back row shows a modify's readable fields. `status` cannot be read back (BICS
+/// does not return it); a modify is applied as a whole, so the readable fields stand for it.
 fn modify_applied(row: &ProfileRow, fields: &serde_json::Map<String, Value>) -> bool {
     fields.iter().all(|(k, v)| {
         let want = v.as_str().unwrap_or_default();
         match k.as_str() {
             "name" => row.name == want,
-            "status" => row.status == want,
-            "category" => row.category == want,
             "accessType" => row.access_type.as_deref() == Some(want),
             "service" => row.services == want.split('|').filter_map(|x| x.parse().ok()).collect(),
             _ => true,
         }
     })
+}
+
+/// Whether a modify carries a field a read-back can confirm.
+fn verifiable(fields: &serde_json::Map<String, Value>) -> bool {
+    fields
+        .keys()
+        .any(|k| matches!(k.as_str(), "name" | "accessType" | "service"))
 }
 
 #[async_trait]
@@ -181,7 +188,7 @@ impl ServiceProfileBackend for BicsBackend {
         match rows.as_slice() {
             [] => Ok(Observation::Missing),
             [row] => {
-                let changes = map::plan(&desired.name, spec, row);
+                let changes = map::plan(&desired.name, spec, row, desired.written.as_deref());
                 Ok(Observation::Present(ObservedProfile {
                     id: row.id.clone(),
                     used_count: None,
@@ -235,12 +242,22 @@ impl ServiceProfileBackend for BicsBackend {
 
     async fn update(&self, id: &str, changes: &[ProfileChange]) -> Result<(), BackendError> {
         for change in changes {
-            let ProfileOp::Bics(Change::Modify { fields }) = &change.op else {
-                return Err(BackendError::new(
-                    "update BICS service profile",
-                    ErrorKind::Invalid,
-                    "not a BICS change",
-                ));
+            let fields = match &change.op {
+                ProfileOp::Bics(Change::Modify { fields }) => fields,
+                ProfileOp::Bics(Change::Immutable { field }) => {
+                    return Err(BackendError::new(
+                        format!("change {field} of BICS service profile {id}"),
+                        ErrorKind::Invalid,
+                        change.description.clone(),
+                    ));
+                }
+                _ => {
+                    return Err(BackendError::new(
+                        "update BICS service profile",
+                        ErrorKind::Invalid,
+                        "not a BICS change",
+                    ));
+                }
             };
             let action = format!("{} on BICS service profile {id}", change.description);
             let mut profile = fields.clone();
@@ -253,6 +270,13 @@ impl ServiceProfileBackend for BicsBackend {
                     .await
                 {
                     Ok(_) => break,
+                    // Only write-only fields: nothing to read back, and sending the same values
+                    // again is harmless.
+                    Err(e) if e.kind == ErrorKind::OutcomeUnknown && !verifiable(fields) => {
+                        if attempt == 1 {
+                            return Err(e);
+                        }
+                    }
                     Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
                         let landed = self
                             .verify(|| async {
@@ -275,6 +299,10 @@ impl ServiceProfileBackend for BicsBackend {
             }
         }
         Ok(())
+    }
+
+    fn write_only(&self, desired: &DesiredServiceProfile<'_>) -> Option<String> {
+        desired.spec.bics_sft.as_ref().map(map::write_only)
     }
 
     async fn delete(&self, id: &str) -> Result<(), BackendError> {

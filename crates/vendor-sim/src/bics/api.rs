@@ -328,10 +328,14 @@ impl State {
     fn get_profiles(&self, id: Option<&str>) -> Answer {
         let rows = match id {
             Some(id) => match self.profile_by_id(id) {
-                Some(p) => vec![p.row()],
+                Some(p) => vec![p.row(self.config.inferred.profile_codes)],
                 None => return no_data("serviceProfileId", id),
             },
-            None => self.profiles.values().map(ServiceProfile::row).collect(),
+            None => self
+                .profiles
+                .values()
+                .map(|p| p.row(self.config.inferred.profile_codes))
+                .collect(),
         };
         Answer::ok(codes::SP_GET_OK, "Get service profile success").rows(rows)
     }

@@ -63,6 +63,23 @@ pub struct BicsConfig {
     /// Added to every `/api` request before it is handled.
     pub latency: Duration,
     pub seed: BicsSeed,
+    /// Behaviour BICS does not document, each off by default (see the crate README).
+    pub inferred: BicsInferred,
+}
+
+/// Switches for behaviour BICS does not document. Off (the default), the simulator answers with
+/// documented fields only, so a client that relies on a guess fails against it.
+#[derive(Clone, Debug, Default)]
+pub struct BicsInferred {
+    /// `GetServiceProfile` rows also carry the raw `service`, `accessType` and `status` codes.
+    pub profile_codes: bool,
+}
+
+impl BicsInferred {
+    /// Every inferred behaviour on (what the simulator did before it was checked against the docs).
+    pub fn all() -> Self {
+        BicsInferred { profile_codes: true }
+    }
 }
 
 impl Default for BicsConfig {
@@ -77,6 +94,7 @@ impl Default for BicsConfig {
             rate_limit: Some((2.0, 2)),
             latency: Duration::ZERO,
             seed: BicsSeed::default(),
+            inferred: BicsInferred::default(),
         }
     }
 }
@@ -340,9 +358,10 @@ impl BicsSim {
         }
     }
 
-    /// Every profile, as `GetServiceProfile` rows.
+    /// Every profile, as `GetServiceProfile` rows plus the write-only `status` and the raw
+    /// codes (an inspection view: BICS returns less).
     pub fn service_profiles(&self) -> Vec<Value> {
-        self.lock().profiles.values().map(|p| p.row()).collect()
+        self.lock().profiles.values().map(|p| p.row(true)).collect()
     }
 
     /// Profiles named exactly `name` (0 or 1: names are unique).
@@ -351,8 +370,21 @@ impl BicsSim {
             .profiles
             .values()
             .filter(|p| p.name == name)
-            .map(|p| p.row())
+            .map(|p| p.row(true))
             .collect()
+    }
+
+    /// Changes a profile as a person would in the portal (drift): its status and access type.
+    /// Panics on an unknown name (a test hook).
+    pub fn set_profile_status_and_rat(&self, name: &str, status: &str, access_type: &str) {
+        let mut s = self.lock();
+        let p = s
+            .profiles
+            .values_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no BICS profile named {name:?}"));
+        p.status = status.to_string();
+        p.access_type = Some(access_type.to_string());
     }
 
     /// Creates a plan referencing `profile_id` (an ADDON plan for an Addon profile, NORMAL

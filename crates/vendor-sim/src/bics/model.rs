@@ -71,22 +71,29 @@ impl ServiceProfile {
         format!("SP_{}", self.n)
     }
 
-    /// A `GetServiceProfile` row. `service` and `accessType` (the raw codes) are our addition so
-    /// clients can compare exactly; `ratTypeName`/`accessType` are omitted without an access type.
-    pub fn row(&self) -> Value {
-        let ids: Vec<String> = self.services.iter().map(u32::to_string).collect();
+    /// A `GetServiceProfile` row with the documented fields: `profileId`, `profileName`,
+    /// `serviceName`, `ratTypeName` (only with an access type) and `category`. BICS documents no
+    /// `status` in the read: the profile status is write-only. With `raw_codes` (the inferred
+    /// switch `BicsInferred::profile_codes`) the row also carries the raw `service`,
+    /// `accessType` and `status` codes an earlier simulator invented.
+    pub fn row(&self, raw_codes: bool) -> Value {
         let names: Vec<&str> = self.services.iter().map(|s| service_name(*s)).collect();
         let mut row = json!({
             "profileId": self.id(),
             "profileName": self.name,
             "serviceName": names.join("|"),
             "category": self.category,
-            "status": self.status,
-            "service": ids.join("|"),
         });
         if let Some(at) = &self.access_type {
             row["ratTypeName"] = json!(rat_name(at));
-            row["accessType"] = json!(at);
+        }
+        if raw_codes {
+            let ids: Vec<String> = self.services.iter().map(u32::to_string).collect();
+            row["service"] = json!(ids.join("|"));
+            row["status"] = json!(self.status);
+            if let Some(at) = &self.access_type {
+                row["accessType"] = json!(at);
+            }
         }
         row
     }
@@ -486,6 +493,6 @@ mod tests {
             .find(|e| e.state == EndpointState::Suspended)
             .unwrap();
         assert_eq!(a.sims[e.iccid.as_ref().unwrap()].status, SimStatus::Suspended);
-        assert_eq!(a.profiles.values().next().unwrap().row()["profileId"], "SP_1001");
+        assert_eq!(a.profiles.values().next().unwrap().row(false)["profileId"], "SP_1001");
     }
 }
