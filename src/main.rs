@@ -59,6 +59,10 @@ enum Command {
         /// Timeout of one vendor API request.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         vendor_timeout: Duration,
+        /// Timeout of the vendor requests documented as slow (BICS: CreateEndPoint, LinkSim,
+        /// DeLinkSim, EndPointActivation and EndPointLifeCycleChange may take 180 s).
+        #[arg(long, default_value = "190s", value_parser = parse_duration)]
+        slow_vendor_timeout: Duration,
         /// How often a subscription with a pending (asynchronous) vendor change is read again.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         pending_poll_interval: Duration,
@@ -215,6 +219,7 @@ async fn cli_main() -> anyhow::Result<()> {
             metrics_addr,
             namespaces,
             vendor_timeout,
+            slow_vendor_timeout,
             pending_poll_interval,
             max_concurrent_reconciles,
             provider_cache_ttl,
@@ -229,6 +234,7 @@ async fn cli_main() -> anyhow::Result<()> {
             let settings = Settings {
                 resync_interval,
                 vendor_timeout,
+                slow_vendor_timeout,
                 pending_poll_interval,
                 max_concurrent_reconciles,
                 provider_cache_ttl,

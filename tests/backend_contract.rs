@@ -94,6 +94,7 @@ async fn bics() -> Vendor {
             requests_per_second: 1000.0,
             burst: 1000,
             timeout: Duration::from_secs(5),
+            slow_timeout: Duration::from_secs(5),
         },
         None,
     )
@@ -284,7 +285,7 @@ async fn subscription_contract(v: Vendor) {
         mode: Some(SubscriptionMode::Paused),
         service_profile_id: None,
         spec: &spec,
-        default_tariff_profile_id: None,
+        defaults: Default::default(),
     };
     let change = [SubscriptionChange::SetMode(SubscriptionMode::Paused)];
     backend.update(&desired, target, &change).await.unwrap();

@@ -350,3 +350,255 @@ async fn subscriptions_follow_the_mode_table() {
         Some("Ready To Activate/no endpoint")
     );
 }
+
+fn free_iccids(h: &Harness) -> Vec<String> {
+    h.bics()
+        .sims()
+        .iter()
+        .filter(|s| s["endPointId"] == "-")
+        .map(|s| s["iccid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// No documented read returns an endpoint's plan: the operator sends ChangePlan once for a plan
+/// it never set, records it, and sends it again only when the spec changes.
+#[tokio::test]
+async fn the_plan_is_write_only() {
+    let h = Harness::with_bics(quiet()).await;
+    let active = h
+        .bics()
+        .endpoints()
+        .into_iter()
+        .find(|e| e["status"] == "Active")
+        .unwrap();
+    let iccid = active["iccid"].as_str().unwrap().to_string();
+    let seeded_plan = active["planId"].as_str().unwrap().to_string();
+    h.add_csub(
+        "s",
+        json!({"providerConfigRef": {"name": "bics"}, "iccid": iccid, "mode": "Active", "bicsSft": {"planId": seeded_plan}}),
+    );
+    let s = h.sync_csub("s").await;
+    assert_eq!(h.bics().call_count("ChangePlan"), 1, "never set by us: sent once");
+    assert_eq!(
+        s.status.as_ref().unwrap().service_profile_id.as_deref(),
+        Some(seeded_plan.as_str())
+    );
+    assert_eq!(h.bics().call_count("GetEndPointProfile"), 0, "no undocumented read");
+    for _ in 0..3 {
+        h.ctx.inventories.forget("default/bics");
+        h.csub_resync_due("s").await;
+        h.reconcile_csub("s").await.unwrap();
+    }
+    assert_eq!(h.bics().call_count("ChangePlan"), 1, "recorded: not sent again");
+    let other = h.bics().attach_profile_to_plan("SP_1001");
+    h.csubs()
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"bicsSft": {"planId": other}}})),
+        )
+        .await
+        .unwrap();
+    let s = h.sync_csub("s").await;
+    assert_eq!(h.bics().call_count("ChangePlan"), 2);
+    assert_eq!(h.bics().endpoint_by_iccid(&iccid).unwrap()["planId"], other.as_str());
+    assert_eq!(s.status.unwrap().service_profile_id.as_deref(), Some(other.as_str()));
+}
+
+/// CreateEndPoint carries the mandatory roamingProfileId (the ProviderConfig's default or the
+/// subscription's own); without one the operator says so and sends nothing.
+#[tokio::test]
+async fn new_endpoints_need_a_roaming_profile() {
+    let h = Harness::with_bics(quiet()).await;
+    let free = free_iccids(&h);
+    let plan = h.bics().endpoints()[0]["planId"].as_str().unwrap().to_string();
+    h.pcs()
+        .patch(
+            "bics",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"bicsSft": {"defaultRoamingProfileIds": null}}})),
+        )
+        .await
+        .unwrap();
+    h.add_csub(
+        "none",
+        json!({"providerConfigRef": {"name": "bics"}, "iccid": free[0], "mode": "Active", "bicsSft": {"planId": plan}}),
+    );
+    h.reconcile_csub("none").await.unwrap();
+    let err = h.reconcile_csub("none").await.unwrap_err();
+    assert_eq!(err.reason(), "InvalidRequest");
+    assert!(err.to_string().contains("roamingProfileIds"), "{err}");
+    assert_eq!(h.bics().call_count("CreateEndPoint"), 0);
+
+    h.add_csub(
+        "own",
+        json!({"providerConfigRef": {"name": "bics"}, "iccid": free[1], "mode": "Active",
+               "bicsSft": {"planId": plan, "roamingProfileIds": ["RP_1", "RP_2"], "apnGroupId": "PDP_1785"}}),
+    );
+    let own = h.sync_csub("own").await;
+    assert_eq!(own.status.unwrap().mode.as_deref(), Some("Active"));
+    let endpoint = h.bics().endpoint_by_iccid(&free[1]).unwrap();
+    assert_eq!(endpoint["roamingProfileId"], "RP_1|RP_2");
+    assert_eq!(endpoint["apnGroupId"], "PDP_1785");
+}
+
+/// CreateEndPoint, EndPointActivation and EndPointLifeCycleChange may take 180 s (BICS): a slow
+/// answer is waited for, and an answer that never comes (or "verify completion") is read back
+/// before anything is sent again: one endpoint per SIM, whatever happened.
+#[tokio::test]
+async fn slow_and_unknown_endpoint_writes_are_read_back_before_a_resend() {
+    let faults = [
+        BicsFault::Slow {
+            api: "CreateEndPoint".into(),
+            delay: Duration::from_millis(5500),
+            outcome: Outcome::Committed,
+            count: 1,
+        },
+        BicsFault::VerifyCompletion {
+            api: "CreateEndPoint".into(),
+            code: 10240,
+            outcome: Outcome::Committed,
+            count: 1,
+        },
+        BicsFault::VerifyCompletion {
+            api: "CreateEndPoint".into(),
+            code: 10239,
+            outcome: Outcome::NotCommitted,
+            count: 1,
+        },
+        BicsFault::VerifyCompletion {
+            api: "EndPointActivation".into(),
+            code: 10240,
+            outcome: Outcome::Committed,
+            count: 1,
+        },
+    ];
+    for fault in faults {
+        let h = Harness::with_bics(quiet()).await;
+        let iccid = free_iccids(&h)[0].clone();
+        let plan = h.bics().endpoints()[0]["planId"].as_str().unwrap().to_string();
+        h.add_csub(
+            "new",
+            json!({"providerConfigRef": {"name": "bics"}, "iccid": iccid, "mode": "Active", "bicsSft": {"planId": plan}}),
+        );
+        // The first reconcile only adds the finalizer.
+        h.reconcile_csub("new").await.unwrap();
+        assert_eq!(h.bics().call_count("CreateEndPoint"), 0);
+        h.bics().inject(fault.clone());
+        let mut mode = None;
+        let mut rounds = 0;
+        while rounds < 4 && mode.as_deref() != Some("Active") {
+            rounds += 1;
+            let _ = h.reconcile_csub("new").await;
+            h.advance(Duration::from_secs(600));
+            mode = h.csub("new").await.status.and_then(|s| s.mode);
+        }
+        assert_eq!(mode.as_deref(), Some("Active"), "{fault:?}");
+        if !matches!(
+            &fault,
+            BicsFault::VerifyCompletion {
+                outcome: Outcome::NotCommitted,
+                ..
+            }
+        ) {
+            // Waited for, or confirmed by reading back: done in the same reconcile.
+            assert_eq!(rounds, 1, "{fault:?}");
+        }
+        let linked = h
+            .bics()
+            .endpoints()
+            .into_iter()
+            .filter(|e| e["iccid"] == iccid.as_str())
+            .count();
+        assert_eq!(linked, 1, "{fault:?}: one endpoint");
+        let creates = h.bics().call_count("CreateEndPoint");
+        match &fault {
+            BicsFault::VerifyCompletion {
+                outcome: Outcome::NotCommitted,
+                ..
+            } => assert_eq!(creates, 2, "{fault:?}: absent when read back, so sent again"),
+            _ => assert_eq!(creates, 1, "{fault:?}: never sent twice"),
+        }
+    }
+}
+
+/// BICS documents no total and no page-size cap for fetchSIM: a sweep pages until the listing
+/// ends, whatever the vendor's cap, and finds every SIM.
+#[tokio::test]
+async fn sweeps_page_without_a_total_under_any_page_size_cap() {
+    let h = Harness::with_bics(BicsConfig {
+        max_per_page: 3,
+        ..quiet()
+    })
+    .await;
+    let all: Vec<String> = h
+        .bics()
+        .sims()
+        .iter()
+        .map(|s| s["iccid"].as_str().unwrap().to_string())
+        .collect();
+    assert!(all.len() > 9);
+    for (i, iccid) in all.iter().enumerate() {
+        h.add_csub(
+            &format!("s{i}"),
+            json!({"providerConfigRef": {"name": "bics"}, "iccid": iccid}),
+        );
+    }
+    for i in 0..all.len() {
+        let s = h.sync_csub(&format!("s{i}")).await;
+        assert!(s.status.unwrap().mode.is_some(), "s{i} found");
+    }
+    let pages = h.bics().call_count("fetchSIM");
+    assert!(
+        pages <= all.len().div_ceil(3) + 1,
+        "one sweep served them all ({pages} fetchSIM calls)"
+    );
+}
+
+/// The verbs BICS documents as slow get the slow timeout; every other call the normal one.
+#[tokio::test]
+async fn slow_verbs_get_the_documented_timeout() {
+    use connectivity_operator::backend::SecretString;
+    use connectivity_operator::backend::bics::client::{BicsClient, ClientConfig};
+    let h = Harness::with_bics(quiet()).await;
+    let running = h.bics.as_ref().unwrap();
+    let creds = running.credentials();
+    let client = BicsClient::new(
+        ClientConfig {
+            base_url: running.url.clone(),
+            username: creds["username"].as_str().unwrap().into(),
+            password: SecretString::new(creds["password"].as_str().unwrap()),
+            target_account_id: None,
+            requests_per_second: 1000.0,
+            burst: 1000,
+            timeout: Duration::from_secs(1),
+            slow_timeout: Duration::from_secs(4),
+        },
+        None,
+    )
+    .unwrap();
+    client.access_token().await.unwrap();
+    for (verb, method, slow) in [
+        ("EndPointActivation", reqwest::Method::POST, true),
+        ("GetServiceProfile", reqwest::Method::GET, false),
+    ] {
+        h.bics().inject(BicsFault::Slow {
+            api: verb.into(),
+            delay: Duration::from_millis(2000),
+            outcome: Outcome::Committed,
+            count: 1,
+        });
+        let body = json!({"Request": {"endPointId": "999999"}});
+        let body = (method == reqwest::Method::POST).then_some(&body);
+        let result = client.call(verb, method, &[], body, "probe", &[]).await;
+        match result {
+            // The unknown endpoint's refusal is an answer: it arrived in time.
+            Err(e) if slow => assert!(e.message.contains("result code"), "{verb}: {e}"),
+            Ok(_) if slow => {}
+            other => assert!(
+                matches!(&other, Err(e) if e.message.contains("timed out")),
+                "{verb}: {other:?}"
+            ),
+        }
+    }
+}

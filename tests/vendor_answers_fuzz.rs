@@ -335,6 +335,7 @@ async fn every_vendor_against(url: &str) {
                 requests_per_second: 1000.0,
                 burst: 1000,
                 timeout: TIMEOUT,
+                slow_timeout: TIMEOUT,
             },
             None,
         )

@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use crate::crd::{ObservedServiceProfile, ServiceProfileSpec};
 pub use secret::SecretString;
 pub use subscription::{
-    DesiredSubscription, Inventory, InventoryBuilder, ObservedSubscription, SimIdentity, SubscriptionBackend,
-    SubscriptionChange, WriteOutcome,
+    DesiredSubscription, EndpointDefaults, Inventory, InventoryBuilder, ObservedSubscription, SimIdentity,
+    SubscriptionBackend, SubscriptionChange, WriteOutcome,
 };
 
 /// What kind of failure a vendor call ended in; decides retry and the condition reason.

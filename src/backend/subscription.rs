@@ -342,8 +342,20 @@ pub struct DesiredSubscription<'a> {
     /// Resolved vendor id of `spec.serviceProfileRef`.
     pub service_profile_id: Option<String>,
     pub spec: &'a ConnectivitySubscriptionSpec,
-    /// ProviderConfig default tariff profile (emnify).
-    pub default_tariff_profile_id: Option<i64>,
+    /// The ProviderConfig's defaults for endpoints the operator creates.
+    pub defaults: EndpointDefaults,
+}
+
+/// A ProviderConfig's defaults for endpoints (devices) the operator creates for SIMs that have
+/// none; a subscription's own settings override them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointDefaults {
+    /// emnify tariff profile.
+    pub tariff_profile_id: Option<i64>,
+    /// BICS roaming profiles (`roamingProfileId` of CreateEndPoint, mandatory there).
+    pub roaming_profile_ids: Vec<String>,
+    /// BICS APN group (`apnGroupId`).
+    pub apn_group_id: Option<String>,
 }
 
 /// One change to a SIM.

@@ -34,6 +34,10 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// Timeout of one vendor request.
     pub vendor_timeout: Duration,
+    /// Timeout of the requests a vendor documents as slow (BICS: 180 s for CreateEndPoint,
+    /// LinkSim / DeLinkSim, EndPointActivation and EndPointLifeCycleChange); at least
+    /// `vendor_timeout`.
+    pub slow_vendor_timeout: Duration,
     /// First retry delay after a failure; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
@@ -61,6 +65,7 @@ impl Default for Settings {
         Settings {
             resync_interval: Duration::from_secs(600),
             vendor_timeout: Duration::from_secs(30),
+            slow_vendor_timeout: Duration::from_secs(190),
             min_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
             pending_poll_interval: Duration::from_secs(10),
@@ -94,8 +99,13 @@ impl Context {
         };
         Context {
             recorder: events::EventRecorder::new(client.clone(), reporter),
-            providers: Providers::new(metrics.clone(), settings.vendor_timeout, settings.verify_timeout)
-                .with_reuse(settings.provider_cache_ttl),
+            providers: Providers::new(
+                metrics.clone(),
+                settings.vendor_timeout,
+                settings.slow_vendor_timeout,
+                settings.verify_timeout,
+            )
+            .with_reuse(settings.provider_cache_ttl),
             inventories: inventory::Inventories::default(),
             client,
             metrics,

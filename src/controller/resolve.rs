@@ -16,7 +16,9 @@ use crate::backend::emnify::EmnifyBackend;
 use crate::backend::emnify::client::{ClientConfig, Credentials, EmnifyClient};
 use crate::backend::telenor::TelenorBackend;
 use crate::backend::telenor::client::{self as telenor_client, TelenorClient};
-use crate::backend::{AccountBackend, BackendError, SecretString, ServiceProfileBackend, SubscriptionBackend};
+use crate::backend::{
+    AccountBackend, BackendError, EndpointDefaults, SecretString, ServiceProfileBackend, SubscriptionBackend,
+};
 use crate::crd::{ProviderConfig, RateLimit, Vendor};
 use crate::metrics::Metrics;
 
@@ -73,13 +75,13 @@ pub struct Provider {
     pub service_profiles: Arc<dyn ServiceProfileBackend>,
     pub subscriptions: Arc<dyn SubscriptionBackend>,
     pub account: Arc<dyn AccountBackend>,
-    /// emnify: tariff profile for endpoints the operator creates.
-    pub default_tariff_profile_id: Option<i64>,
+    /// Defaults for endpoints the operator creates (emnify tariff profile, BICS roaming profiles).
+    pub endpoint_defaults: EndpointDefaults,
     /// Service profiles on this vendor are read-only: the operator only observes them.
     pub read_only_service_profiles: bool,
-    /// The inventory sweep reports each SIM's service profile (else SIMs whose profile is
-    /// managed are read on their own).
-    pub sweep_has_profiles: bool,
+    /// The vendor never reports which service profile (BICS: plan) a SIM has: the operator
+    /// compares the spec with the one it last set on the SIM's endpoint (`status.serviceProfileId`).
+    pub profiles_write_only: bool,
 }
 
 /// Backends per ProviderConfig.
@@ -91,17 +93,19 @@ pub struct Providers {
     reuse_for: Duration,
     metrics: Metrics,
     timeout: Duration,
+    slow_timeout: Duration,
     verify_timeout: Duration,
 }
 
 impl Providers {
-    pub fn new(metrics: Metrics, timeout: Duration, verify_timeout: Duration) -> Self {
+    pub fn new(metrics: Metrics, timeout: Duration, slow_timeout: Duration, verify_timeout: Duration) -> Self {
         Providers {
             cache: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
             reuse_for: Duration::ZERO,
             metrics,
             timeout,
+            slow_timeout: slow_timeout.max(timeout),
             verify_timeout,
         }
     }
@@ -242,9 +246,12 @@ impl Providers {
                     service_profiles: backend.clone(),
                     subscriptions: backend.clone(),
                     account: backend,
-                    default_tariff_profile_id: pc.spec.emnify.as_ref().and_then(|e| e.default_tariff_profile_id),
+                    endpoint_defaults: EndpointDefaults {
+                        tariff_profile_id: pc.spec.emnify.as_ref().and_then(|e| e.default_tariff_profile_id),
+                        ..Default::default()
+                    },
                     read_only_service_profiles: false,
-                    sweep_has_profiles: true,
+                    profiles_write_only: false,
                 })
             }
             VendorCredentials::Telenor {
@@ -270,21 +277,23 @@ impl Providers {
                     service_profiles: backend.clone(),
                     subscriptions: backend.clone(),
                     account: backend,
-                    default_tariff_profile_id: None,
+                    endpoint_defaults: EndpointDefaults::default(),
                     read_only_service_profiles: true,
-                    sweep_has_profiles: true,
+                    profiles_write_only: false,
                 })
             }
             VendorCredentials::Bics { username, password } => {
+                let bics = pc.spec.bics_sft.clone().unwrap_or_default();
                 let client = Arc::new(BicsClient::new(
                     bics_client::ClientConfig {
                         base_url: endpoint.to_string(),
                         username,
                         password,
-                        target_account_id: pc.spec.bics_sft.as_ref().and_then(|b| b.target_account_id.clone()),
+                        target_account_id: bics.target_account_id.clone(),
                         requests_per_second: rate.requests_per_second,
                         burst: rate.burst,
                         timeout: self.timeout,
+                        slow_timeout: self.slow_timeout,
                     },
                     Some(self.metrics.clone()),
                 )?);
@@ -295,10 +304,14 @@ impl Providers {
                     service_profiles: backend.clone(),
                     subscriptions: backend.clone(),
                     account: backend,
-                    default_tariff_profile_id: None,
+                    endpoint_defaults: EndpointDefaults {
+                        roaming_profile_ids: bics.default_roaming_profile_ids.clone(),
+                        apn_group_id: bics.default_apn_group_id.clone(),
+                        ..Default::default()
+                    },
                     read_only_service_profiles: false,
-                    // fetchSIM rows carry no plan: SIMs whose plan is managed are read one by one.
-                    sweep_has_profiles: false,
+                    // No documented read returns an endpoint's plan.
+                    profiles_write_only: true,
                 })
             }
         }

@@ -295,15 +295,12 @@ async fn observe(
     ctx: &Context,
     provider: &Provider,
     resync: Duration,
-    profile_id: Option<&str>,
 ) -> Result<ObservedSubscription, Error> {
     let id = identity(csub);
     let key = account_key(csub);
     let backend = provider.subscriptions.as_ref();
     let pending = csub.status.as_ref().is_some_and(|s| s.pending_change.is_some());
-    // A managed profile the sweep does not report (BICS plans) needs the SIM's own read.
-    let sweep_blind = profile_id.is_some() && !provider.sweep_has_profiles;
-    let found = if !ctx.settings.bulk_observation || sweep_blind {
+    let found = if !ctx.settings.bulk_observation {
         backend.observe(&id).await?
     } else if pending {
         // Many SIMs waiting at once (a fleet-wide change): one fresh sweep serves them all and
@@ -331,10 +328,26 @@ async fn observe(
             None => backend.observe(&id).await?,
         }
     };
-    found.ok_or_else(|| Error::SimNotFound {
+    let mut found = found.ok_or_else(|| Error::SimNotFound {
         vendor: provider.vendor,
         identity: id.to_string(),
-    })
+    })?;
+    if provider.profiles_write_only {
+        found.service_profile_id = recorded_profile(csub.status.as_ref(), &found);
+    }
+    Ok(found)
+}
+
+/// Where the vendor never reports a SIM's profile (BICS plans): the one the operator last set, as
+/// long as the SIM is still on the endpoint it was set on. Pure.
+fn recorded_profile(
+    status: Option<&ConnectivitySubscriptionStatus>,
+    observed: &ObservedSubscription,
+) -> Option<String> {
+    let status = status?;
+    (status.endpoint_id.is_some() && status.endpoint_id == observed.endpoint_id)
+        .then(|| status.service_profile_id.clone())
+        .flatten()
 }
 
 async fn apply(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Action, Error> {
@@ -417,7 +430,7 @@ pub async fn plan(csub: &ConnectivitySubscription, ctx: &Context, resync: Durati
     // resolve
     let (provider, profile_id) = resolve(csub, ctx).await?;
     // observe
-    let observed = observe(csub, ctx, &provider, resync, profile_id.as_deref()).await?;
+    let observed = observe(csub, ctx, &provider, resync).await?;
     // plan
     let previous = csub.status.clone().unwrap_or_default();
     let decision = decide(
@@ -507,7 +520,7 @@ async fn converge(
                 mode: csub.spec.mode,
                 service_profile_id: profile_id.clone(),
                 spec: &csub.spec,
-                default_tariff_profile_id: provider.default_tariff_profile_id,
+                defaults: provider.endpoint_defaults.clone(),
             };
             let key = account_key(csub);
             ctx.inventories.write_started(&key);
@@ -706,7 +719,7 @@ async fn cleanup(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Actio
             mode: Some(SubscriptionMode::Deactivated),
             service_profile_id: None,
             spec: &csub.spec,
-            default_tariff_profile_id: provider.default_tariff_profile_id,
+            defaults: provider.endpoint_defaults.clone(),
         };
         provider
             .subscriptions

@@ -58,6 +58,16 @@ pub struct BicsProviderSettings {
     /// at login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_account_id: Option<String>,
+    /// Roaming profiles for endpoints the operator creates (`roamingProfileId` of CreateEndPoint,
+    /// which BICS requires); a subscription's `spec.bicsSft.roamingProfileIds` overrides them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 64)))]
+    pub default_roaming_profile_ids: Vec<String>,
+    /// APN group for endpoints the operator creates (`apnGroupId`, e.g. `PDP_1785`); a
+    /// subscription's `spec.bicsSft.apnGroupId` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub default_apn_group_id: Option<String>,
 }
 
 /// emnify account settings.

@@ -85,6 +85,16 @@ pub struct BicsSubscription {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub plan_id: Option<String>,
+    /// Roaming profiles of an endpoint the operator creates (CreateEndPoint's mandatory
+    /// `roamingProfileId`); default: the ProviderConfig's `spec.bicsSft.defaultRoamingProfileIds`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 64)))]
+    pub roaming_profile_ids: Vec<String>,
+    /// APN group of an endpoint the operator creates; default: the ProviderConfig's
+    /// `spec.bicsSft.defaultApnGroupId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub apn_group_id: Option<String>,
 }
 
 /// Connectivity modes, the same words at every vendor (the README has the per-vendor table).

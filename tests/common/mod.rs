@@ -55,6 +55,8 @@ impl Harness {
             min_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             vendor_timeout: Duration::from_secs(5),
+            // Above the simulator's slow faults (5.5 s) only for the calls BICS documents as slow.
+            slow_vendor_timeout: Duration::from_secs(8),
             // Pending changes are read again on every reconcile a test makes. (With a poll interval
             // above zero, whether a reconcile polls would depend on the clock having moved.)
             pending_poll_interval: Duration::ZERO,
@@ -141,6 +143,7 @@ impl Harness {
             "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig",
             "metadata": {"name": "bics", "namespace": NS},
             "spec": {"vendor": "bicsSft", "endpoint": sim.url, "credentialsSecretRef": {"name": "bics-credentials"},
+                     "bicsSft": {"defaultRoamingProfileIds": ["RP_1"]},
                      "rateLimit": {"requestsPerSecond": 1000.0, "burst": 1000}}
         }));
         h.bics = Some(sim);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use vendor_sim::bics::{BicsConfig, BicsFault, BicsSeed, BicsSim, Outcome, RunningSim};
+use vendor_sim::bics::{BicsConfig, BicsFault, BicsInferred, BicsSeed, BicsSim, Outcome, RunningSim};
 
 /// A plain-HTTP client. In a workspace build reqwest's features are unified with the operator's
 /// (`rustls-no-provider`), so a crypto provider must be chosen before a client is built.
@@ -16,10 +16,13 @@ fn http_client() -> Client {
     Client::new()
 }
 
-/// No rate limit, so tests are not paced at 2 requests per second.
+/// No rate limit, so tests are not paced at 2 requests per second. Most tests check the
+/// simulator's state through its answers, so they switch on the inferred extras (raw codes,
+/// totals, IMSIs, plan ids); `documented_shapes_by_default` checks the default answers.
 fn config() -> BicsConfig {
     BicsConfig {
         rate_limit: None,
+        inferred: BicsInferred::all(),
         ..BicsConfig::default()
     }
 }
@@ -830,6 +833,77 @@ async fn http_faults_precede_auth_and_run_out() {
 
 // ------------------------------------------------------------------------ endpoints and SIMs (§7)
 
+/// By default every answer carries what BICS documents (or, for fetchSIM and GetEndPointProfile,
+/// what BICS's own clients read) and nothing the simulator invented; CreateEndPoint requires the
+/// documented mandatory `roamingProfileId`.
+#[tokio::test]
+async fn documented_shapes_by_default() {
+    let sim = start(BicsConfig {
+        rate_limit: None,
+        max_per_page: 4,
+        ..BicsConfig::default()
+    })
+    .await;
+    let api = Api::login(&sim).await;
+    let (_, v) = api.get("GetServiceProfile").await;
+    for row in v["Response"]["responseParam"]["rows"].as_array().unwrap() {
+        let mut keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.retain(|k| *k != "ratTypeName");
+        keys.sort();
+        assert_eq!(keys, ["category", "profileId", "profileName", "serviceName"], "{row}");
+    }
+    let (_, v) = api.get("fetchSIM?page=1&perPage=1000").await;
+    let param = &v["Response"]["responseParam"];
+    assert!(
+        param.get("totalCount").is_none() && param.get("page").is_none(),
+        "{param}"
+    );
+    let rows = param["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "the page-size cap applies whatever perPage asks");
+    for row in rows {
+        assert!(row.get("imsi").is_none() && row.get("msisdn").is_none() && row.get("simStatusId").is_none());
+        assert!(
+            row["iMSIList"][0]["supplierIMSIList"][0]["supplierIMSI"]
+                .as_str()
+                .is_some()
+        );
+    }
+    let endpoint = rows
+        .iter()
+        .find_map(|r| r["endPointId"].as_str().filter(|e| *e != "-"))
+        .unwrap();
+    let info = api.endpoint(endpoint).await;
+    let mut keys: Vec<&str> = info["Response"]["info"]["basicInfo"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["iccid", "imeiLockStatus", "imsi", "msisdn", "name"]);
+
+    let (_, v) = api.get("fetchSIM?simAttachStatusId=0").await;
+    let iccid = v["Response"]["responseParam"]["rows"][0]["iccid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (roaming, why) in [
+        (None, "roamingProfileId is mandatory"),
+        (Some("RP_9"), "RP_9 does not exist"),
+    ] {
+        let mut param = json!({"name": "dev", "isLinkSIM": "true", "iccid": iccid, "isDefaultActivation": "false"});
+        if let Some(r) = roaming {
+            param["roamingProfileId"] = json!(r);
+        }
+        let (_, v) = api
+            .post("CreateEndPoint", json!({"Request": {"requestParam": param}}))
+            .await;
+        assert_eq!(codes(&v).0, "1");
+        let text = v.to_string();
+        assert!(text.contains(why), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn fetch_sim_filters_and_pages() {
     let sim = start(BicsConfig {
@@ -928,7 +1002,7 @@ async fn endpoint_state_machine_and_codes() {
     let (_, v) = api
         .post(
             "CreateEndPoint",
-            json!({"Request": {"requestParam": {"name": "dev-2", "isLinkSIM": "true", "iccid": iccid}}}),
+            json!({"Request": {"requestParam": {"name": "dev-2", "isLinkSIM": "true", "iccid": iccid, "roamingProfileId": "RP_1"}}}),
         )
         .await;
     assert_eq!(codes(&v), ("1", "99002"));

@@ -26,7 +26,19 @@ pub struct ClientConfig {
     pub requests_per_second: f64,
     pub burst: u32,
     pub timeout: Duration,
+    /// Timeout of the verbs in [`SLOW_VERBS`].
+    pub slow_timeout: Duration,
 }
+
+/// Verbs BICS documents with an extended timeout of 180 seconds ("14. Endpoint": Create
+/// Endpoint, Link / De-Link SIM, Endpoint Activation, Endpoint Lifecycle Change).
+pub const SLOW_VERBS: &[&str] = &[
+    "CreateEndPoint",
+    "LinkSim",
+    "DeLinkSim",
+    "EndPointActivation",
+    "EndPointLifeCycleChange",
+];
 
 #[derive(Default)]
 struct Tokens {
@@ -40,6 +52,7 @@ pub struct BicsClient {
     password: SecretString,
     target_account_id: Option<String>,
     tokens: Mutex<Tokens>,
+    slow_timeout: Duration,
 }
 
 impl std::fmt::Debug for BicsClient {
@@ -99,6 +112,7 @@ impl BicsClient {
             password: config.password,
             target_account_id: config.target_account_id,
             tokens: Mutex::new(Tokens::default()),
+            slow_timeout: config.slow_timeout.max(config.timeout),
         })
     }
 
@@ -107,9 +121,15 @@ impl BicsClient {
     }
 
     fn request(&self, method: Method, verb: &str) -> reqwest::RequestBuilder {
-        self.core
+        let request = self
+            .core
             .request(method, &format!("/api/{verb}"))
-            .header("X-Requested-With", "XMLHttpRequest")
+            .header("X-Requested-With", "XMLHttpRequest");
+        if SLOW_VERBS.contains(&verb) {
+            request.timeout(self.slow_timeout)
+        } else {
+            request
+        }
     }
 
     /// The current access token, logging in when there is none.

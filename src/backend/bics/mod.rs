@@ -355,12 +355,24 @@ fn text(v: &Value) -> Option<String> {
     v.as_str().filter(|s| !s.is_empty() && *s != "-").map(str::to_string)
 }
 
+/// A `fetchSIM` row. Its fields are seen in BICS's own clients, not in a published table: `iccid`,
+/// `simStatus`, `endPointId` (`-` when none) and the IMSIs in
+/// `iMSIList[].supplierIMSIList[].supplierIMSI`. A top-level `imsi` / `msisdn` is taken when
+/// present. No documented read returns the endpoint's plan (see [`BicsBackend`]).
 fn observed_from_sim(row: &Value) -> ObservedSubscription {
     let endpoint = text(&row["endPointId"]);
-    let status = row["simStatus"].as_str().unwrap_or("Unknown").to_string();
+    let status = text(&row["simStatus"]).unwrap_or_else(|| "Unknown".into());
     let (mode, equivalent) = modes_of(&status, endpoint.is_some());
+    let supplier_imsi = row["iMSIList"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|i| i["supplierIMSIList"].as_array().into_iter().flatten())
+        .find_map(|s| text(&s["supplierIMSI"]));
     ObservedSubscription {
-        imsi: text(&row["imsi"]).or_else(|| text(&row["iMSIList"][0]["imsi"])),
+        imsi: supplier_imsi
+            .or_else(|| text(&row["imsi"]))
+            .or_else(|| text(&row["iMSIList"][0]["imsi"])),
         iccid: text(&row["iccid"]),
         msisdn: text(&row["msisdn"]),
         imei: None,
@@ -378,33 +390,69 @@ fn observed_from_sim(row: &Value) -> ObservedSubscription {
     }
 }
 
+/// At most this many `fetchSIM` pages in one sweep (10 million SIMs at 1,000 a page): a vendor
+/// that never ends its listing cannot keep a sweep running forever.
+const MAX_PAGES: u64 = 10_000;
+
 impl BicsBackend {
-    async fn fetch_sims(&self, query: &[(&str, String)]) -> Result<(Vec<Value>, u64), BackendError> {
-        let mut rows = Vec::new();
-        let mut page = 1u64;
-        loop {
-            let mut q = query.to_vec();
-            q.push(("page", page.to_string()));
-            q.push(("perPage", SIMS_PER_PAGE.to_string()));
-            let resp = self
-                .client
-                .call("fetchSIM", Method::GET, &q, None, "list BICS SIMs", &[])
-                .await?;
-            let batch = resp["responseParam"]["rows"].as_array().cloned().unwrap_or_default();
-            let total = resp["responseParam"]["totalCount"]
-                .as_str()
-                .and_then(|t| t.parse::<u64>().ok());
-            let got = batch.len() as u64;
-            rows.extend(batch);
-            let more = match total {
-                Some(total) => (rows.len() as u64) < total,
-                None => got == u64::from(SIMS_PER_PAGE),
+    /// One SIM by ICCID (ICCIDs are unique: one page).
+    async fn sim_by_iccid(&self, iccid: &str) -> Result<Option<Value>, BackendError> {
+        let action = format!("find BICS SIM {iccid}");
+        let q = [("iccid", iccid.to_string())];
+        match self.client.call("fetchSIM", Method::GET, &q, None, &action, &[]).await {
+            Ok(resp) => Ok(resp["responseParam"]["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| text(&r["iccid"]).as_deref() == Some(iccid))
+                .cloned()),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every SIM, page by page. BICS documents `page` and `perPage` but no total and no page-size
+    /// cap, so the listing ends only at an empty page (or one shorter than the longest page seen:
+    /// then the vendor's own cap is known). A page that repeats the previous one means the vendor
+    /// ignored `page`: the listing could never be complete, so that is an error rather than a
+    /// silently short inventory.
+    async fn fetch_sims(&self) -> Result<(Vec<Value>, u64), BackendError> {
+        let action = "list BICS SIMs";
+        let mut rows: Vec<Value> = Vec::new();
+        let mut longest = 0usize;
+        let mut previous_first: Option<String> = None;
+        for page in 1..=MAX_PAGES {
+            let q = [("page", page.to_string()), ("perPage", SIMS_PER_PAGE.to_string())];
+            let batch = match self.client.call("fetchSIM", Method::GET, &q, None, action, &[]).await {
+                Ok(resp) => resp["responseParam"]["rows"].as_array().cloned().unwrap_or_default(),
+                // "No data available" past the last page.
+                Err(e) if e.is_not_found() => Vec::new(),
+                Err(e) => return Err(e),
             };
-            if !more || got == 0 {
+            let got = batch.len();
+            let first = batch.first().and_then(|r| text(&r["iccid"]));
+            if got > 0 && first.is_some() && first == previous_first {
+                return Err(BackendError::new(
+                    action,
+                    ErrorKind::Transient,
+                    format!(
+                        "page {page} repeats page {}: BICS did not page the listing, so it cannot be complete",
+                        page - 1
+                    ),
+                ));
+            }
+            rows.extend(batch);
+            if got == 0 || got < longest {
                 return Ok((rows, page));
             }
-            page += 1;
+            longest = longest.max(got);
+            previous_first = first;
         }
+        Err(BackendError::new(
+            action,
+            ErrorKind::Transient,
+            format!("more than {MAX_PAGES} pages: stopped"),
+        ))
     }
 
     async fn endpoint_call(
@@ -430,46 +478,82 @@ impl BicsBackend {
             )
             .await
     }
+
+    /// An endpoint write whose outcome may be unknown (no answer within BICS's 180 s, or "verify
+    /// completion"): read the SIM back until `landed` sees it applied before anything is sent
+    /// again. Unconfirmed, the error stands and the controller records the change as pending
+    /// with an unknown outcome (it observes again before any resend).
+    async fn endpoint_write<F>(
+        &self,
+        iccid: &str,
+        write: impl std::future::Future<Output = Result<Value, BackendError>>,
+        landed: F,
+    ) -> Result<Option<Value>, BackendError>
+    where
+        F: Fn(&Value) -> bool,
+    {
+        match write.await {
+            Ok(resp) => Ok(Some(resp)),
+            Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
+                tracing::warn!(iccid, error = %e, "BICS endpoint write outcome unknown; reading back before anything else");
+                let confirmed = self
+                    .verify(|| async { Ok(self.sim_by_iccid(iccid).await?.filter(|row| landed(row))) })
+                    .await?;
+                match confirmed {
+                    Some(_) => Ok(None),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The roaming profiles and APN group for a new endpoint: the subscription's, else the
+    /// ProviderConfig's. BICS requires at least one roaming profile.
+    fn endpoint_settings(
+        desired: &DesiredSubscription<'_>,
+        action: &str,
+    ) -> Result<(String, Option<String>), BackendError> {
+        let own = desired.spec.bics_sft.as_ref();
+        let roaming = match own.map(|b| &b.roaming_profile_ids).filter(|r| !r.is_empty()) {
+            Some(r) => r.clone(),
+            None => desired.defaults.roaming_profile_ids.clone(),
+        };
+        if roaming.is_empty() {
+            return Err(BackendError::new(
+                action,
+                ErrorKind::Invalid,
+                "BICS requires a roaming profile for a new endpoint: set spec.bicsSft.roamingProfileIds or the ProviderConfig's spec.bicsSft.defaultRoamingProfileIds",
+            ));
+        }
+        let apn = own
+            .and_then(|b| b.apn_group_id.clone())
+            .or_else(|| desired.defaults.apn_group_id.clone());
+        Ok((roaming.join("|"), apn))
+    }
 }
 
+/// BICS on its RPC API. No documented read returns an endpoint's plan (GetEndPointProfile's
+/// `basicInfo` has `iccid`, `name`, `msisdn`, `imsi`, `imeiLockStatus` in BICS's own clients), so
+/// the plan is write-only: the controller compares the spec with the plan it last set
+/// ([`crate::controller::resolve::Provider::profiles_write_only`]).
 #[async_trait]
 impl SubscriptionBackend for BicsBackend {
     async fn inventory(&self) -> Result<Inventory, BackendError> {
-        let (rows, pages) = self.fetch_sims(&[]).await?;
+        let (rows, pages) = self.fetch_sims().await?;
         Ok(Inventory::new(rows.iter().map(observed_from_sim), pages))
     }
 
     async fn observe(&self, identity: &SimIdentity) -> Result<Option<ObservedSubscription>, BackendError> {
-        let found = match &identity.iccid {
+        Ok(match &identity.iccid {
             Some(iccid) => self
-                .fetch_sims(&[("iccid", iccid.clone())])
+                .sim_by_iccid(iccid)
                 .await?
-                .0
-                .iter()
-                .map(observed_from_sim)
-                .find(|o| o.matches(identity)),
+                .map(|row| observed_from_sim(&row))
+                .filter(|o| o.matches(identity)),
             // BICS finds SIMs by ICCID; an IMSI-only subscription is looked up in the inventory.
             None => self.inventory().await?.find(identity),
-        };
-        let Some(mut observed) = found else { return Ok(None) };
-        if let Some(endpoint) = observed.endpoint_id.clone() {
-            let action = format!("get BICS endpoint {endpoint}");
-            let resp = self
-                .client
-                .call(
-                    "GetEndPointProfile",
-                    Method::GET,
-                    &[("endPointId", endpoint)],
-                    None,
-                    &action,
-                    &[],
-                )
-                .await?;
-            let info = &resp["info"]["basicInfo"];
-            observed.service_profile_id = text(&info["planId"]);
-            observed.msisdn = observed.msisdn.or_else(|| text(&info["msisdn"]));
-        }
-        Ok(Some(observed))
+        })
     }
 
     async fn update(
@@ -489,6 +573,7 @@ impl SubscriptionBackend for BicsBackend {
         for change in changes {
             match change {
                 SubscriptionChange::SetServiceProfile(plan_id) => {
+                    // Setting a plan twice is harmless: no read-back needed before a resend.
                     if let Some(e) = &endpoint {
                         let action = format!("change the plan of BICS endpoint {e} to {plan_id}");
                         self.endpoint_call("ChangePlan", e, Some(json!({"planId": plan_id})), &action, &["7001"])
@@ -499,13 +584,19 @@ impl SubscriptionBackend for BicsBackend {
                 SubscriptionChange::SetMode(mode) => {
                     use SubscriptionMode::*;
                     if *mode == Terminated {
-                        if let Some(e) = endpoint.take() {
+                        if let Some(e) = endpoint.clone() {
                             let action = format!("de-link the SIM from BICS endpoint {e}");
-                            self.endpoint_call("DeLinkSim", &e, None, &action, &["6413", "6420"])
-                                .await?;
+                            self.endpoint_write(
+                                &iccid,
+                                self.endpoint_call("DeLinkSim", &e, None, &action, &["6413", "6420"]),
+                                |row| text(&row["endPointId"]).as_deref() != Some(e.as_str()),
+                            )
+                            .await?;
                             let action = format!("delete BICS endpoint {e}");
                             self.endpoint_call("DeleteEndPoint", &e, None, &action, &["10159"])
                                 .await?;
+                            endpoint = None;
+                            plan = None;
                         }
                         state = "Ready To Activate".into();
                         continue;
@@ -514,26 +605,38 @@ impl SubscriptionBackend for BicsBackend {
                         (Some(e), _) => e.clone(),
                         (None, Deactivated) => continue,
                         (None, _) => {
+                            let action = format!("create BICS endpoint {:?} for SIM {iccid}", desired.name);
                             let plan_id =
                                 plan.clone()
                                     .or_else(|| desired.service_profile_id.clone())
                                     .ok_or_else(|| {
                                         BackendError::new(
-                                            format!("create a BICS endpoint for SIM {iccid}"),
+                                            action.clone(),
                                             ErrorKind::Invalid,
                                             "the SIM has no endpoint; set spec.bicsSft.planId so one can be created",
                                         )
                                     })?;
-                            let action = format!("create BICS endpoint {:?} for SIM {iccid}", desired.name);
-                            let body = json!({"Request": {"requestParam": {
+                            let (roaming, apn) = Self::endpoint_settings(desired, &action)?;
+                            let mut param = json!({
                                 "name": desired.name, "isLinkSIM": "true", "iccid": iccid, "planId": plan_id,
-                                "isDefaultActivation": "false",
-                            }}});
-                            let resp = self
-                                .client
-                                .call("CreateEndPoint", Method::POST, &[], Some(&body), &action, &[])
-                                .await?;
-                            let id = text(&resp["endPointId"]).ok_or_else(|| {
+                                "roamingProfileId": roaming, "isDefaultActivation": "false",
+                            });
+                            if let Some(apn) = apn {
+                                param["apnGroupId"] = json!(apn);
+                            }
+                            let body = json!({"Request": {"requestParam": param}});
+                            let create =
+                                self.client
+                                    .call("CreateEndPoint", Method::POST, &[], Some(&body), &action, &[]);
+                            // Unknown outcome: the SIM shows an endpoint once the create landed.
+                            let id = match self
+                                .endpoint_write(&iccid, create, |row| text(&row["endPointId"]).is_some())
+                                .await?
+                            {
+                                Some(resp) => text(&resp["endPointId"]),
+                                None => self.sim_by_iccid(&iccid).await?.and_then(|r| text(&r["endPointId"])),
+                            }
+                            .ok_or_else(|| {
                                 BackendError::new(action, ErrorKind::Transient, "no endPointId in the answer")
                             })?;
                             endpoint = Some(id.clone());
@@ -544,12 +647,16 @@ impl SubscriptionBackend for BicsBackend {
                     };
                     let activate = matches!(mode, Active | Paused) && state == "Pre-Active";
                     if activate {
-                        self.endpoint_call(
-                            "EndPointActivation",
-                            &e,
-                            None,
-                            &format!("activate BICS endpoint {e}"),
-                            &["5014", "2507"],
+                        self.endpoint_write(
+                            &iccid,
+                            self.endpoint_call(
+                                "EndPointActivation",
+                                &e,
+                                None,
+                                &format!("activate BICS endpoint {e}"),
+                                &["5014", "2507"],
+                            ),
+                            |row| text(&row["simStatus"]).as_deref() == Some("Active"),
                         )
                         .await?;
                         state = "Active".into();
@@ -561,12 +668,16 @@ impl SubscriptionBackend for BicsBackend {
                     };
                     if let Some((code, to)) = lifecycle {
                         let action = format!("set BICS endpoint {e} to {to}");
-                        self.endpoint_call(
-                            "EndPointLifeCycleChange",
-                            &e,
-                            Some(json!({"lifeCycle": code, "reason": "1"})),
-                            &action,
-                            &["5017", "9003"],
+                        self.endpoint_write(
+                            &iccid,
+                            self.endpoint_call(
+                                "EndPointLifeCycleChange",
+                                &e,
+                                Some(json!({"lifeCycle": code, "reason": "1"})),
+                                &action,
+                                &["5017", "9003"],
+                            ),
+                            |row| text(&row["simStatus"]).as_deref() == Some(to),
                         )
                         .await?;
                         state = to.into();

@@ -373,7 +373,7 @@ impl EmnifyBackend {
         let emnify = desired.spec.emnify.clone().unwrap_or_default();
         let name = emnify.endpoint_name.unwrap_or_else(|| desired.name.clone());
         let action = format!("create emnify endpoint {name:?} for SIM {sim_id}");
-        let tariff = emnify.tariff_profile_id.or(desired.default_tariff_profile_id).ok_or_else(|| {
+        let tariff = emnify.tariff_profile_id.or(desired.defaults.tariff_profile_id).ok_or_else(|| {
             BackendError::new(
                 action.clone(),
                 ErrorKind::Invalid,

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::envelope::{Answer, codes};
 use super::model::{
-    EndpointState, MAX_ADDONS, PLAN_CATEGORIES, Plan, SERVICES, ServiceProfile, SimStatus, State, needs_access_type,
-    rat_rank,
+    EndpointState, MAX_ADDONS, PLAN_CATEGORIES, Plan, ROAMING_PROFILES, SERVICES, ServiceProfile, SimStatus, State,
+    needs_access_type, rat_rank,
 };
 use super::token::Kind;
 
@@ -239,7 +239,8 @@ impl State {
                 None => Answer::fail(codes::INVALID_REQUEST, "endPointId is mandatory"),
                 Some(id) => match State::endpoint_key(id).and_then(|k| self.endpoints.get(&k)) {
                     None => no_data("endPointId", id),
-                    Some(e) => Answer::ok(codes::OK, "Success").with("info", self.endpoint_info(e)),
+                    Some(e) => Answer::ok(codes::OK, "Success")
+                        .with("info", self.endpoint_profile(e, self.config.inferred.endpoint_extras)),
                 },
             },
             api => self.endpoint_action(api, &body),
@@ -578,7 +579,7 @@ impl State {
             (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return e,
         };
         let page = page.unwrap_or(1).max(1) as usize;
-        let per_page = per_page.unwrap_or(100).clamp(1, 1000) as usize;
+        let per_page = (per_page.unwrap_or(100) as usize).clamp(1, self.config.max_per_page.max(1));
         let matching: Vec<_> = self
             .sims
             .values()
@@ -587,21 +588,20 @@ impl State {
             .filter(|s| status_id.is_none_or(|id| u64::from(s.status.id()) == id))
             .filter(|s| attach_id.is_none_or(|a| (a == 1) == s.endpoint.is_some()))
             .collect();
+        let extras = self.config.inferred.sim_row_extras;
         let rows: Vec<Value> = matching
             .iter()
             .skip((page - 1).saturating_mul(per_page))
             .take(per_page)
-            .map(|s| s.row())
+            .map(|s| s.row(extras))
             .collect();
-        Answer::ok(codes::OK, "Success").with(
-            "responseParam",
-            json!({
-                "rows": rows,
-                "totalCount": matching.len().to_string(),
-                "page": page.to_string(),
-                "perPage": per_page.to_string(),
-            }),
-        )
+        let mut param = json!({"rows": rows});
+        if self.config.inferred.sim_list_totals {
+            param["totalCount"] = json!(matching.len().to_string());
+            param["page"] = json!(page.to_string());
+            param["perPage"] = json!(per_page.to_string());
+        }
+        Answer::ok(codes::OK, "Success").with("responseParam", param)
     }
 
     fn create_endpoint(&mut self, body: &Value) -> Answer {
@@ -615,6 +615,17 @@ impl State {
         let Some(link) = flag(rp.get("isLinkSIM")) else {
             return fail("isLinkSIM is mandatory: \"true\" or \"false\"".into());
         };
+        // Documented as mandatory ("14. Endpoint"); several ids are joined with `|`.
+        let Some(roaming) = scalar(rp.get("roamingProfileId")) else {
+            return fail("roamingProfileId is mandatory".into());
+        };
+        if let Some(unknown) = roaming
+            .split('|')
+            .map(str::trim)
+            .find(|r| !ROAMING_PROFILES.contains(r))
+        {
+            return fail(format!("roaming profile {unknown} does not exist"));
+        }
         let activate = flag(rp.get("isDefaultActivation")).unwrap_or(false);
         let iccid = scalar(rp.get("iccid"));
         if link {

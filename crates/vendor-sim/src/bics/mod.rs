@@ -62,6 +62,8 @@ pub struct BicsConfig {
     pub rate_limit: Option<(f64, u32)>,
     /// Added to every `/api` request before it is handled.
     pub latency: Duration,
+    /// Largest `fetchSIM` page served, whatever `perPage` asks (BICS documents no cap).
+    pub max_per_page: usize,
     pub seed: BicsSeed,
     /// Behaviour BICS does not document, each off by default (see the crate README).
     pub inferred: BicsInferred,
@@ -73,12 +75,27 @@ pub struct BicsConfig {
 pub struct BicsInferred {
     /// `GetServiceProfile` rows also carry the raw `service`, `accessType` and `status` codes.
     pub profile_codes: bool,
+    /// `fetchSIM` answers also carry `totalCount`, `page` and `perPage` (BICS documents no total).
+    pub sim_list_totals: bool,
+    /// `fetchSIM` rows also carry a top-level `imsi`, `msisdn` and `simStatusId`, and
+    /// `iMSIList[].imsi` (BICS's own clients read the IMSI from
+    /// `iMSIList[].supplierIMSIList[].supplierIMSI` only).
+    pub sim_row_extras: bool,
+    /// `GetEndPointProfile`'s `basicInfo` also carries `endPointId`, `status`, `simStatus`,
+    /// `planId`, `addonPlanIds`, `roamingProfileId` and `apnGroupId` (BICS's clients read
+    /// `iccid`, `name`, `msisdn`, `imsi` and `imeiLockStatus`; no documented read returns the plan).
+    pub endpoint_extras: bool,
 }
 
 impl BicsInferred {
     /// Every inferred behaviour on (what the simulator did before it was checked against the docs).
     pub fn all() -> Self {
-        BicsInferred { profile_codes: true }
+        BicsInferred {
+            profile_codes: true,
+            sim_list_totals: true,
+            sim_row_extras: true,
+            endpoint_extras: true,
+        }
     }
 }
 
@@ -93,6 +110,7 @@ impl Default for BicsConfig {
             require_x_requested_with: false,
             rate_limit: Some((2.0, 2)),
             latency: Duration::ZERO,
+            max_per_page: 1000,
             seed: BicsSeed::default(),
             inferred: BicsInferred::default(),
         }
@@ -432,6 +450,11 @@ impl BicsSim {
             .values()
             .map(|e| s.endpoint_info(e)["basicInfo"].clone())
             .collect()
+    }
+
+    /// Every SIM as a `fetchSIM` row with all extras (an inspection view).
+    pub fn sims(&self) -> Vec<Value> {
+        self.lock().sims.values().map(|s| s.row(true)).collect()
     }
 
     /// The endpoint the SIM `iccid` is linked to.

@@ -23,6 +23,9 @@ pub(crate) const ACCESS_TYPES: &[(&str, &str)] =
 /// Plan categories of `plan.basicInfo.planCategory` (spec §5).
 pub(crate) const PLAN_CATEGORIES: &[&str] = &["NORMAL", "ADDON", "TEST", "INVENTORY"];
 
+/// The account's roaming profiles (CreateEndPoint's mandatory `roamingProfileId` must name them).
+pub(crate) const ROAMING_PROFILES: &[&str] = &["RP_1", "RP_2"];
+
 /// At most this many addon plans per endpoint (spec §7).
 pub(crate) const MAX_ADDONS: usize = 15;
 
@@ -201,21 +204,27 @@ pub(crate) struct Sim {
 }
 
 impl Sim {
-    /// A `fetchSIM` row. `simStatusId`, `imsi` and `msisdn` are our additions.
-    pub fn row(&self) -> Value {
-        json!({
+    /// A `fetchSIM` row with the fields BICS's own clients read (no published table exists);
+    /// `extras` (the inferred switch `BicsInferred::sim_row_extras`) adds a top-level `imsi`,
+    /// `msisdn`, `simStatusId` and `iMSIList[].imsi`.
+    pub fn row(&self, extras: bool) -> Value {
+        let mut row = json!({
             "iccid": self.iccid,
-            "imsi": self.imsi,
-            "msisdn": self.msisdn,
             "simStatus": self.status.label(),
-            "simStatusId": self.status.id().to_string(),
             "endPointId": self.endpoint.clone().unwrap_or_else(|| "-".into()),
             "simAttachStatus": if self.endpoint.is_some() { "ATTACHED" } else { "NOT ATTACHED" },
             "simProduct": "SFT Industrial 3-in-1",
             "eid": "-",
             "activationCode": {"textQrCode": "-", "smDpPlusAdress": "-", "matchingId": "-"},
-            "iMSIList": [{"imsi": self.imsi}],
-        })
+            "iMSIList": [{"supplierIMSIList": [{"sponsorName": "BICS", "supplierIMSI": self.imsi}]}],
+        });
+        if extras {
+            row["imsi"] = json!(self.imsi);
+            row["msisdn"] = json!(self.msisdn);
+            row["simStatusId"] = json!(self.status.id().to_string());
+            row["iMSIList"][0]["imsi"] = json!(self.imsi);
+        }
+        row
     }
 }
 
@@ -281,6 +290,16 @@ impl State {
     /// `GetEndPointProfile`'s `Response.info`: the documented `basicInfo{iccid, name, msisdn,
     /// imsi, imeiLockStatus}` plus our `endPointId`, `status`, `simStatus`, `planId`,
     /// `addonPlanIds`, `roamingProfileId` and `apnGroupId`. Absent values render as `"-"`.
+    /// `GetEndPointProfile`'s `info` as BICS's clients read it; `extras` (the inferred switch
+    /// `BicsInferred::endpoint_extras`) keeps our additions.
+    pub fn endpoint_profile(&self, e: &Endpoint, extras: bool) -> Value {
+        let mut info = self.endpoint_info(e);
+        if !extras && let Some(basic) = info["basicInfo"].as_object_mut() {
+            basic.retain(|k, _| matches!(k.as_str(), "iccid" | "name" | "msisdn" | "imsi" | "imeiLockStatus"));
+        }
+        info
+    }
+
     pub fn endpoint_info(&self, e: &Endpoint) -> Value {
         let sim = e.iccid.as_ref().and_then(|i| self.sims.get(i));
         let dash = |v: Option<&String>| v.cloned().unwrap_or_else(|| "-".into());
