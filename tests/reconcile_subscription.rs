@@ -202,6 +202,29 @@ async fn termination_needs_the_confirmation_annotation_and_is_final() {
     let c = h.csub("retire").await;
     assert_eq!(c.status.clone().unwrap().mode.as_deref(), Some("Deleted/no endpoint"));
     assert_eq!(cond(&c, READY).0, ConditionStatus::True);
+    assert!(c.status.clone().unwrap().terminated_at.is_some());
+    // The endpoint went with it (left behind it would keep its service profile in use), and
+    // emnify no longer lists the SIM.
+    let endpoint = sim["endpoint"]["id"].as_i64().unwrap();
+    let gone = emnify_get(&h.sim, &format!("/api/v1/endpoint/{endpoint}")).await;
+    assert!(gone.get("id").is_none(), "endpoint {endpoint} deleted: {gone}");
+    let sims = emnify_get(&h.sim, "/api/v1/sim?per_page=1000").await;
+    assert!(!sims.as_array().unwrap().iter().any(|s| s["iccid"] == sim["iccid"]));
+
+    // Later resyncs, from a fresh sweep that no longer has the SIM: still Terminated, not
+    // SimNotFound.
+    for _ in 0..2 {
+        h.ctx.inventories.forget("default/emnify");
+        h.csub_resync_due("retire").await;
+        h.reconcile_csub("retire").await.unwrap();
+        let c = h.csub("retire").await;
+        assert_eq!(cond(&c, READY).0, ConditionStatus::True, "{:?}", c.status);
+        assert_eq!(cond(&c, SYNCED).0, ConditionStatus::True);
+        assert_eq!(
+            c.status.unwrap().mode.as_deref(),
+            Some("terminated (no longer listed by the vendor)")
+        );
+    }
 
     // Terminated is irreversible: asking for Active again is a permanent error, nothing is sent.
     h.csubs()
@@ -215,6 +238,70 @@ async fn termination_needs_the_confirmation_annotation_and_is_final() {
     let err = h.reconcile_csub("retire").await.unwrap_err();
     assert_eq!(err.reason(), "Terminated");
     assert!(err.to_string().contains("irreversible"));
+}
+
+/// emnify allows Factory Test -> Activated only: a Factory Test SIM reaches Deactivated through
+/// Activated (its endpoint disabled first), never by a refused Factory Test -> Suspended.
+#[tokio::test]
+async fn factory_test_sims_take_only_allowed_transitions() {
+    let h = Harness::new().await;
+    let (_, free) = emnify_sims(&h).await;
+    let sim_id = free["id"].as_i64().unwrap();
+    let iccid = str_of(&free["iccid"]);
+    // Issued -> Factory Test (allowed), as a person would do in the portal.
+    let token = common::emnify_token(&h.sim).await;
+    let resp = reqwest::Client::new()
+        .patch(format!("{}/api/v1/sim/{sim_id}", h.sim.url))
+        .bearer_auth(token)
+        .json(&json!({"status": {"id": 4}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let tariff = emnify_get(&h.sim, "/api/v1/tariff_profile").await[0]["id"]
+        .as_i64()
+        .unwrap();
+    h.add_sp("p", json!({"providerConfigRef": {"name": "emnify"}, "emnify": {}}));
+    h.sync_sp("p").await;
+    h.add_csub(
+        "ft",
+        json!({"providerConfigRef": {"name": "emnify"}, "iccid": iccid, "mode": "Paused",
+               "serviceProfileRef": {"name": "p"}, "emnify": {"tariffProfileId": tariff}}),
+    );
+    let c = h.sync_csub("ft").await;
+    assert_eq!(c.status.unwrap().mode.as_deref(), Some("Activated/Disabled"));
+    // Back to Factory Test is impossible; from a fresh Factory Test SIM, Deactivated:
+    let (_, other) = emnify_sims(&h).await;
+    let other_id = other["id"].as_i64().unwrap();
+    let resp = reqwest::Client::new()
+        .patch(format!("{}/api/v1/sim/{other_id}", h.sim.url))
+        .bearer_auth(common::emnify_token(&h.sim).await)
+        .json(&json!({"status": {"id": 4}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    // The portal change is newer than the account's last sweep.
+    h.ctx.inventories.forget("default/emnify");
+    h.add_csub(
+        "ft2",
+        json!({"providerConfigRef": {"name": "emnify"}, "iccid": str_of(&other["iccid"]), "mode": "Deactivated",
+               "serviceProfileRef": {"name": "p"}, "emnify": {"tariffProfileId": tariff}}),
+    );
+    let c = h.sync_csub("ft2").await;
+    let status = c.status.unwrap();
+    assert_eq!(
+        status.mode.as_deref(),
+        Some("Suspended/Disabled"),
+        "{:?}",
+        status.conditions
+    );
+    let refused = h
+        .vendor_requests()
+        .iter()
+        .filter(|(m, p, code)| m == "PATCH" && p.starts_with("/api/v1/sim/") && *code >= 400)
+        .count();
+    assert_eq!(refused, 0, "no transition emnify refuses was sent");
 }
 
 #[tokio::test]

@@ -328,14 +328,36 @@ async fn observe(
             None => backend.observe(&id).await?,
         }
     };
-    let mut found = found.ok_or_else(|| Error::SimNotFound {
-        vendor: provider.vendor,
-        identity: id.to_string(),
-    })?;
+    let mut found = match found {
+        Some(found) => found,
+        None => gone_after_termination(csub.status.as_ref()).ok_or_else(|| Error::SimNotFound {
+            vendor: provider.vendor,
+            identity: id.to_string(),
+        })?,
+    };
     if provider.profiles_write_only {
         found.service_profile_id = recorded_profile(csub.status.as_ref(), &found);
     }
     Ok(found)
+}
+
+/// A SIM seen terminated that the vendor no longer lists (emnify deletes terminated SIMs): still
+/// terminated, as last seen. Pure.
+fn gone_after_termination(status: Option<&ConnectivitySubscriptionStatus>) -> Option<ObservedSubscription> {
+    let status = status.filter(|s| s.terminated_at.is_some())?;
+    Some(ObservedSubscription {
+        imsi: status.imsi.clone(),
+        iccid: status.iccid.clone(),
+        msisdn: status.msisdn.clone(),
+        imei: None,
+        id: status.id.clone(),
+        endpoint_id: None,
+        vendor_mode: "terminated (no longer listed by the vendor)".into(),
+        mode: Some(SubscriptionMode::Terminated),
+        equivalent: Vec::new(),
+        service_profile_id: None,
+        first_activation_date: status.first_activation_date.clone(),
+    })
 }
 
 /// Where the vendor never reports a SIM's profile (BICS plans): the one the operator last set, as
@@ -644,6 +666,9 @@ fn with_observed(
     status.id = o.id.clone().or(status.id);
     status.endpoint_id = o.endpoint_id.clone();
     status.first_activation_date = o.first_activation_date.clone().or(status.first_activation_date);
+    if o.mode == Some(SubscriptionMode::Terminated) {
+        status.terminated_at = status.terminated_at.or(Some(now));
+    }
     status.last_observed_time = Some(now);
     status
 }

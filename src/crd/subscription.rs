@@ -174,6 +174,10 @@ pub struct ConnectivitySubscriptionStatus {
     /// The vendor's id of the device / endpoint the SIM belongs to, where it has one (emnify).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_id: Option<String>,
+    /// When the operator first saw the SIM terminated. A terminated SIM that the vendor no longer
+    /// lists (emnify deletes it) keeps reporting `Terminated` instead of `SimNotFound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated_at: Option<chrono::DateTime<chrono::Utc>>,
     /// When the SIM was first activated, as the vendor reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_activation_date: Option<String>,

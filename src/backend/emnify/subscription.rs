@@ -7,7 +7,11 @@
 //! | Active      | Activated (1)   | Enabled (0)          |
 //! | Paused      | Activated (1)   | Disabled (1)         |
 //! | Deactivated | Suspended (2), or Issued (0) never activated | Disabled (1) or none |
-//! | Terminated  | Deleted (3)     | SIM released         |
+//! | Terminated  | Deleted (3)     | released and deleted |
+//!
+//! SIM status changes follow emnify's allowed transitions (`PATCH /sim/{id}`): Issued -> Activated
+//! or Factory Test, Factory Test -> Activated only, Activated <-> Suspended. A Factory Test SIM
+//! is therefore activated (with its endpoint already disabled) on its way to Suspended.
 
 use std::collections::HashMap;
 
@@ -306,6 +310,10 @@ impl EmnifyBackend {
                         }
                     }
                     if !sim_first && needs_sim {
+                        if sim_status == SIM_FACTORY_TEST && want_sim == SIM_SUSPENDED {
+                            // Factory Test goes only to Activated; the endpoint is disabled by now.
+                            self.set_sim_status(sim_id, SIM_ACTIVATED).await?;
+                        }
                         self.set_sim_status(sim_id, want_sim).await?;
                         sim_status = want_sim;
                     }
@@ -399,15 +407,25 @@ impl EmnifyBackend {
                 &action,
             )
             .await?;
+        // emnify's spec documents the created endpoint as the 201 body; recorded answers carry a
+        // `Location` header too.
         answer
             .location_id()
-            .ok_or_else(|| BackendError::new(action, ErrorKind::Transient, "created, but no Location header"))
+            .or_else(|| serde_json::from_slice::<Endpoint>(&answer.body).ok().and_then(|e| e.id))
+            .ok_or_else(|| {
+                BackendError::new(
+                    action,
+                    ErrorKind::Transient,
+                    "created, but the answer has neither a Location header nor an id",
+                )
+            })
     }
 
-    /// Terminate: disable and release from the endpoint, then delete the SIM (irreversible).
+    /// Terminate: release the SIM from its endpoint, delete the endpoint (a retired device; left
+    /// in place it would keep its service profile in use, so the profile could never be deleted),
+    /// then delete the SIM (irreversible). Each step tolerates an earlier, interrupted attempt.
     async fn terminate(&self, sim_id: i64, endpoint_id: Option<i64>) -> Result<(), BackendError> {
         if let Some(eid) = endpoint_id {
-            self.set_endpoint_status(eid, ENDPOINT_DISABLED).await?;
             let action = format!("release emnify SIM {sim_id} from endpoint {eid}");
             self.client()
                 .call(
@@ -419,6 +437,23 @@ impl EmnifyBackend {
                     &action,
                 )
                 .await?;
+            let action = format!("delete emnify endpoint {eid} of terminated SIM {sim_id}");
+            match self
+                .client()
+                .call(
+                    "endpoint.delete",
+                    Method::DELETE,
+                    &format!("/api/v1/endpoint/{eid}"),
+                    None,
+                    None,
+                    &action,
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
         }
         let action = format!("delete (terminate) emnify SIM {sim_id}");
         match self

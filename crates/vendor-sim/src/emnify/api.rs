@@ -374,7 +374,13 @@ impl State {
             ("POST", ["endpoint"]) => {
                 let body = parse_body(&req.body)?;
                 let id = self.create_endpoint(&body)?;
-                Ok(Reply::created(format!("{base}/api/v1/endpoint/{id}")))
+                // emnify's OpenAPI spec documents the created endpoint as the 201 body; recorded
+                // traffic also shows a `Location` header.
+                let created = self.endpoints.get(&id).map(|e| self.endpoint_json(e, true));
+                Ok(Reply {
+                    body: created,
+                    ..Reply::created(format!("{base}/api/v1/endpoint/{id}"))
+                })
             }
             ("GET", ["endpoint", id]) => {
                 let id = parse_id(id)?;
