@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use vendor_sim::telenor::{
-    DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Fault, RunningSim, TelenorConfig, TelenorSeed, TelenorSim,
+    DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Fault, RunningSim, TelenorConfig, TelenorInferred, TelenorSeed, TelenorSim,
 };
 
 const CS: &str = "/iot-connect/subscriptions/v1/connectivity-subscriptions";
@@ -30,11 +30,14 @@ async fn start(config: TelenorConfig) -> RunningSim {
 }
 
 /// Defaults without the rate limit, with a long async delay (tests apply pending changes
-/// explicitly unless they test the delay itself).
+/// explicitly unless they test the delay itself). The search tests use `match` filters to check
+/// the simulator's state, so the inferred switches are on; `undocumented_filters_are_refused`
+/// checks the default.
 fn quiet() -> TelenorConfig {
     TelenorConfig {
         rate_limit: None,
         async_delay: Duration::from_secs(600),
+        inferred: TelenorInferred::all(),
         ..TelenorConfig::default()
     }
 }
@@ -1036,7 +1039,6 @@ async fn ten_thousand_subscriptions_seed_and_search_fully() {
         ..quiet()
     });
     let seeded = started.elapsed();
-    assert!(seeded < Duration::from_secs(1), "seeding 10k took {seeded:?}");
     let sim = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let api = Api::login(&sim).await;
 
@@ -1068,9 +1070,48 @@ async fn ten_thousand_subscriptions_seed_and_search_fully() {
         .count();
     assert_eq!(v["pagination"]["totalHits"], trm);
     assert!(trm > 500);
-    // Generous bounds: these run unoptimised on a loaded CI machine.
-    assert!(filtered < Duration::from_secs(1), "filtered search took {filtered:?}");
-    assert!(scanned < Duration::from_secs(15), "full scan took {scanned:?}");
+    // Timings are printed, never asserted: a test has no time limit.
     eprintln!("10k: seed {seeded:?}, full scan {scanned:?} ({pages} pages), filtered search {filtered:?}");
+    sim.shutdown().await;
+}
+
+/// Telenor documents one search filter type, `between`: by default the simulator refuses any
+/// other (a client relying on an undocumented `match` fails here, as it might at Telenor), and
+/// `GET .../profiles/{iccid}` is the documented lookup by ICCID.
+#[tokio::test]
+async fn undocumented_filters_are_refused_and_profiles_find_iccids() {
+    let sim = start(TelenorConfig {
+        rate_limit: None,
+        ..TelenorConfig::default()
+    })
+    .await;
+    let api = Api::login(&sim).await;
+    let hook = &sim.sim.subscriptions()[0];
+    let iccid = s(hook, "iccid");
+    let (status, v) = api
+        .search(
+            json!({"filters": [{"fields": ["connectivitySubscriptions.iccid"], "type": "match", "values": [iccid]}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("between"), "{v}");
+    let (status, v) = api
+        .search(json!({"filters": [{"fields": ["connectivitySubscriptions.iccid"], "type": "between", "values": {"min": iccid, "max": iccid}}]}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    let (status, v) = api
+        .get(&format!(
+            "/iot-connect/subscriptions/v1/profiles/{iccid}?include=connectivitySubscriptions"
+        ))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let url = v["relationships"]["connectivitySubscriptions"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, v) = api.get(&url).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["attributes"]["iccid"], iccid.as_str());
     sim.shutdown().await;
 }

@@ -6,10 +6,30 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub const SUBSCRIPTIONS: &str = "/iot-connect/subscriptions/v1/connectivity-subscriptions";
+/// "Get profile" (`GET .../profiles/:iccid`), the one lookup by ICCID Telenor documents.
+pub const PROFILES: &str = "/iot-connect/subscriptions/v1/profiles";
 pub const SEARCH: &str = "/iot-connect/subscription-inventory/v2/search";
 pub const SERVICE_POLICIES: &str = "/iot-connect/service-policies/v1/iot-platform";
 /// Our documented assumption for the undocumented token endpoint.
 pub const DEFAULT_TOKEN_PATH: &str = "/oauth2/token";
+
+/// The path of a relationship URL, always sent to the configured endpoint: a vendor answer never
+/// decides where our token goes. `None` for a URL without a path.
+pub fn relative_path(url: &str) -> Option<String> {
+    let rest = match url.split_once("://") {
+        Some((_, after_scheme)) => &after_scheme[after_scheme.find('/')?..],
+        None => url,
+    };
+    let path = rest.split(['?', '#']).next().unwrap_or_default().trim();
+    if path.is_empty() || path == "/" || path.contains("..") {
+        return None;
+    }
+    Some(if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    })
+}
 
 /// `{"attributes": ..., "relationships": ...}` envelope.
 #[derive(Debug, Clone, Deserialize)]
@@ -20,6 +40,16 @@ pub struct Resource<A> {
 }
 
 impl<A> Resource<A> {
+    /// The `url`s of a relationship, to-one (`{url}`) or to-many (`[{url}, ...]`).
+    pub fn related_urls(&self, name: &str) -> Vec<String> {
+        let url = |v: &Value| v.get("url").and_then(Value::as_str).map(str::to_string);
+        match self.relationships.get(name) {
+            Some(Value::Array(items)) => items.iter().filter_map(url).collect(),
+            Some(v) => url(v).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Last path segment of a to-one relationship's `url`.
     pub fn related_id(&self, name: &str) -> Option<String> {
         let url = self.relationships.get(name)?.get("url")?.as_str()?;
@@ -158,6 +188,20 @@ impl ErrorBody {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn relationship_urls_become_paths_on_our_endpoint() {
+        let p = "/iot-connect/subscriptions/v1/connectivity-subscriptions/242016000000001";
+        assert_eq!(relative_path(p).as_deref(), Some(p));
+        assert_eq!(
+            relative_path(&format!("https://evil.example{p}?x=1")).as_deref(),
+            Some(p)
+        );
+        assert_eq!(relative_path(&p[1..]).as_deref(), Some(p));
+        assert_eq!(relative_path("https://evil.example"), None);
+        assert_eq!(relative_path("/a/../oauth2/token"), None);
+        assert_eq!(relative_path(""), None);
+    }
+
     use super::*;
 
     #[test]

@@ -156,15 +156,18 @@ impl TelenorClient {
     /// Returns the number of pages read.
     pub async fn search_each(
         &self,
-        filters: Value,
+        filters: Option<Value>,
         mut visit: impl FnMut(Vec<api::SearchItem>),
     ) -> Result<u64, BackendError> {
         let action = "search the Telenor IoT Connect inventory";
         let mut pages = 0;
+        // As Telenor's sorting example: no `filters` key when there is nothing to filter.
         let mut body = json!({
-            "filters": filters,
             "sortBy": [{"direction": "asc", "field": "iotSubscription.iotSubscriptionId"}],
         });
+        if let Some(filters) = filters {
+            body["filters"] = filters;
+        }
         loop {
             let answer = self
                 .call(

@@ -168,13 +168,42 @@ impl ServiceProfileBackend for TelenorBackend {
     }
 }
 
+impl TelenorBackend {
+    /// `GET` a connectivity subscription (by its path or a relationship URL) with its service
+    /// policy and IMEI ("Get connectivity subscription").
+    async fn subscription_at(
+        &self,
+        path: &str,
+        identity: &SimIdentity,
+    ) -> Result<Option<ObservedSubscription>, BackendError> {
+        let action = format!("get Telenor connectivity subscription {identity}");
+        let query = [
+            ("include", "servicePolicy".to_string()),
+            ("extendWith", "imei".to_string()),
+        ];
+        match self
+            .client
+            .call("subscription.get", Method::GET, path, &query, None, &action, false)
+            .await
+        {
+            Ok(answer) => {
+                let r: api::Resource<api::ConnectivitySubscription> = answer.json(&action)?;
+                let o = observed(&r.attributes, r.related_id("servicePolicy"));
+                Ok(Some(o).filter(|o| o.matches(identity)))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[async_trait]
 impl SubscriptionBackend for TelenorBackend {
     async fn inventory(&self) -> Result<Inventory, BackendError> {
         let mut inventory = InventoryBuilder::default();
         let pages = self
             .client
-            .search_each(json!([]), |items| {
+            .search_each(None, |items| {
                 for s in items.iter().flat_map(|i| i.connectivity_subscriptions.iter()) {
                     inventory.push(&observed(s, None));
                 }
@@ -185,48 +214,41 @@ impl SubscriptionBackend for TelenorBackend {
 
     async fn observe(&self, identity: &SimIdentity) -> Result<Option<ObservedSubscription>, BackendError> {
         if let Some(imsi) = &identity.imsi {
-            let action = format!("get Telenor connectivity subscription {imsi}");
-            let query = [
-                ("include", "servicePolicy".to_string()),
-                ("extendWith", "imei".to_string()),
-            ];
-            return match self
-                .client
-                .call(
-                    "subscription.get",
-                    Method::GET,
-                    &format!("{}/{imsi}", api::SUBSCRIPTIONS),
-                    &query,
-                    None,
-                    &action,
-                    false,
-                )
-                .await
-            {
-                Ok(answer) => {
-                    let r: api::Resource<api::ConnectivitySubscription> = answer.json(&action)?;
-                    let o = observed(&r.attributes, r.related_id("servicePolicy"));
-                    Ok(Some(o).filter(|o| o.matches(identity)))
-                }
-                Err(e) if e.is_not_found() => Ok(None),
-                Err(e) => Err(e),
-            };
+            return self
+                .subscription_at(&format!("{}/{imsi}", api::SUBSCRIPTIONS), identity)
+                .await;
         }
         let Some(iccid) = &identity.iccid else { return Ok(None) };
-        let filter = json!([{"fields": ["connectivitySubscriptions.iccid"], "type": "match", "values": [iccid]}]);
-        let mut found = None;
-        self.client
-            .search_each(filter, |items| {
-                if found.is_none() {
-                    found = items
-                        .iter()
-                        .flat_map(|i| i.connectivity_subscriptions.iter())
-                        .map(|s| observed(s, None))
-                        .find(|o| o.matches(identity));
-                }
-            })
-            .await?;
-        Ok(found)
+        // Documented: `GET .../profiles/{iccid}` ("Get profile"); a profile always has one
+        // connectivity subscription, whose relationship URL is followed (the search documents
+        // only `between` filters, and no GET of a subscription by ICCID exists).
+        let action = format!("get Telenor profile {iccid}");
+        let answer = match self
+            .client
+            .call(
+                "profile.get",
+                Method::GET,
+                &format!("{}/{iccid}", api::PROFILES),
+                &[("include", "connectivitySubscriptions".to_string())],
+                None,
+                &action,
+                false,
+            )
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let profile: api::Resource<serde_json::Value> = answer.json(&action)?;
+        let Some(path) = profile
+            .related_urls("connectivitySubscriptions")
+            .first()
+            .and_then(|u| api::relative_path(u))
+        else {
+            return Ok(None);
+        };
+        self.subscription_at(&path, identity).await
     }
 
     async fn update(

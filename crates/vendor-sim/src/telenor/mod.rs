@@ -61,6 +61,24 @@ pub struct TelenorConfig {
     /// Lifetime of a search `after` cursor, extended by each use (Telenor documents 2 minutes).
     pub cursor_ttl: Duration,
     pub seed: TelenorSeed,
+    /// Behaviour Telenor does not document, each off by default (see the crate README).
+    pub inferred: TelenorInferred,
+}
+
+/// Switches for behaviour Telenor does not document. Off (the default), the simulator refuses or
+/// omits it, so a client that relies on a guess fails against it.
+#[derive(Clone, Debug, Default)]
+pub struct TelenorInferred {
+    /// The search accepts `{"type": "match", "values": [...]}` filters (only `between` is
+    /// documented).
+    pub match_filter: bool,
+}
+
+impl TelenorInferred {
+    /// Every inferred behaviour on.
+    pub fn all() -> Self {
+        TelenorInferred { match_filter: true }
+    }
 }
 
 impl Default for TelenorConfig {
@@ -75,6 +93,7 @@ impl Default for TelenorConfig {
             search_page_size: 100,
             cursor_ttl: Duration::from_secs(120),
             seed: TelenorSeed::default(),
+            inferred: TelenorInferred::default(),
         }
     }
 }

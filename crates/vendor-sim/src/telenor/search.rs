@@ -172,7 +172,7 @@ impl State {
         let page = self.config.search_page_size.max(1);
         let (cursor_id, offset) = match req.get("after") {
             None | Some(Value::Null) => {
-                let filters = parse_filters(req.get("filters"))?;
+                let filters = parse_filters(req.get("filters"), self.config.inferred.match_filter)?;
                 let sort = parse_sort(req.get("sortBy"))?;
                 let mut hits: Vec<u32> = (0..self.subs.len())
                     .filter_map(|i| {
@@ -314,7 +314,9 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-fn parse_filters(v: Option<&Value>) -> Result<Vec<Filter>, ApiError> {
+/// `filters[]`. Telenor documents one filter type, `between`; `match` (exact values) is accepted
+/// only with the inferred switch `TelenorInferred::match_filter`.
+fn parse_filters(v: Option<&Value>, allow_match: bool) -> Result<Vec<Filter>, ApiError> {
     let list = match v {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
@@ -355,7 +357,7 @@ fn parse_filters(v: Option<&Value>) -> Result<Vec<Filter>, ApiError> {
                 }
                 Condition::Between { min, max }
             }
-            Some("match") => {
+            Some("match") if allow_match => {
                 let values: Option<Vec<String>> = match f.get("values") {
                     Some(Value::Array(a)) if !a.is_empty() => a.iter().map(scalar).collect(),
                     Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => scalar(v).map(|s| vec![s]),
@@ -366,7 +368,8 @@ fn parse_filters(v: Option<&Value>) -> Result<Vec<Filter>, ApiError> {
                 })?;
                 Condition::Match(values)
             }
-            _ => return Err(ApiError::invalid(&at("type"), "type must be one of: between, match")),
+            _ if allow_match => return Err(ApiError::invalid(&at("type"), "type must be one of: between, match")),
+            _ => return Err(ApiError::invalid(&at("type"), "type must be: between")),
         };
         out.push(Filter {
             fields: parsed,
