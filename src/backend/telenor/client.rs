@@ -185,7 +185,9 @@ impl TelenorClient {
             let empty = page.items.is_empty();
             visit(page.items);
             match page.pagination.next {
-                Some(next) if !next.is_empty() && !empty => body = json!({ "after": next }),
+                // The docs do not say whether the rest of the body must be repeated with
+                // `after`: repeating it is right under either reading.
+                Some(next) if !next.is_empty() && !empty => body["after"] = json!(next),
                 _ => return Ok(pages),
             }
         }
