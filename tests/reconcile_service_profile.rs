@@ -825,3 +825,91 @@ async fn cleanup_without_credentials_waits_unless_the_account_is_being_deleted()
         h.events_for("fleet")
     );
 }
+
+async fn data_limits_at_emnify(h: &Harness, id: &str) -> Vec<(bool, i64, Option<i64>)> {
+    let list = common::emnify_get(&h.sim, &format!("/api/v1/service_profile/{id}/traffic_limit")).await;
+    let mut out: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["satellite_only"].as_bool().unwrap_or(false),
+                l["volume"].as_i64().unwrap(),
+                l["warning_percent"].as_i64(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// emnify's data limits (`/service_profile/{id}/traffic_limit`): created with the profile, a
+/// changed one deleted and added again (emnify has no update), one dropped from the spec deleted,
+/// nothing written while in sync, and a volume that is no quantity of bytes refused by name.
+#[tokio::test]
+async fn data_limits_are_managed_like_the_rest() {
+    let h = Harness::new().await;
+    h.add_sp(
+        "capped",
+        json!({"emnify": {"dataLimits": [
+            {"volume": "500Mi", "warningPercent": 80},
+            {"volume": "1G", "satelliteOnly": true}
+        ]}}),
+    );
+    let sp = h.sync_sp("capped").await;
+    let id = sp.status.clone().unwrap().id.unwrap();
+    assert_eq!(condition(&sp, READY).status, ConditionStatus::True, "{:?}", sp.status);
+    assert_eq!(
+        data_limits_at_emnify(&h, &id).await,
+        vec![(false, 500 << 20, Some(80)), (true, 1_000_000_000, None)]
+    );
+    let observed = sp.status.unwrap().observed.unwrap().data_limits;
+    assert_eq!(observed.len(), 2, "{observed:?}");
+    assert!(
+        observed
+            .iter()
+            .any(|l| l.contains("500 MiB per month (all RATs, warning at 80%)")),
+        "{observed:?}"
+    );
+
+    // In sync: a resync reads and writes nothing.
+    let writes = |h: &Harness| {
+        h.vendor_requests()
+            .iter()
+            .filter(|(m, p, _)| m != "GET" && !p.ends_with("/authenticate"))
+            .count()
+    };
+    let before = writes(&h);
+    h.resync_due("capped").await;
+    h.reconcile_sp("capped").await.unwrap();
+    assert_eq!(writes(&h), before);
+
+    // A changed volume: deleted and added again; the satellite one is dropped.
+    h.patch_spec(
+        "capped",
+        json!({"emnify": {"dataLimits": [{"volume": "2Gi", "warningPercent": 90}]}}),
+    )
+    .await;
+    let sp = h.sync_sp("capped").await;
+    assert_eq!(condition(&sp, READY).status, ConditionStatus::True, "{:?}", sp.status);
+    assert_eq!(data_limits_at_emnify(&h, &id).await, vec![(false, 2 << 30, Some(90))]);
+    assert!(h.has_event("capped", "Updated"));
+
+    // Empty list: none; absent: not managed (a limit added in the portal stays).
+    h.patch_spec("capped", json!({"emnify": {"dataLimits": []}})).await;
+    h.sync_sp("capped").await;
+    assert!(data_limits_at_emnify(&h, &id).await.is_empty());
+
+    h.patch_spec("capped", json!({"emnify": {"dataLimits": [{"volume": "1.5"}]}}))
+        .await;
+    h.reconcile_sp("capped").await.unwrap_err();
+    let sp = h.sp("capped").await;
+    let synced = condition(&sp, SYNCED);
+    assert_eq!(synced.reason, "InvalidRequest");
+    assert!(
+        synced.message.contains("dataLimits[0].volume") && synced.message.contains("fractions of a byte"),
+        "{}",
+        synced.message
+    );
+}

@@ -4,6 +4,7 @@
 
 pub mod conditions;
 pub mod provider_config;
+pub mod quantity;
 pub mod service_profile;
 pub mod subscription;
 

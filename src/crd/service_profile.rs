@@ -84,6 +84,12 @@ pub enum ManagementPolicy {
 /// emnify service profile settings (`/api/v1/service_profile`). Boolean defaults are emnify's.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.dataLimits) || self.dataLimits.size() < 2 || (has(self.dataLimits[0].satelliteOnly) && self.dataLimits[0].satelliteOnly) != (has(self.dataLimits[1].satelliteOnly) && self.dataLimits[1].satelliteOnly)",
+    "message": "at most one data limit for all radio access types and one with satelliteOnly: true",
+    "fieldPath": ".dataLimits",
+    "reason": "FieldValueDuplicate"
+}]))]
 pub struct EmnifyServiceProfile {
     /// Allow 3G (`allowed_3g`).
     #[serde(default = "yes", rename = "allowed3g")]
@@ -135,6 +141,31 @@ pub struct EmnifyServiceProfile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub services: Option<Vec<EmnifyServiceSpec>>,
+    /// Monthly data limits of the profile (`/api/v1/service_profile/{id}/traffic_limit`), emnify's
+    /// cost control for every device on it: one for all radio access types and one for
+    /// satellite only. Absent: not managed. Present (even empty): exactly these; a limit that
+    /// differs is deleted and added again, as emnify requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2))]
+    pub data_limits: Option<Vec<EmnifyDataLimit>>,
+}
+
+/// A monthly data limit on an emnify service profile (service Data, period calendar month: the
+/// only ones emnify supports).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmnifyDataLimit {
+    /// Data volume per calendar month (UTC), as a Kubernetes quantity of bytes: `500Mi`, `1Gi`,
+    /// `2G`, `1048576`. Whole bytes, at least one.
+    pub volume: k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    /// Count only traffic over satellite networks (`satellite_only`). Default: all radio access
+    /// types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub satellite_only: Option<bool>,
+    /// Percentage of the volume at which emnify sends a warning event (`warning_percent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub warning_percent: Option<i32>,
 }
 
 fn yes() -> bool {
@@ -160,6 +191,7 @@ impl Default for EmnifyServiceProfile {
             dns_id: None,
             esme_interface_type_id: None,
             services: None,
+            data_limits: None,
         }
     }
 }
@@ -313,6 +345,9 @@ pub struct ObservedServiceProfile {
     /// Services on the profile, each as `<description> (<id>)` with its traffic limits.
     #[serde(default)]
     pub services: Vec<String>,
+    /// Data limits of the profile (emnify), when the spec manages them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_limits: Vec<String>,
     /// Differences between the spec and the vendor object still to be applied (empty when in sync).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<String>,

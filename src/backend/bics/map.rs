@@ -300,6 +300,7 @@ pub enum Change {
 
 pub fn summary(row: &ProfileRow, drift: &[ProfileChange]) -> ObservedServiceProfile {
     ObservedServiceProfile {
+        data_limits: Vec::new(),
         name: row.name.clone(),
         description: None,
         allowed_rats: row

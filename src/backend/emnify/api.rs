@@ -94,6 +94,27 @@ pub struct ServiceProfile {
     /// Detail view only: services with their attached limits.
     #[serde(default)]
     pub service: Option<Vec<ProfileService>>,
+    /// The profile's data limits (`GET /api/v1/service_profile/{id}/traffic_limit`), read only
+    /// when the spec manages them.
+    #[serde(skip)]
+    pub data_limits: Option<Vec<DataLimit>>,
+}
+
+/// A data limit of a service profile (`GET /api/v1/service_profile/{id}/traffic_limit` item).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct DataLimit {
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub service: Option<IdRef>,
+    #[serde(default)]
+    pub satellite_only: Option<bool>,
+    #[serde(default)]
+    pub period: Option<Period>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub volume: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub warning_percent: Option<i64>,
 }
 
 /// A service on a profile (detail view).

@@ -23,6 +23,65 @@ pub enum Change {
     AttachLimit { service_id: i64, limit_id: i64 },
     /// `DELETE /api/v1/service_profile/{id}/service/{service_id}/traffic_limit/{limit_id}`.
     DetachLimit { service_id: i64, limit_id: i64 },
+    /// `POST /api/v1/service_profile/{id}/traffic_limit` (a data limit).
+    AddDataLimit { body: Value },
+    /// `DELETE /api/v1/service_profile/{id}/traffic_limit/{limit_id}`.
+    DeleteDataLimit { limit_id: i64 },
+}
+
+/// emnify's only data-limit service (Data) and period (calendar month).
+pub const DATA_SERVICE: i64 = 38;
+pub const MONTHLY: i64 = 2;
+
+/// A data limit as the spec asks for it, in emnify's units.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DesiredDataLimit {
+    pub satellite_only: bool,
+    pub volume: u64,
+    pub warning_percent: Option<i64>,
+}
+
+impl DesiredDataLimit {
+    fn label(&self) -> String {
+        data_limit_label(self.satellite_only, self.volume, self.warning_percent)
+    }
+
+    /// Body of `POST .../traffic_limit`. The ids are strings, as emnify's OpenAPI spec types them.
+    fn body(&self) -> Value {
+        let mut body = json!({
+            "service": {"id": DATA_SERVICE.to_string()},
+            "period": {"id": MONTHLY.to_string()},
+            "volume": self.volume,
+            "satellite_only": self.satellite_only,
+        });
+        if let Some(w) = self.warning_percent {
+            body["warning_percent"] = json!(w);
+        }
+        body
+    }
+
+    fn matches(&self, l: &api::DataLimit) -> bool {
+        l.service.as_ref().and_then(|s| s.id) == Some(DATA_SERVICE)
+            && l.satellite_only.unwrap_or(false) == self.satellite_only
+            && l.volume.and_then(|v| u64::try_from(v).ok()) == Some(self.volume)
+            && l.warning_percent == self.warning_percent
+            && l.period.as_ref().and_then(|p| p.id).is_none_or(|p| p == MONTHLY)
+    }
+}
+
+fn data_limit_label(satellite_only: bool, volume: u64, warning_percent: Option<i64>) -> String {
+    let scope = if satellite_only { "satellite only" } else { "all RATs" };
+    let warning = warning_percent
+        .map(|w| format!(", warning at {w}%"))
+        .unwrap_or_default();
+    format!("{} per month ({scope}{warning})", crate::crd::quantity::human(volume))
+}
+
+fn observed_data_limit_label(l: &api::DataLimit) -> String {
+    match l.volume.and_then(|v| u64::try_from(v).ok()) {
+        Some(v) => data_limit_label(l.satellite_only.unwrap_or(false), v, l.warning_percent),
+        None => format!("data limit {}", l.id.unwrap_or_default()),
+    }
 }
 
 /// Desired services: service id -> (label, limit id -> label).
@@ -36,6 +95,8 @@ pub struct ResolvedProfile {
     pub settings: EmnifyServiceProfile,
     /// service id -> (label, limit id -> label); `None` when services are not managed.
     pub services: Option<DesiredServices>,
+    /// `None` when data limits are not managed.
+    pub data_limits: Option<Vec<DesiredDataLimit>>,
 }
 
 /// What the emnify account offers: services and their predefined traffic limits.
@@ -134,11 +195,38 @@ pub fn resolve(
             Some(out)
         }
     };
+    let data_limits = match &settings.data_limits {
+        None => None,
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, l) in list.iter().enumerate() {
+                let volume =
+                    crate::crd::quantity::bytes(&l.volume).map_err(|e| format!("dataLimits[{i}].volume: {e}"))?;
+                let satellite_only = l.satellite_only.unwrap_or(false);
+                if out
+                    .iter()
+                    .any(|d: &DesiredDataLimit| d.satellite_only == satellite_only)
+                {
+                    return Err(format!(
+                        "dataLimits[{i}]: emnify allows one data limit per scope (all RATs, satellite only)"
+                    ));
+                }
+                out.push(DesiredDataLimit {
+                    satellite_only,
+                    volume,
+                    warning_percent: l.warning_percent.map(i64::from),
+                });
+            }
+            out.sort();
+            Some(out)
+        }
+    };
     Ok(ResolvedProfile {
         name: name.to_string(),
         description: description.map(str::to_string),
         settings: settings.clone(),
         services,
+        data_limits,
     })
 }
 
@@ -275,6 +363,9 @@ pub fn plan(desired: &ResolvedProfile, observed: &api::ServiceProfile) -> Vec<Pr
             op: ProfileOp::Emnify(Change::Patch { body }),
         });
     }
+    if let Some(want) = &desired.data_limits {
+        plan_data_limits(want, observed.data_limits.as_deref().unwrap_or(&[]), &mut changes);
+    }
 
     let Some(want_services) = &desired.services else {
         return changes;
@@ -347,6 +438,30 @@ pub fn plan(desired: &ResolvedProfile, observed: &api::ServiceProfile) -> Vec<Pr
     changes
 }
 
+/// Data limits: those that differ are deleted and added again (emnify has no update), so every
+/// delete comes before every add (one limit per scope).
+fn plan_data_limits(want: &[DesiredDataLimit], have: &[api::DataLimit], changes: &mut Vec<ProfileChange>) {
+    let kept: Vec<&api::DataLimit> = have.iter().filter(|l| want.iter().any(|w| w.matches(l))).collect();
+    for l in have {
+        if kept.iter().any(|k| std::ptr::eq(*k, l)) {
+            continue;
+        }
+        let Some(limit_id) = l.id else { continue };
+        changes.push(ProfileChange {
+            description: format!("delete data limit {limit_id} ({})", observed_data_limit_label(l)),
+            op: ProfileOp::Emnify(Change::DeleteDataLimit { limit_id }),
+        });
+    }
+    for w in want {
+        if !kept.iter().any(|l| w.matches(l)) {
+            changes.push(ProfileChange {
+                description: format!("add data limit {}", w.label()),
+                op: ProfileOp::Emnify(Change::AddDataLimit { body: w.body() }),
+            });
+        }
+    }
+}
+
 /// Status summary of an observed profile.
 pub fn summary(observed: &api::ServiceProfile, drift: &[ProfileChange]) -> ObservedServiceProfile {
     let mut rats = Vec::new();
@@ -389,6 +504,12 @@ pub fn summary(observed: &api::ServiceProfile, drift: &[ProfileChange]) -> Obser
         description: observed.description.clone().filter(|d| !d.is_empty()),
         allowed_rats: rats,
         services,
+        data_limits: observed
+            .data_limits
+            .iter()
+            .flatten()
+            .map(|l| format!("{}: {}", l.id.unwrap_or_default(), observed_data_limit_label(l)))
+            .collect(),
         drift: drift.iter().map(|c| c.description.clone()).collect(),
     }
 }

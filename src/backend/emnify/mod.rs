@@ -147,6 +147,21 @@ impl EmnifyBackend {
         }
     }
 
+    async fn data_limits(&self, pid: i64) -> Result<Vec<api::DataLimit>, BackendError> {
+        let action = format!("list data limits of emnify service profile {pid}");
+        self.client
+            .call(
+                "service_profile.data_limit.list",
+                Method::GET,
+                &format!("/api/v1/service_profile/{pid}/traffic_limit"),
+                None,
+                None,
+                &action,
+            )
+            .await?
+            .json(&action)
+    }
+
     async fn list_profiles(&self) -> Result<Vec<api::ServiceProfile>, BackendError> {
         let action = "list emnify service profiles";
         // Service profiles are not paged (emnify.md §4).
@@ -207,9 +222,14 @@ impl ServiceProfileBackend for EmnifyBackend {
                 }
             },
         };
-        let Some(profile) = profile else {
+        let Some(mut profile) = profile else {
             return Ok(Observation::Missing);
         };
+        if resolved.data_limits.is_some()
+            && let Some(pid) = profile.id
+        {
+            profile.data_limits = Some(self.data_limits(pid).await?);
+        }
         let changes = map::plan(&resolved, &profile);
         Ok(Observation::Present(ObservedProfile {
             id: profile.id.map(|i| i.to_string()).unwrap_or_default(),
@@ -313,6 +333,33 @@ impl ServiceProfileBackend for EmnifyBackend {
                         )
                         .await,
                     ErrorKind::Conflict,
+                ),
+                // A lost answer sent again finds the limit there (409): the next observe compares it.
+                Change::AddDataLimit { body } => tolerate(
+                    self.client
+                        .call(
+                            "service_profile.data_limit.add",
+                            Method::POST,
+                            &format!("{base}/traffic_limit"),
+                            None,
+                            Some(body),
+                            &action,
+                        )
+                        .await,
+                    ErrorKind::Conflict,
+                ),
+                Change::DeleteDataLimit { limit_id } => tolerate(
+                    self.client
+                        .call(
+                            "service_profile.data_limit.delete",
+                            Method::DELETE,
+                            &format!("{base}/traffic_limit/{limit_id}"),
+                            None,
+                            None,
+                            &action,
+                        )
+                        .await,
+                    ErrorKind::NotFound,
                 ),
                 Change::DetachLimit { service_id, limit_id } => tolerate(
                     self.client

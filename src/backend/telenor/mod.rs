@@ -143,6 +143,7 @@ impl ServiceProfileBackend for TelenorBackend {
                 // Telenor does not report how many subscriptions use a policy.
                 used_count: None,
                 summary: ObservedServiceProfile {
+                    data_limits: Vec::new(),
                     name: p.name.clone().unwrap_or_default(),
                     description: p.type_.clone(),
                     ..Default::default()

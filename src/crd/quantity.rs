@@ -1,0 +1,121 @@
+//! Kubernetes quantities as whole bytes (`500Mi`, `1Gi`, `2G`, `1.5Ki`, `1e6`, `1048576`).
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+/// The number of bytes a quantity names. Fractions of a byte, negative and zero values, and
+/// values beyond `u64` are errors that say so.
+pub fn bytes(quantity: &Quantity) -> Result<u64, String> {
+    let text = quantity.0.trim();
+    let bad = |why: &str| format!("{text:?} is not a quantity of bytes: {why}");
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    if number.is_empty() || number.matches('.').count() > 1 || number == "." {
+        return Err(bad("expected a number such as 500Mi, 1Gi or 1048576"));
+    }
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    // value = digits / 10^fraction_len * multiplier (exact, in u128).
+    let digits: u128 = format!("{whole}{fraction}")
+        .parse()
+        .map_err(|_| bad("too many digits"))?;
+    let mut scale: u128 = 10u128
+        .checked_pow(u32::try_from(fraction.len()).map_err(|_| bad("too many digits"))?)
+        .ok_or_else(|| bad("too many digits"))?;
+    let multiplier: u128 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        s if s.starts_with(['e', 'E']) => {
+            let exp: i32 = s[1..].parse().map_err(|_| bad("unknown exponent"))?;
+            if exp < 0 {
+                scale = scale
+                    .checked_mul(
+                        10u128
+                            .checked_pow(exp.unsigned_abs())
+                            .ok_or_else(|| bad("exponent too small"))?,
+                    )
+                    .ok_or_else(|| bad("exponent too small"))?;
+                1
+            } else {
+                10u128
+                    .checked_pow(exp.unsigned_abs())
+                    .ok_or_else(|| bad("exponent too large"))?
+            }
+        }
+        "m" | "u" | "n" => return Err(bad("fractions of a byte")),
+        _ => return Err(bad("unknown suffix (use k, M, G, T, Ki, Mi, Gi, Ti)")),
+    };
+    let total = digits.checked_mul(multiplier).ok_or_else(|| bad("too large"))?;
+    if total % scale != 0 {
+        return Err(bad("fractions of a byte"));
+    }
+    let value = total / scale;
+    if value == 0 {
+        return Err(bad("must be at least one byte"));
+    }
+    u64::try_from(value).map_err(|_| bad("too large"))
+}
+
+/// Bytes for people: `500 MiB`, `2 GB`, `1048577 B`: the unit (binary or decimal) that divides
+/// it exactly with the smallest number.
+pub fn human(bytes: u64) -> String {
+    [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("TB", 1_000_000_000_000),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("kB", 1_000),
+    ]
+    .into_iter()
+    .filter(|(_, size)| bytes >= *size && bytes.is_multiple_of(*size))
+    .min_by_key(|(_, size)| bytes / size)
+    .map_or_else(|| format!("{bytes} B"), |(unit, size)| format!("{} {unit}", bytes / size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Result<u64, String> {
+        bytes(&Quantity(s.to_string()))
+    }
+
+    #[test]
+    fn quantities_of_bytes() {
+        assert_eq!(q("1048576"), Ok(1 << 20));
+        assert_eq!(q("500Mi"), Ok(500 << 20));
+        assert_eq!(q("1Gi"), Ok(1 << 30));
+        assert_eq!(q("2G"), Ok(2_000_000_000));
+        assert_eq!(q("1.5Ki"), Ok(1536));
+        assert_eq!(q("0.5k"), Ok(500));
+        assert_eq!(q("1e6"), Ok(1_000_000));
+        assert_eq!(q("15E"), Ok(15_000_000_000_000_000_000));
+        for bad in [
+            "", "Mi", "-1Gi", "0", "1.5", "100m", "1.2.3", "10XB", "20E", "1e-1", "1e99",
+        ] {
+            assert!(q(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(q("1.5").unwrap_err().contains("fractions of a byte"));
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human(500 << 20), "500 MiB");
+        assert_eq!(human(2_000_000_000), "2 GB");
+        assert_eq!(human(1_048_577), "1048577 B");
+    }
+}
