@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::controller::{Context, Settings, provider_config, service_profile, subscription};
 use crate::crd::conditions::{self, READY, SYNCED};
-use crate::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile};
+use crate::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile, VendorApi};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -237,14 +237,11 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
     }
     let mut simulators = Simulators::default();
     if options.simulate {
-        let uses_vendor = |kept: &[Manifest], vendor: &str| {
-            kept.iter()
-                .any(|m| m.kind() == "ProviderConfig" && m.object["spec"]["vendor"] == vendor)
-        };
+        let uses = |kept: &[Manifest], api: VendorApi| kept.iter().any(|m| api_of(m) == Some(api));
         let (emnify, telenor, bics) = (
-            uses_vendor(&kept, "emnify"),
-            uses_vendor(&kept, "telenorIotConnect"),
-            uses_vendor(&kept, "bicsSft"),
+            uses(&kept, VendorApi::EmnifyRest),
+            uses(&kept, VendorApi::Telenor),
+            uses(&kept, VendorApi::BicsRpc),
         );
         let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         if emnify {
@@ -260,7 +257,7 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            point_at(&mut kept, "emnify", &sim.url, json!({}), |key| {
+            point_at(&mut kept, VendorApi::EmnifyRest, &sim.url, json!({}), |key| {
                 vec![(key.unwrap_or("applicationToken").to_string(), token.clone())]
             });
             eprintln!("# --simulate: emnify simulator at {}", sim.url);
@@ -278,7 +275,7 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
             let creds = sim.credentials();
             let user = creds["username"].as_str().unwrap_or_default().to_string();
             let password = creds["password"].as_str().unwrap_or_default().to_string();
-            point_at(&mut kept, "bicsSft", &sim.url, json!({}), |key| {
+            point_at(&mut kept, VendorApi::BicsRpc, &sim.url, json!({}), |key| {
                 vec![
                     ("username".to_string(), user.clone()),
                     (key.unwrap_or("password").to_string(), password.clone()),
@@ -300,7 +297,7 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
             let id = creds["client_id"].as_str().unwrap_or_default().to_string();
             let secret = creds["client_secret"].as_str().unwrap_or_default().to_string();
             let extra = json!({"telenorIotConnect": {"tokenUrl": sim.token_url}});
-            point_at(&mut kept, "telenorIotConnect", &sim.url, extra, |key| {
+            point_at(&mut kept, VendorApi::Telenor, &sim.url, extra, |key| {
                 vec![
                     ("clientId".to_string(), id.clone()),
                     (key.unwrap_or("clientSecret").to_string(), secret.clone()),
@@ -330,18 +327,29 @@ pub async fn prepare(options: &OfflineOptions) -> Result<(OfflineCluster, Vec<Ma
     ))
 }
 
-/// Point every ProviderConfig of `vendor` at a simulator: its endpoint (and `extra` spec fields),
+/// The API a ProviderConfig manifest's account uses (BICS accounts on the REST API are served by
+/// the emnify simulator: it is the same API).
+fn api_of(m: &Manifest) -> Option<VendorApi> {
+    if m.kind() != "ProviderConfig" {
+        return None;
+    }
+    serde_json::from_value::<crate::crd::ProviderConfigSpec>(m.object["spec"].clone())
+        .ok()
+        .map(|spec| spec.api())
+}
+
+/// Point every ProviderConfig on `api` at a simulator: its endpoint (and `extra` spec fields),
 /// and the credentials in its Secret (`credentials` gets the ProviderConfig's `key`).
 fn point_at(
     kept: &mut [Manifest],
-    vendor: &str,
+    api: VendorApi,
     url: &str,
     extra: Value,
     credentials: impl Fn(Option<&str>) -> Vec<(String, String)>,
 ) {
     let targets: Vec<(String, String, Option<String>)> = kept
         .iter_mut()
-        .filter(|m| m.kind() == "ProviderConfig" && m.object["spec"]["vendor"] == vendor)
+        .filter(|m| api_of(m) == Some(api))
         .map(|pc| {
             pc.object["spec"]["endpoint"] = json!(url);
             if let (Some(spec), Some(extra)) = (pc.object["spec"].as_object_mut(), extra.as_object()) {

@@ -471,7 +471,12 @@ async fn crds_are_accepted_examples_pass_and_invalid_manifests_name_the_field() 
     install_crds();
     let ns = TestNamespace::new(&client, "co-e2e-crds").await;
     // The examples name namespace `default`; a server-side dry run changes nothing there.
-    for dir in ["examples/quickstart", "examples/subscriptions", "examples/bics"] {
+    for dir in [
+        "examples/quickstart",
+        "examples/subscriptions",
+        "examples/bics",
+        "examples/bics-rest",
+    ] {
         ok(&mut kubectl(&["apply", "--dry-run=server", "-f", dir]));
     }
     // tests/cluster/invalid/*.yaml: each starts with `# expect: <text the error must contain>`.
@@ -596,7 +601,12 @@ async fn operator_with_the_chart_rbac_reconciles_every_vendor() {
     let operator = installed.operator(&[], "cluster-wide");
 
     let (sims, objects) = examples(
-        &["examples/quickstart", "examples/subscriptions", "examples/bics"],
+        &[
+            "examples/quickstart",
+            "examples/subscriptions",
+            "examples/bics",
+            "examples/bics-rest",
+        ],
         &ns.name,
     )
     .await;

@@ -913,3 +913,53 @@ async fn data_limits_are_managed_like_the_rest() {
         synced.message
     );
 }
+
+/// A BICS account on BICS's REST API (`spec.bicsSft.api: rest`) is emnify's API: the emnify
+/// backend serves it with the application token; ServiceProfiles carry `spec.emnify` and
+/// subscriptions use `serviceProfileRef` as on emnify.
+#[tokio::test]
+async fn bics_accounts_on_the_rest_api_use_the_emnify_backend() {
+    let h = Harness::new().await;
+    h.add(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "bics-rest-credentials", "namespace": NS},
+        "stringData": {"applicationToken": h.sim.credentials()["application_token"]}
+    }));
+    h.add(json!({
+        "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig",
+        "metadata": {"name": "bics-rest", "namespace": NS},
+        "spec": {"vendor": "bicsSft", "endpoint": h.sim.url, "credentialsSecretRef": {"name": "bics-rest-credentials"},
+                 "rateLimit": {"requestsPerSecond": 1000.0, "burst": 1000},
+                 "bicsSft": {"api": "rest"}}
+    }));
+    h.reconcile_pc("bics-rest").await.unwrap();
+    h.reconcile_pc("bics-rest").await.unwrap();
+    let pc = h.pcs().get("bics-rest").await.unwrap();
+    let ready = pc
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == READY)
+        .unwrap();
+    assert_eq!(ready.status, ConditionStatus::True, "{}", ready.message);
+
+    h.add_sp(
+        "rest-profile",
+        json!({"providerConfigRef": {"name": "bics-rest"}, "emnify": {"allowed3g": false, "dataLimits": [{"volume": "50Mi"}]}}),
+    );
+    let sp = h.sync_sp("rest-profile").await;
+    assert_eq!(condition(&sp, READY).status, ConditionStatus::True, "{:?}", sp.status);
+    let id = sp.status.unwrap().id.unwrap();
+    assert_eq!(h.vendor_profile(&id).unwrap()["allowed_3g"], false);
+
+    // The RPC API's section is not what this account takes, and the error says which is.
+    h.add_sp(
+        "rpc-shaped",
+        json!({"providerConfigRef": {"name": "bics-rest"}, "bicsSft": {"services": ["Data"], "accessType": "2G"}}),
+    );
+    h.reconcile_sp("rpc-shaped").await.unwrap();
+    let err = h.reconcile_sp("rpc-shaped").await.unwrap_err();
+    assert_eq!(err.reason(), "VendorSectionMissing");
+    assert!(err.to_string().contains("spec.emnify is required"), "{err}");
+}

@@ -171,12 +171,7 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
     };
     status.observed_generation = generation;
     status.last_checked_time = Some(ctx.clock.now());
-    status.endpoint = Some(
-        pc.spec
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| pc.spec.vendor.default_endpoint().to_string()),
-    );
+    status.endpoint = Some(pc.spec.endpoint_or_default());
     let was_ready = conditions::is_true(&status.conditions, READY);
     match result {
         Ok((endpoint, info)) => {

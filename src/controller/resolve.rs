@@ -19,7 +19,7 @@ use crate::backend::telenor::client::{self as telenor_client, TelenorClient};
 use crate::backend::{
     AccountBackend, BackendError, EndpointDefaults, SecretString, ServiceProfileBackend, SubscriptionBackend,
 };
-use crate::crd::{ProviderConfig, RateLimit, Vendor};
+use crate::crd::{ProviderConfig, RateLimit, Vendor, VendorApi};
 use crate::metrics::Metrics;
 
 /// Why a ProviderConfig could not be turned into a backend. Messages never contain secret values.
@@ -71,6 +71,8 @@ impl ResolveError {
 /// A connected vendor account.
 pub struct Provider {
     pub vendor: Vendor,
+    /// The API the account is reached through (BICS accounts may use emnify's REST API).
+    pub api: VendorApi,
     pub endpoint: String,
     pub service_profiles: Arc<dyn ServiceProfileBackend>,
     pub subscriptions: Arc<dyn SubscriptionBackend>,
@@ -163,18 +165,14 @@ impl Providers {
         let name = pc.metadata.name.clone().unwrap_or_default();
         let secret_name = &pc.spec.credentials_secret_ref.name;
         let credentials =
-            credentials(pc.spec.vendor, secret, pc.spec.credentials_secret_ref.key.as_deref()).map_err(|detail| {
+            credentials(pc.spec.api(), secret, pc.spec.credentials_secret_ref.key.as_deref()).map_err(|detail| {
                 ResolveError::SecretKeyMissing {
                     namespace: namespace.clone(),
                     name: secret_name.clone(),
                     detail,
                 }
             })?;
-        let endpoint = pc
-            .spec
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| pc.spec.vendor.default_endpoint().to_string());
+        let endpoint = pc.spec.endpoint_or_default();
         let rate = effective_rate_limit(pc.spec.vendor, pc.spec.rate_limit.as_ref());
         let fingerprint = {
             let mut h = DefaultHasher::new();
@@ -242,12 +240,18 @@ impl Providers {
                 let backend = Arc::new(EmnifyBackend::new(client));
                 Ok(Provider {
                     vendor,
+                    api: pc.spec.api(),
                     endpoint: endpoint.to_string(),
                     service_profiles: backend.clone(),
                     subscriptions: backend.clone(),
                     account: backend,
                     endpoint_defaults: EndpointDefaults {
-                        tariff_profile_id: pc.spec.emnify.as_ref().and_then(|e| e.default_tariff_profile_id),
+                        tariff_profile_id: pc
+                            .spec
+                            .emnify
+                            .as_ref()
+                            .and_then(|e| e.default_tariff_profile_id)
+                            .or_else(|| pc.spec.bics_sft.as_ref().and_then(|b| b.default_tariff_profile_id)),
                         ..Default::default()
                     },
                     read_only_service_profiles: false,
@@ -273,6 +277,7 @@ impl Providers {
                 let backend = Arc::new(TelenorBackend::new(client));
                 Ok(Provider {
                     vendor,
+                    api: pc.spec.api(),
                     endpoint: endpoint.to_string(),
                     service_profiles: backend.clone(),
                     subscriptions: backend.clone(),
@@ -300,6 +305,7 @@ impl Providers {
                 let backend = Arc::new(BicsBackend::new(client, self.verify_timeout));
                 Ok(Provider {
                     vendor,
+                    api: pc.spec.api(),
                     endpoint: endpoint.to_string(),
                     service_profiles: backend.clone(),
                     subscriptions: backend.clone(),
@@ -404,9 +410,9 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 }
 
 /// Parse the vendor's credentials from a Secret (formats in the README).
-pub fn credentials(vendor: Vendor, secret: &Secret, key: Option<&str>) -> Result<VendorCredentials, String> {
-    match vendor {
-        Vendor::Emnify => {
+pub fn credentials(api: VendorApi, secret: &Secret, key: Option<&str>) -> Result<VendorCredentials, String> {
+    match api {
+        VendorApi::EmnifyRest => {
             let token_key = key.unwrap_or("applicationToken");
             if let Some(token) = secret_value(secret, token_key) {
                 return Ok(VendorCredentials::Emnify(Credentials::ApplicationToken(
@@ -424,7 +430,7 @@ pub fn credentials(vendor: Vendor, secret: &Secret, key: Option<&str>) -> Result
                 _ => Err("expected key \"applicationToken\", or keys \"username\" and \"password\"".into()),
             }
         }
-        Vendor::BicsSft => match (
+        VendorApi::BicsRpc => match (
             secret_value(secret, "username"),
             secret_value(secret, key.unwrap_or("password")),
         ) {
@@ -437,7 +443,7 @@ pub fn credentials(vendor: Vendor, secret: &Secret, key: Option<&str>) -> Result
                 key.unwrap_or("password")
             )),
         },
-        Vendor::TelenorIotConnect => {
+        VendorApi::Telenor => {
             match (
                 secret_value(secret, "clientId"),
                 secret_value(secret, key.unwrap_or("clientSecret")),
@@ -518,23 +524,23 @@ mod tests {
 
     #[test]
     fn emnify_secret_formats() {
-        let c = credentials(Vendor::Emnify, &secret(&[("applicationToken", "tok\n")]), None).unwrap();
+        let c = credentials(VendorApi::EmnifyRest, &secret(&[("applicationToken", "tok\n")]), None).unwrap();
         assert!(matches!(c, VendorCredentials::Emnify(Credentials::ApplicationToken(t)) if t.expose() == "tok"));
         let c = credentials(
-            Vendor::Emnify,
+            VendorApi::EmnifyRest,
             &secret(&[("username", "a@b.c"), ("password", "pw")]),
             None,
         )
         .unwrap();
         assert!(matches!(c, VendorCredentials::Emnify(Credentials::User { username, .. }) if username == "a@b.c"));
-        let c = credentials(Vendor::Emnify, &secret(&[("token", "t2")]), Some("token")).unwrap();
+        let c = credentials(VendorApi::EmnifyRest, &secret(&[("token", "t2")]), Some("token")).unwrap();
         assert!(matches!(c, VendorCredentials::Emnify(Credentials::ApplicationToken(t)) if t.expose() == "t2"));
     }
 
     #[test]
     fn telenor_secret_format() {
         let c = credentials(
-            Vendor::TelenorIotConnect,
+            VendorApi::Telenor,
             &secret(&[("clientId", "id"), ("clientSecret", "s")]),
             None,
         )
@@ -542,15 +548,20 @@ mod tests {
         assert!(
             matches!(c, VendorCredentials::Telenor { client_id, client_secret } if client_id == "id" && client_secret.expose() == "s")
         );
-        let err = credentials(Vendor::TelenorIotConnect, &secret(&[("clientId", "id")]), None).unwrap_err();
+        let err = credentials(VendorApi::Telenor, &secret(&[("clientId", "id")]), None).unwrap_err();
         assert_eq!(err, "expected keys \"clientId\" and \"clientSecret\"");
     }
 
     #[test]
     fn missing_keys_say_what_is_expected_without_values() {
-        let err = credentials(Vendor::Emnify, &secret(&[("username", "a@b.c")]), None).unwrap_err();
+        let err = credentials(VendorApi::EmnifyRest, &secret(&[("username", "a@b.c")]), None).unwrap_err();
         assert!(err.contains("applicationToken") && !err.contains("a@b.c"), "{err}");
-        let err = credentials(Vendor::Emnify, &secret(&[("applicationToken", "x")]), Some("other")).unwrap_err();
+        let err = credentials(
+            VendorApi::EmnifyRest,
+            &secret(&[("applicationToken", "x")]),
+            Some("other"),
+        )
+        .unwrap_err();
         assert_eq!(err, "key \"other\" is missing or empty");
     }
 
@@ -560,6 +571,6 @@ mod tests {
             string_data: Some(BTreeMap::from([("applicationToken".to_string(), "sd".to_string())])),
             ..Default::default()
         };
-        assert!(credentials(Vendor::Emnify, &s, None).is_ok());
+        assert!(credentials(VendorApi::EmnifyRest, &s, None).is_ok());
     }
 }

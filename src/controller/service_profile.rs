@@ -22,7 +22,9 @@ use crate::backend::{
     ServiceProfileBackend,
 };
 use crate::crd::conditions::{self, Condition, ConditionStatus, READY, SYNCED};
-use crate::crd::{DeletionPolicy, FINALIZER, ManagementPolicy, ServiceProfile, ServiceProfileStatus, Vendor};
+use crate::crd::{
+    DeletionPolicy, FINALIZER, ManagementPolicy, ServiceProfile, ServiceProfileStatus, Vendor, VendorApi,
+};
 
 pub const KIND: &str = "ServiceProfile";
 
@@ -31,8 +33,12 @@ pub const KIND: &str = "ServiceProfile";
 pub enum Error {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    #[error("spec.{vendor} is required: ProviderConfig {provider} is a {vendor} account")]
-    VendorSectionMissing { vendor: Vendor, provider: String },
+    #[error("spec.{section} is required: ProviderConfig {provider} is a {vendor} account")]
+    VendorSectionMissing {
+        section: &'static str,
+        vendor: Vendor,
+        provider: String,
+    },
     #[error(transparent)]
     Vendor(#[from] BackendError),
     #[error("{vendor} service profile {id} is still in use, deletion will be retried: {source}")]
@@ -176,14 +182,17 @@ pub async fn plan(sp: &ServiceProfile, ctx: &Context) -> Result<Planned, Error> 
     let namespace = sp.namespace().unwrap_or_else(|| "default".into());
     let provider_name = &sp.spec.provider_config_ref.name;
     let provider = ctx.providers.resolve(&ctx.client, &namespace, provider_name).await?;
-    let section_present = match provider.vendor {
-        Vendor::Emnify => sp.spec.emnify.is_some(),
-        // Telenor service policies have no settings we manage.
-        Vendor::TelenorIotConnect => true,
-        Vendor::BicsSft => sp.spec.bics_sft.is_some(),
+    // Telenor service policies have no settings we manage; BICS accounts on the REST API take
+    // emnify's.
+    let section = provider.api.profile_section();
+    let section_present = match provider.api {
+        VendorApi::EmnifyRest => sp.spec.emnify.is_some(),
+        VendorApi::Telenor => true,
+        VendorApi::BicsRpc => sp.spec.bics_sft.is_some(),
     };
-    if !section_present {
+    if let Some(section) = section.filter(|_| !section_present) {
         return Err(Error::VendorSectionMissing {
+            section,
             vendor: provider.vendor,
             provider: provider_name.clone(),
         });
@@ -766,6 +775,7 @@ mod tests {
         assert_eq!(limited.retry_after(), Some(std::time::Duration::from_secs(3)));
         assert!(!limited.is_permanent());
         let missing = Error::VendorSectionMissing {
+            section: "emnify",
             vendor: Vendor::Emnify,
             provider: "acct".into(),
         };

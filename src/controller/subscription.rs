@@ -24,7 +24,7 @@ use crate::backend::{
 use crate::crd::conditions::{self, Condition, ConditionStatus, READY, SYNCED};
 use crate::crd::{
     ConnectivitySubscription, ConnectivitySubscriptionStatus, FINALIZER, ManagementPolicy, PendingChange,
-    PendingOutcome, ServiceProfile, SubscriptionDeletionPolicy, SubscriptionMode, Vendor,
+    PendingOutcome, ServiceProfile, SubscriptionDeletionPolicy, SubscriptionMode, Vendor, VendorApi,
 };
 
 pub const KIND: &str = "ConnectivitySubscription";
@@ -250,7 +250,7 @@ async fn resolve(csub: &ConnectivitySubscription, ctx: &Context) -> Result<(Arc<
         .providers
         .resolve(&ctx.client, &namespace, &csub.spec.provider_config_ref.name)
         .await?;
-    if provider.vendor == Vendor::BicsSft {
+    if provider.api == VendorApi::BicsRpc {
         // BICS assigns service profiles through plans: the plan is what a SIM is given.
         if csub.spec.service_profile_ref.is_some() {
             return Err(Error::InvalidSpec(

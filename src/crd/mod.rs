@@ -13,13 +13,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use conditions::{Condition, ConditionStatus};
-pub use provider_config::BicsProviderSettings;
+pub use provider_config::{BicsApi, BicsProviderSettings, VendorApi};
 pub use provider_config::{
     CredentialsSecretRef, EmnifyProviderSettings, ProviderConfig, ProviderConfigSpec, ProviderConfigStatus, RateLimit,
     TelenorProviderSettings, Vendor,
 };
 pub use service_profile::{
-    BicsAccessType, BicsCategory, BicsProfileStatus, BicsService, BicsServiceProfile, DeletionPolicy,
+    BicsAccessType, BicsCategory, BicsProfileStatus, BicsService, BicsServiceProfile, DeletionPolicy, EmnifyDataLimit,
     EmnifyServiceProfile, EmnifyServiceSpec, EmnifyTrafficLimitRef, ManagementPolicy, ObservedServiceProfile,
     ServiceProfile, ServiceProfileSpec, ServiceProfileStatus,
 };

@@ -54,6 +54,17 @@ pub struct ProviderConfigSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BicsProviderSettings {
+    /// Which of BICS's two APIs the account uses: `rpc` (default; `https://sft.bics.com/api/<Verb>`,
+    /// the SIM for Things platform's RPC API with result codes) or `rest`
+    /// (`https://simforthings.bics.com/api/v1/...`, the same REST API as emnify's: application
+    /// token, endpoints, SIMs, service profiles). With `rest`, ServiceProfiles carry `spec.emnify`
+    /// and subscriptions use `serviceProfileRef` and `spec.emnify`, as on emnify.
+    #[serde(default)]
+    pub api: BicsApi,
+    /// Tariff profile for endpoints the operator creates on the `rest` API (a subscription's
+    /// `spec.emnify.tariffProfileId` overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_tariff_profile_id: Option<i64>,
     /// Act in this child account (BICS "support access" for Resellers): sent as `targetAccountId`
     /// at login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +79,65 @@ pub struct BicsProviderSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub default_apn_group_id: Option<String>,
+}
+
+/// BICS's two APIs.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BicsApi {
+    /// `https://sft.bics.com/api/<Verb>` (login with username and password).
+    #[default]
+    Rpc,
+    /// `https://simforthings.bics.com/api/v1/...`, emnify's REST API (application token).
+    Rest,
+}
+
+/// The API an account is reached through, which decides the backend, the credentials and the
+/// vendor section ServiceProfiles and subscriptions carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VendorApi {
+    /// emnify's REST API (emnify, and BICS accounts with `api: rest`).
+    EmnifyRest,
+    /// BICS SIM for Things RPC API.
+    BicsRpc,
+    /// Telenor IoT Connect.
+    Telenor,
+}
+
+impl VendorApi {
+    /// The `spec.<section>` ServiceProfiles on this API carry (`None`: no settings).
+    pub fn profile_section(self) -> Option<&'static str> {
+        match self {
+            VendorApi::EmnifyRest => Some("emnify"),
+            VendorApi::BicsRpc => Some("bicsSft"),
+            VendorApi::Telenor => None,
+        }
+    }
+}
+
+impl ProviderConfigSpec {
+    /// The API this account uses.
+    pub fn api(&self) -> VendorApi {
+        match self.vendor {
+            Vendor::Emnify => VendorApi::EmnifyRest,
+            Vendor::TelenorIotConnect => VendorApi::Telenor,
+            Vendor::BicsSft => match self.bics_sft.as_ref().map(|b| b.api).unwrap_or_default() {
+                BicsApi::Rpc => VendorApi::BicsRpc,
+                BicsApi::Rest => VendorApi::EmnifyRest,
+            },
+        }
+    }
+
+    /// `spec.endpoint`, else the public URL of the account's API.
+    pub fn endpoint_or_default(&self) -> String {
+        self.endpoint.clone().unwrap_or_else(|| {
+            match (self.vendor, self.api()) {
+                (Vendor::BicsSft, VendorApi::EmnifyRest) => "https://simforthings.bics.com",
+                (vendor, _) => vendor.default_endpoint(),
+            }
+            .to_string()
+        })
+    }
 }
 
 /// emnify account settings.

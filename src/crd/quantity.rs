@@ -83,7 +83,10 @@ pub fn human(bytes: u64) -> String {
     .into_iter()
     .filter(|(_, size)| bytes >= *size && bytes.is_multiple_of(*size))
     .min_by_key(|(_, size)| bytes / size)
-    .map_or_else(|| format!("{bytes} B"), |(unit, size)| format!("{} {unit}", bytes / size))
+    .map_or_else(
+        || format!("{bytes} B"),
+        |(unit, size)| format!("{} {unit}", bytes / size),
+    )
 }
 
 #[cfg(test)]

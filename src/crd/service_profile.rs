@@ -88,7 +88,7 @@ pub enum ManagementPolicy {
     "rule": "!has(self.dataLimits) || self.dataLimits.size() < 2 || (has(self.dataLimits[0].satelliteOnly) && self.dataLimits[0].satelliteOnly) != (has(self.dataLimits[1].satelliteOnly) && self.dataLimits[1].satelliteOnly)",
     "message": "at most one data limit for all radio access types and one with satelliteOnly: true",
     "fieldPath": ".dataLimits",
-    "reason": "FieldValueDuplicate"
+    "reason": "FieldValueInvalid"
 }]))]
 pub struct EmnifyServiceProfile {
     /// Allow 3G (`allowed_3g`).
