@@ -112,6 +112,11 @@ enum Command {
         /// Delay before an accepted asynchronous change is applied (Telenor).
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         async_delay: Duration,
+        /// Also behave as the simulator infers where the vendor's documentation is silent (BICS:
+        /// raw codes, totals and extra fields in reads; Telenor: `match` search filters). Off by
+        /// default: answers carry what the vendor documents.
+        #[arg(long)]
+        inferred: bool,
     },
     /// Reconcile manifests (ProviderConfig, Secret, ServiceProfile) without a cluster and print
     /// every object with its resulting status. Exit 0 when all are synced, 1 otherwise.
@@ -267,6 +272,7 @@ async fn cli_main() -> anyhow::Result<()> {
             token_ttl,
             subscriptions,
             async_delay,
+            inferred,
         } => {
             init_logging(cli.log_format);
             match vendor {
@@ -310,6 +316,11 @@ async fn cli_main() -> anyhow::Result<()> {
                             free_sims,
                             ..Default::default()
                         },
+                        inferred: if inferred {
+                            vendor_sim::bics::BicsInferred::all()
+                        } else {
+                            vendor_sim::bics::BicsInferred::default()
+                        },
                         ..defaults
                     };
                     let sim = vendor_sim::bics::BicsSim::new(config)
@@ -338,6 +349,11 @@ async fn cli_main() -> anyhow::Result<()> {
                         seed: vendor_sim::telenor::TelenorSeed {
                             subscriptions,
                             ..Default::default()
+                        },
+                        inferred: if inferred {
+                            vendor_sim::telenor::TelenorInferred::all()
+                        } else {
+                            vendor_sim::telenor::TelenorInferred::default()
                         },
                         ..defaults
                     };
