@@ -915,13 +915,16 @@ async fn check_deletion_policies(client: &Client, ns: &str, sims: &OfflineCluste
     })
     .await;
     assert!(sps.get_opt("trackers").await.unwrap().is_some(), "kept while in use");
-    sps.patch(
-        "trackers",
-        &PatchParams::apply("e2e-policy"),
-        &Patch::Merge(json!({"spec": {"deletionPolicy": "Orphan"}})),
-    )
-    .await
-    .unwrap();
+    // `bics-meters` (BICS REST account) is in use the same way.
+    for name in ["trackers", "bics-meters"] {
+        sps.patch(
+            name,
+            &PatchParams::apply("e2e-policy"),
+            &Patch::Merge(json!({"spec": {"deletionPolicy": "Orphan"}})),
+        )
+        .await
+        .unwrap();
+    }
     // Everything else goes too, finalizers released (the credentials Secrets' included).
     ok(&mut kubectl(&["delete", "sp,cpc", "--all", "-n", ns, "--timeout=60s"]));
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);

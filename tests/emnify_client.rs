@@ -201,6 +201,41 @@ async fn paging_follows_x_total_pages() {
     assert_eq!(free.len(), 5);
 }
 
+/// emnify's OpenAPI spec declares no paging headers: without them a listing still reads to its
+/// end (an empty page, a short page, or the last page repeated), and never past it.
+#[tokio::test]
+async fn paging_without_headers_reads_to_the_end() {
+    for (endpoints, free_sims) in [(12, 5), (10, 5), (0, 0)] {
+        let sim = sim(EmnifyConfig {
+            rate_limits: false,
+            paging_headers: false,
+            seed: vendor_sim::emnify::SeedConfig {
+                endpoints,
+                free_sims,
+                rng_seed: 7,
+            },
+            ..EmnifyConfig::default()
+        })
+        .await;
+        let c = client(&sim, app_token(&sim), None);
+        let sims: Vec<Value> = c
+            .list_paged("sim.list", "/api/v1/sim", &[], 5, "list sims")
+            .await
+            .unwrap();
+        let total = endpoints + free_sims;
+        assert_eq!(sims.len(), total, "{total} SIMs");
+        let ids: std::collections::HashSet<i64> = sims.iter().map(|s| s["id"].as_i64().unwrap()).collect();
+        assert_eq!(ids.len(), total, "no SIM twice");
+        let pages = sim
+            .sim
+            .requests()
+            .iter()
+            .filter(|(_, p, _)| p.starts_with("/api/v1/sim"))
+            .count();
+        assert!(pages <= total / 5 + 2, "{pages} requests for {total} SIMs");
+    }
+}
+
 #[tokio::test]
 async fn errors_map_onto_contract_kinds() {
     let sim = sim(quiet()).await;

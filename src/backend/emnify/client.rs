@@ -23,6 +23,10 @@ use crate::metrics::Metrics;
 /// Vendor label in metrics and logs.
 pub const VENDOR: &str = "emnify";
 
+/// At most this many pages in one listing (25 million SIMs at emnify's 2,500 a page): a vendor
+/// that never ends a listing cannot keep a sweep running forever.
+const MAX_PAGES: u64 = 10_000;
+
 /// How the client logs in.
 #[derive(Clone, Debug)]
 pub enum Credentials {
@@ -234,24 +238,47 @@ impl EmnifyClient {
         action: &str,
         mut visit: impl FnMut(Vec<T>),
     ) -> Result<(), BackendError> {
-        let mut page = 1u64;
-        loop {
+        // emnify's docs describe `X-Total-Pages`; its OpenAPI spec declares no paging headers.
+        // Without the header the listing ends at an empty page, or at one shorter than the
+        // longest seen (a page-size cap below `per_page` is then known).
+        let mut longest = 0usize;
+        let mut previous: Option<u64> = None;
+        for page in 1..=MAX_PAGES {
             let mut q: Vec<(&str, String)> = query.to_vec();
             q.push(("page", page.to_string()));
             q.push(("per_page", per_page.to_string()));
             let answer = self.call(operation, Method::GET, path, Some(&q), None, action).await?;
-            let batch: Vec<T> = answer.json(action)?;
-            let empty = batch.is_empty();
-            visit(batch);
             let total = answer
                 .header_u64("x-total-pages")
-                .or_else(|| answer.header_u64("x-pages"))
-                .unwrap_or(1);
-            if page >= total || empty {
+                .or_else(|| answer.header_u64("x-pages"));
+            // Without the header, a page past the end may repeat the last one (as emnify's
+            // listings clamp `page`): the same bytes again end the listing, unvisited.
+            let digest = {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::hash::Hash::hash(&answer.body[..], &mut h);
+                std::hash::Hasher::finish(&h)
+            };
+            if total.is_none() && previous == Some(digest) {
                 return Ok(());
             }
-            page += 1;
+            previous = Some(digest);
+            let batch: Vec<T> = answer.json(action)?;
+            let got = batch.len();
+            visit(batch);
+            let more = match total {
+                Some(total) => page < total,
+                None => got > 0 && got >= longest,
+            };
+            if !more || got == 0 {
+                return Ok(());
+            }
+            longest = longest.max(got);
         }
+        Err(BackendError::new(
+            action,
+            ErrorKind::Transient,
+            format!("more than {MAX_PAGES} pages: stopped"),
+        ))
     }
 }
 

@@ -94,6 +94,18 @@ fn sim_transition_allowed(from: i64, to: i64) -> bool {
 }
 
 impl State {
+    /// Listing answers keep their `X-*` paging headers and `Link` only when
+    /// `EmnifyConfig::paging_headers` is on (emnify's docs describe them; its OpenAPI spec
+    /// declares none).
+    fn paging_headers(&self, mut reply: Reply) -> Reply {
+        if !self.config.paging_headers {
+            reply
+                .headers
+                .retain(|(name, _)| !(name.starts_with("x-") || *name == "link"));
+        }
+        reply
+    }
+
     /// Handles one request below `/api`; the caller has already applied latency and faults.
     pub fn handle(&mut self, req: &ApiRequest) -> ApiResult {
         let Some(rest) = req.path.strip_prefix("/v1/") else {
@@ -370,7 +382,8 @@ impl State {
                 self.endpoints.values().collect(),
                 |e, f| self.endpoint_attr(e, f),
                 |e| self.endpoint_json(e, false),
-            ),
+            )
+            .map(|r| self.paging_headers(r)),
             ("POST", ["endpoint"]) => {
                 let body = parse_body(&req.body)?;
                 let id = self.create_endpoint(&body)?;
@@ -442,7 +455,8 @@ impl State {
                 self.sims.values().collect(),
                 |s, f| self.sim_attr(s, f),
                 |s| self.sim_json(s),
-            ),
+            )
+            .map(|r| self.paging_headers(r)),
             ("GET", ["sim", id]) => {
                 let id = parse_id(id)?;
                 let s = self.sims.get(&id).ok_or_else(|| ApiError::not_found("SIM", id))?;

@@ -60,6 +60,10 @@ pub struct EmnifyConfig {
     pub rate_limit_scale: f64,
     /// Added to every API request before it is handled.
     pub latency: Duration,
+    /// Listings carry `X-Total-Pages`, `X-Total-Count`, `X-Count-Per-Page`, `X-Current-Page`
+    /// and `Link` (emnify's docs and recorded answers; the OpenAPI spec declares no headers).
+    /// Off: bare arrays, so a client must find the end of a listing without them.
+    pub paging_headers: bool,
     pub seed: SeedConfig,
 }
 
@@ -73,6 +77,7 @@ impl Default for EmnifyConfig {
             rate_limits: true,
             rate_limit_scale: 1.0,
             latency: Duration::ZERO,
+            paging_headers: true,
             seed: SeedConfig::default(),
         }
     }
