@@ -44,6 +44,24 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+step "emnify's OpenAPI spec as the oracle"
+# The spec is emnify's reference data, not part of this repository: read from EMNIFY_OPENAPI or
+# shared/vendors/emnify-openapi.yml above the repository. Say plainly whether it was checked.
+spec=${EMNIFY_OPENAPI:-}
+if [ -z "$spec" ]; then
+    dir=$PWD
+    while [ "$dir" != / ]; do
+        dir=$(dirname "$dir")
+        if [ -f "$dir/shared/vendors/emnify-openapi.yml" ]; then spec="$dir/shared/vendors/emnify-openapi.yml"; break; fi
+    done
+fi
+if [ -n "$spec" ]; then
+    echo "checked against $spec (tests/emnify_openapi.rs, in the tests above)"
+    EMNIFY_OPENAPI="$spec" REQUIRE_EMNIFY_OPENAPI=1 cargo test --locked --quiet --test emnify_openapi
+else
+    echo "emnify's OpenAPI spec is not on this machine (set EMNIFY_OPENAPI): simulator and client NOT checked against it"
+fi
+
 step "control plane: etcd, kube-apiserver, kube-controller-manager (built once, cached)"
 bash scripts/control-plane.sh build
 

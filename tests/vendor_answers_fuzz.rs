@@ -290,7 +290,13 @@ async fn every_vendor_against(url: &str) {
         .unwrap(),
     );
     let emnify = EmnifyBackend::new(emnify);
-    let emnify_spec = spec(json!({"emnify": {"services": [{"service": "Data", "trafficLimits": [{"id": 1}]}]}}));
+    let iccid_only = SimIdentity {
+        imsi: None,
+        iccid: identity.iccid.clone(),
+    };
+    let emnify_spec = spec(json!({"emnify": {
+        "services": [{"service": "Data", "trafficLimits": [{"id": 1}]}],
+        "dataLimits": [{"volume": "1Gi", "warningPercent": 80}]}}));
     let desired = DesiredServiceProfile {
         name: "fuzz".into(),
         spec: &emnify_spec,
@@ -324,6 +330,11 @@ async fn every_vendor_against(url: &str) {
     within("Telenor verify", telenor.verify()).await;
     within("Telenor inventory", telenor.inventory()).await;
     within("Telenor observe", SubscriptionBackend::observe(&telenor, &identity)).await;
+    within(
+        "Telenor observe by ICCID (Get profile)",
+        SubscriptionBackend::observe(&telenor, &iccid_only),
+    )
+    .await;
 
     let bics = Arc::new(
         BicsClient::new(
@@ -371,4 +382,43 @@ proptest! {
             every_vendor_against(&vendor.url).await;
         });
     }
+}
+
+/// A BICS that ignores `page` answers every fetchSIM page with the same rows: the sweep stops
+/// with an error naming the repeated page instead of looping or reporting a short inventory.
+#[tokio::test]
+async fn a_bics_that_repeats_its_first_page_ends_the_sweep_with_an_error() {
+    connectivity_operator::install_crypto_provider();
+    let vendor = FakeVendor::start().await;
+    // One body serves login (tokens) and fetchSIM (rows).
+    let rows: Vec<Value> = (0..1000)
+        .map(|i| json!({"iccid": format!("89320715212459{i:05}"), "simStatus": "Active", "endPointId": "-"}))
+        .collect();
+    *vendor.answer.lock().unwrap() = Answer {
+        status: 200,
+        body: serde_json::to_vec(&json!({
+            "AccessToken": "access", "RefreshToken": "refresh",
+            "Response": {"resultCode": "0", "responseParam": {"rows": rows}}
+        }))
+        .unwrap(),
+        retry_after: None,
+    };
+    let client = BicsClient::new(
+        bics_client::ClientConfig {
+            base_url: vendor.url.clone(),
+            username: "user".into(),
+            password: SecretString::new("password"),
+            target_account_id: None,
+            requests_per_second: 1000.0,
+            burst: 1000,
+            timeout: TIMEOUT,
+            slow_timeout: TIMEOUT,
+        },
+        None,
+    )
+    .unwrap();
+    let bics = BicsBackend::new(Arc::new(client), Duration::from_secs(1));
+    let err = bics.inventory().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transient);
+    assert!(err.message.contains("page 2 repeats page 1"), "{err}");
 }

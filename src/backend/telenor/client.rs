@@ -17,6 +17,10 @@ use crate::metrics::Metrics;
 
 pub const VENDOR: &str = "telenorIotConnect";
 
+/// At most this many search pages in one listing: a cursor that never ends cannot keep a sweep
+/// running forever.
+const MAX_PAGES: u64 = 100_000;
+
 /// The longest token lifetime believed, in seconds (`expires_in` is vendor input): a day.
 const MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
 
@@ -160,7 +164,7 @@ impl TelenorClient {
         mut visit: impl FnMut(Vec<api::SearchItem>),
     ) -> Result<u64, BackendError> {
         let action = "search the Telenor IoT Connect inventory";
-        let mut pages = 0;
+        let mut pages = 0u64;
         // As Telenor's sorting example: no `filters` key when there is nothing to filter.
         let mut body = json!({
             "sortBy": [{"direction": "asc", "field": "iotSubscription.iotSubscriptionId"}],
@@ -181,6 +185,13 @@ impl TelenorClient {
                 )
                 .await?;
             pages += 1;
+            if pages > MAX_PAGES {
+                return Err(BackendError::new(
+                    action,
+                    ErrorKind::Transient,
+                    format!("more than {MAX_PAGES} pages: stopped"),
+                ));
+            }
             let page: api::SearchPage = answer.json(action)?;
             let empty = page.items.is_empty();
             visit(page.items);

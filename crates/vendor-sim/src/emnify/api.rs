@@ -389,7 +389,16 @@ impl State {
                 let id = self.create_endpoint(&body)?;
                 // emnify's OpenAPI spec documents the created endpoint as the 201 body; recorded
                 // traffic also shows a `Location` header.
-                let created = self.endpoints.get(&id).map(|e| self.endpoint_json(e, true));
+                // `sim` and `imei_with_luhn` are required there, null when there is none.
+                let created = self.endpoints.get(&id).map(|e| {
+                    let mut v = self.endpoint_json(e, true);
+                    for key in ["sim", "imei_with_luhn"] {
+                        if v.get(key).is_none() {
+                            v[key] = Value::Null;
+                        }
+                    }
+                    v
+                });
                 Ok(Reply {
                     body: created,
                     ..Reply::created(format!("{base}/api/v1/endpoint/{id}"))

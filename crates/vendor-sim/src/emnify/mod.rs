@@ -44,6 +44,19 @@ pub const DEMO_USERNAME: &str = "demo@connectivity-operator.local";
 /// Default user password in clear text; clients send `sha1_hex(DEMO_PASSWORD)`.
 pub const DEMO_PASSWORD: &str = "demo-password";
 
+/// One `/api` request and its answer, as recorded with `EmnifyConfig::record_exchanges`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exchange {
+    pub method: String,
+    /// Path without the query, e.g. `/api/v1/endpoint/12`.
+    pub path: String,
+    /// The request body, when it was JSON.
+    pub request: Option<Value>,
+    pub status: u16,
+    /// The answer's JSON body, if any.
+    pub response: Option<Value>,
+}
+
 /// Simulator switches.
 #[derive(Clone, Debug)]
 pub struct EmnifyConfig {
@@ -64,6 +77,9 @@ pub struct EmnifyConfig {
     /// and `Link` (emnify's docs and recorded answers; the OpenAPI spec declares no headers).
     /// Off: bare arrays, so a client must find the end of a listing without them.
     pub paging_headers: bool,
+    /// Keep every `/api` exchange with its JSON bodies ([`EmnifySim::exchanges`]), e.g. to check
+    /// requests and answers against emnify's OpenAPI spec. Off by default (memory).
+    pub record_exchanges: bool,
     pub seed: SeedConfig,
 }
 
@@ -78,6 +94,7 @@ impl Default for EmnifyConfig {
             rate_limit_scale: 1.0,
             latency: Duration::ZERO,
             paging_headers: true,
+            record_exchanges: false,
             seed: SeedConfig::default(),
         }
     }
@@ -266,6 +283,26 @@ impl EmnifySim {
     }
 
     /// The last (up to 10 000) API requests: method, path with query, status.
+    /// Every `/api` exchange handled since the simulator started, oldest first, when
+    /// `EmnifyConfig::record_exchanges` is on (empty otherwise).
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.lock().exchanges.clone()
+    }
+
+    fn record_exchange(&self, req: &ApiRequest, status: u16, answer: &Option<Value>) {
+        let mut s = self.lock();
+        if !s.config.record_exchanges {
+            return;
+        }
+        s.exchanges.push(Exchange {
+            method: req.method.clone(),
+            path: format!("/api{}", req.path),
+            request: serde_json::from_slice(&req.body).ok(),
+            status,
+            response: answer.clone(),
+        });
+    }
+
     pub fn requests(&self) -> Vec<(String, String, u16)> {
         self.lock().request_log.iter().cloned().collect()
     }
@@ -452,10 +489,11 @@ async fn api_entry(AxumState(sim): AxumState<EmnifySim>, req: Request) -> Respon
     };
     // rate limits -> bearer -> handler, all under one lock so state changes are atomic
     let result = sim.lock().handle(&api_req);
-    let status = match &result {
-        Ok(r) => r.status,
-        Err(e) => e.status,
+    let (status, answer_body) = match &result {
+        Ok(r) => (r.status, &r.body),
+        Err(e) => (e.status, &e.body),
     };
+    sim.record_exchange(&api_req, status, answer_body);
     // request log
     sim.record(&method, &path_and_query, status);
     match result {

@@ -333,6 +333,8 @@ pub(crate) struct State {
     pub faults: Vec<Fault>,
     pub request_count: u64,
     pub request_log: VecDeque<(String, String, u16)>,
+    /// `/api` exchanges, when `EmnifyConfig::record_exchanges` is on.
+    pub exchanges: Vec<super::Exchange>,
 }
 
 pub(crate) const REQUEST_LOG_CAP: usize = 10_000;
@@ -472,7 +474,8 @@ impl State {
             "id": t.id,
             "name": t.name,
             "description": t.description,
-            "used_count": self.tariff_used_count(t.id),
+            // A string, as emnify's OpenAPI spec types it (as for service profiles).
+            "used_count": self.tariff_used_count(t.id).to_string(),
             "satellite_capable": t.satellite_capable,
         })
     }
@@ -879,6 +882,7 @@ pub(crate) fn seed(config: EmnifyConfig, jwt_key: Vec<u8>) -> State {
         faults: Vec::new(),
         request_count: 0,
         request_log: VecDeque::new(),
+        exchanges: Vec::new(),
         config,
         jwt_key,
     }
