@@ -269,6 +269,25 @@ fn spec(section: Value) -> ServiceProfileSpec {
     serde_json::from_value(spec).unwrap()
 }
 
+/// A BICS backend on `url` with test credentials.
+fn bics_backend(url: &str) -> BicsBackend {
+    let client = BicsClient::new(
+        bics_client::ClientConfig {
+            base_url: url.into(),
+            username: "user".into(),
+            password: SecretString::new("password"),
+            target_account_id: None,
+            requests_per_second: 1000.0,
+            burst: 1000,
+            timeout: TIMEOUT,
+            slow_timeout: TIMEOUT,
+        },
+        None,
+    )
+    .unwrap();
+    BicsBackend::new(Arc::new(client), Duration::from_secs(1))
+}
+
 async fn every_vendor_against(url: &str) {
     let identity = SimIdentity {
         imsi: Some("295050903090853".into()),
@@ -336,23 +355,7 @@ async fn every_vendor_against(url: &str) {
     )
     .await;
 
-    let bics = Arc::new(
-        BicsClient::new(
-            bics_client::ClientConfig {
-                base_url: url.into(),
-                username: "user".into(),
-                password: SecretString::new("password"),
-                target_account_id: None,
-                requests_per_second: 1000.0,
-                burst: 1000,
-                timeout: TIMEOUT,
-                slow_timeout: TIMEOUT,
-            },
-            None,
-        )
-        .unwrap(),
-    );
-    let bics = BicsBackend::new(bics, Duration::from_secs(1));
+    let bics = bics_backend(url);
     let bics_spec = spec(json!({"bicsSft": {"services": ["Data"], "accessType": "2G/3G/4G"}}));
     let desired = DesiredServiceProfile {
         name: "fuzz".into(),
@@ -403,21 +406,7 @@ async fn a_bics_that_repeats_its_first_page_ends_the_sweep_with_an_error() {
         .unwrap(),
         retry_after: None,
     };
-    let client = BicsClient::new(
-        bics_client::ClientConfig {
-            base_url: vendor.url.clone(),
-            username: "user".into(),
-            password: SecretString::new("password"),
-            target_account_id: None,
-            requests_per_second: 1000.0,
-            burst: 1000,
-            timeout: TIMEOUT,
-            slow_timeout: TIMEOUT,
-        },
-        None,
-    )
-    .unwrap();
-    let bics = BicsBackend::new(Arc::new(client), Duration::from_secs(1));
+    let bics = bics_backend(&vendor.url);
     let err = bics.inventory().await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     assert!(err.message.contains("page 2 repeats page 1"), "{err}");
