@@ -236,6 +236,25 @@ async fn documented_reads_only_no_write_loop_and_status_is_write_only() {
     let row = &h.bics().service_profile_by_name("p")[0];
     assert_eq!(row["accessType"], "06", "RAT read from ratTypeName and corrected");
     assert_eq!(row["status"], "1", "status is not readable, so not corrected");
+
+    // Deleted in the portal and recreated there with another status: the operator adopts it by
+    // name and sends the status once more, since nothing was sent to this profile yet.
+    let old_id = h.sp("p").await.status.unwrap().id.unwrap();
+    h.bics().delete_profile_named("p");
+    let new_id = h.bics().create_profile_like("p", "1");
+    h.resync_due("p").await;
+    converge(&h, "p").await;
+    assert_ne!(old_id, new_id);
+    assert_eq!(
+        h.sp("p").await.status.unwrap().id.as_deref(),
+        Some(new_id.as_str()),
+        "adopted"
+    );
+    let row = &h.bics().service_profile_by_name("p")[0];
+    assert_eq!(
+        row["status"], "0",
+        "the spec's status (Inactive) sent to the adopted profile"
+    );
 }
 
 #[tokio::test]

@@ -230,15 +230,25 @@ async fn observe(
         if observation != Observation::Missing {
             return Ok((LookupSource::StatusId, observation));
         }
-    } else if let Some(id) = &sp.spec.external_id {
+    }
+    // `status.writeOnly` records what was sent to the profile `status.id` names: another
+    // profile (adopted, or recreated in the portal) has had nothing sent yet, unless the
+    // policy never sends (observe-only: nothing written, nothing to compare).
+    let mut other = desired.clone();
+    if sp.spec.management_policy == ManagementPolicy::Full && sp.status.as_ref().is_some_and(|s| s.id.is_some()) {
+        other.written = None;
+    }
+    if sp.status.as_ref().and_then(|s| s.id.as_ref()).is_none()
+        && let Some(id) = &sp.spec.external_id
+    {
         return Ok((
             LookupSource::ExternalId,
-            backend.observe(desired, &Lookup::Id(id.clone())).await?,
+            backend.observe(&other, &Lookup::Id(id.clone())).await?,
         ));
     }
     Ok((
         LookupSource::Name,
-        backend.observe(desired, &Lookup::Name(desired.name.clone())).await?,
+        backend.observe(&other, &Lookup::Name(other.name.clone())).await?,
     ))
 }
 

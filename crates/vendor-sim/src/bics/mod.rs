@@ -392,6 +392,36 @@ impl BicsSim {
             .collect()
     }
 
+    /// Deletes a profile as a person would in the portal. Panics on an unknown name (a test hook).
+    pub fn delete_profile_named(&self, name: &str) {
+        let mut s = self.lock();
+        let n = s
+            .profiles
+            .iter()
+            .find(|(_, p)| p.name == name)
+            .map(|(n, _)| *n)
+            .unwrap_or_else(|| panic!("no BICS profile named {name:?}"));
+        s.profiles.remove(&n);
+    }
+
+    /// Creates a Base profile with DATA, SMS-MO and SMS-MT on 2G/3G/4G as a person would in the
+    /// portal, with the given status (`"0"`/`"1"`); returns its id.
+    pub fn create_profile_like(&self, name: &str, status: &str) -> String {
+        let mut s = self.lock();
+        s.next_profile += 1;
+        let p = model::ServiceProfile {
+            n: s.next_profile,
+            name: name.to_string(),
+            category: "0".into(),
+            status: status.to_string(),
+            services: vec![4, 2, 3],
+            access_type: Some("06".into()),
+        };
+        let id = p.id();
+        s.profiles.insert(p.n, p);
+        id
+    }
+
     /// Changes a profile as a person would in the portal (drift): its status and access type.
     /// Panics on an unknown name (a test hook).
     pub fn set_profile_status_and_rat(&self, name: &str, status: &str, access_type: &str) {
