@@ -54,6 +54,10 @@ LABEL org.opencontainers.image.title="connectivity-operator" \
       org.opencontainers.image.source="https://github.com/connectivity-operator/connectivity-operator"
 COPY --from=builder /out/connectivity-operator /usr/local/bin/connectivity-operator
 USER 65532:65532
+# One glibc malloc arena: glibc otherwise gives each allocating thread its own (up to 8 per core)
+# and keeps freed memory in them. Measured at 10,000 emnify SIMs: peak RSS 55.8 MiB with one arena,
+# 61.7 MiB with two, the same convergence time. The chart sets it too, and so does the benchmark.
+ENV MALLOC_ARENA_MAX=1
 # /healthz, /readyz and /metrics (run --metrics-addr); the demo simulators listen on 8081-8083.
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/connectivity-operator"]

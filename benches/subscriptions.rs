@@ -443,6 +443,8 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
             "2s",
         ])
         .env("KUBECONFIG", &kubeconfig)
+        // As the image and the chart run it.
+        .env("MALLOC_ARENA_MAX", "1")
         .env(
             "RUST_LOG",
             std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),

@@ -7,7 +7,9 @@
 
 pub mod backend;
 pub mod crd;
+pub mod generate;
 pub mod metrics;
+pub mod reason;
 
 /// Select rustls' ring provider once per process (reqwest is built without a default provider
 /// so that only one crypto library is compiled in, the one kube uses).

@@ -1,5 +1,6 @@
-//! `connectivity-operator` command line: `run` (the operator), `crd` (print the CRDs), `sim`
-//! (a vendor simulator), `apply` / `plan` (the reconcile pipeline on manifest files, offline).
+//! `connectivity-operator` command line: `run` (the operator), `crd` (print the CRDs), `generate`
+//! (the files generated from the sources), `sim` (a vendor simulator), `apply` / `plan` (the
+//! reconcile pipeline on manifest files, offline).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,6 +82,16 @@ enum Command {
         output_dir: Option<PathBuf>,
     },
     /// Run a vendor simulator; prints one JSON line with its URL and credentials.
+    /// Rewrite the files generated from the sources (the README's reasons table and the Argo CD
+    /// health checks' reason tables, from src/reason.rs); `--check` only reports drift.
+    Generate {
+        /// Exit 1 when a generated file differs instead of writing it.
+        #[arg(long)]
+        check: bool,
+        /// The repository root.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
     Sim {
         /// Which vendor to simulate.
         #[arg(long, value_enum, default_value_t = SimVendor::Emnify)]
@@ -171,24 +182,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// glibc gives each thread that allocates its own arena (up to 8 per core) and keeps freed memory
-/// in them: after a fleet-wide change on 10,000 subscriptions that is tens of megabytes of RSS
-/// nothing uses. One arena is enough for an I/O-bound process with two worker threads (measured
-/// at 10,000 emnify SIMs: peak RSS 55.8 MiB with one arena, 61.7 MiB with two, the same
-/// convergence time). Set before any thread starts; `MALLOC_ARENA_MAX` in the environment still
-/// wins.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    }
-}
-
 fn main() -> anyhow::Result<()> {
-    limit_malloc_arenas();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -200,6 +194,22 @@ async fn cli_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     connectivity_operator::install_crypto_provider();
     match cli.command {
+        Command::Generate { check, root } => {
+            if check {
+                let drifted = connectivity_operator::generate::drifted(&root).map_err(anyhow::Error::msg)?;
+                if !drifted.is_empty() {
+                    for p in &drifted {
+                        eprintln!("{} is not what `connectivity-operator generate` writes", p.display());
+                    }
+                    bail!("{} generated files drifted", drifted.len());
+                }
+            } else {
+                for p in connectivity_operator::generate::write(&root).map_err(anyhow::Error::msg)? {
+                    println!("wrote {}", p.display());
+                }
+            }
+            Ok(())
+        }
         Command::Crd { output_dir } => {
             let crds = crd::all_crds();
             match output_dir {

@@ -558,7 +558,8 @@ where
                 .is_some()
             && pass > 0
         {
-            let pending = conditions::find(&conds, SYNCED).is_some_and(|c| c.reason == subscription::PENDING);
+            let pending =
+                conditions::find(&conds, SYNCED).is_some_and(|c| c.reason == crate::reason::Reason::Pending.as_str());
             if !pending || started.elapsed() > MAX_PENDING_WAIT {
                 return Ok(());
             }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::crd::{ObservedServiceProfile, ServiceProfileSpec};
+use crate::reason::Reason;
 pub use secret::SecretString;
 pub use subscription::{
     DesiredSubscription, EndpointDefaults, Inventory, InventoryBuilder, ObservedSubscription, SimIdentity,
@@ -54,26 +55,23 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// PascalCase name used as condition reason, event reason and metric label.
-    pub fn reason(&self) -> &'static str {
+    /// The reason reported for it (condition, Event, metric label).
+    pub fn reason(&self) -> Reason {
         match self {
-            ErrorKind::NotFound => "NotFound",
-            ErrorKind::Conflict => "Conflict",
-            ErrorKind::Invalid => "InvalidRequest",
-            ErrorKind::Unauthorized => "Unauthorized",
-            ErrorKind::Forbidden => "Forbidden",
-            ErrorKind::RateLimited { .. } => "RateLimited",
-            ErrorKind::Transient => "VendorUnavailable",
-            ErrorKind::OutcomeUnknown => "OutcomeUnknown",
+            ErrorKind::NotFound => Reason::NotFound,
+            ErrorKind::Conflict => Reason::Conflict,
+            ErrorKind::Invalid => Reason::InvalidRequest,
+            ErrorKind::Unauthorized => Reason::Unauthorized,
+            ErrorKind::Forbidden => Reason::Forbidden,
+            ErrorKind::RateLimited { .. } => Reason::RateLimited,
+            ErrorKind::Transient => Reason::VendorUnavailable,
+            ErrorKind::OutcomeUnknown => Reason::OutcomeUnknown,
         }
     }
 
-    /// Permanent errors wait for a spec (or Secret) change instead of a quick retry.
+    /// Permanent errors wait for a change instead of a quick retry (the reason's policy).
     pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Invalid | ErrorKind::Unauthorized | ErrorKind::Forbidden
-        )
+        self.reason().is_permanent()
     }
 }
 

@@ -18,6 +18,7 @@ use super::{Context, key_of};
 use crate::backend::BackendError;
 use crate::crd::conditions::{self, Condition, ConditionStatus, READY};
 use crate::crd::{ConnectivitySubscription, FINALIZER, ProviderConfig, ServiceProfile};
+use crate::reason::Reason;
 
 pub const KIND: &str = "ProviderConfig";
 
@@ -53,17 +54,17 @@ impl Error {
         }
     }
 
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self.root() {
             Error::Resolve(e) => e.reason(),
             Error::Verify { source, .. } => match source.kind {
-                crate::backend::ErrorKind::Unauthorized => "CredentialsRejected",
+                crate::backend::ErrorKind::Unauthorized => Reason::CredentialsRejected,
                 _ => source.kind.reason(),
             },
-            Error::InUse { .. } => "InUse",
-            Error::ListUsers { .. } | Error::Credentials(_) => "KubernetesApiError",
-            Error::WriteStatus { .. } => "StatusWriteFailed",
-            Error::Finalizer { .. } => "FinalizerFailed",
+            Error::InUse { .. } => Reason::InUse,
+            Error::ListUsers { .. } | Error::Credentials(_) => Reason::KubernetesApiError,
+            Error::WriteStatus { .. } => Reason::StatusWriteFailed,
+            Error::Finalizer { .. } => Reason::FinalizerFailed,
         }
     }
 
@@ -87,11 +88,7 @@ impl Error {
     }
 
     fn is_permanent(&self) -> bool {
-        match self.root() {
-            Error::Verify { source, .. } => source.kind.is_permanent(),
-            Error::Resolve(ResolveError::SecretKeyMissing { .. }) => true,
-            _ => false,
-        }
+        self.reason().is_permanent()
     }
 }
 
@@ -116,8 +113,8 @@ pub async fn reconcile(pc: Arc<ProviderConfig>, ctx: Arc<Context>) -> Result<Act
 }
 
 pub fn error_policy(pc: Arc<ProviderConfig>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(KIND, err.reason());
-    tracing::warn!(providerconfig = %pc.name_any(), namespace = pc.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
+    ctx.metrics.reconcile_failed(KIND, err.reason().as_str());
+    tracing::warn!(providerconfig = %pc.name_any(), namespace = pc.namespace().unwrap_or_default(), reason = %err.reason(), error = %err, "reconcile failed");
     Action::requeue(ctx.retry_delay(&key_of(pc.as_ref()), err.retry_after(), err.is_permanent()))
 }
 
@@ -183,7 +180,7 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
                 vec![Condition::new(
                     READY,
                     ConditionStatus::True,
-                    "Authenticated",
+                    Reason::Authenticated,
                     "the credentials authenticate at the vendor",
                     generation,
                 )],
@@ -194,7 +191,7 @@ async fn apply(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
                     ctx,
                     pc,
                     EventType::Normal,
-                    "Authenticated",
+                    Reason::Authenticated,
                     "Verify",
                     format!("credentials accepted by {}", pc.spec.vendor),
                 )
@@ -262,7 +259,7 @@ async fn cleanup(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
             vec![Condition::new(
                 READY,
                 ConditionStatus::False,
-                "InUse",
+                Reason::InUse,
                 err.to_string(),
                 pc.metadata.generation,
             )],
@@ -270,7 +267,7 @@ async fn cleanup(pc: &ProviderConfig, ctx: &Context) -> Result<Action, Error> {
         if let Err(e) = write(ctx, pc, &status).await {
             tracing::warn!(error = %e, "failed to record the failure in status");
         }
-        event(ctx, pc, EventType::Warning, "InUse", "Delete", err.to_string()).await;
+        event(ctx, pc, EventType::Warning, Reason::InUse, "Delete", err.to_string()).await;
         return Err(err);
     }
     // Nothing needs the credentials any more (unless another ProviderConfig shares them).

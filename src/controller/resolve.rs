@@ -21,6 +21,7 @@ use crate::backend::{
 };
 use crate::crd::{ProviderConfig, RateLimit, Vendor, VendorApi};
 use crate::metrics::Metrics;
+use crate::reason::Reason;
 
 /// Why a ProviderConfig could not be turned into a backend. Messages never contain secret values.
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +58,13 @@ pub enum ResolveError {
 
 impl ResolveError {
     /// Condition / event reason.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            ResolveError::ProviderConfigNotFound { .. } => "ProviderConfigNotFound",
-            ResolveError::GetProviderConfig { .. } | ResolveError::GetSecret { .. } => "KubernetesApiError",
-            ResolveError::SecretNotFound { .. } => "SecretNotFound",
-            ResolveError::SecretKeyMissing { .. } => "SecretKeyMissing",
-            ResolveError::BuildClient { .. } => "InvalidProviderConfig",
+            ResolveError::ProviderConfigNotFound { .. } => Reason::ProviderConfigNotFound,
+            ResolveError::GetProviderConfig { .. } | ResolveError::GetSecret { .. } => Reason::KubernetesApiError,
+            ResolveError::SecretNotFound { .. } => Reason::SecretNotFound,
+            ResolveError::SecretKeyMissing { .. } => Reason::SecretKeyMissing,
+            ResolveError::BuildClient { .. } => Reason::InvalidProviderConfig,
         }
     }
 }

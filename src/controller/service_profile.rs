@@ -25,6 +25,7 @@ use crate::crd::conditions::{self, Condition, ConditionStatus, READY, SYNCED};
 use crate::crd::{
     DeletionPolicy, FINALIZER, ManagementPolicy, ServiceProfile, ServiceProfileStatus, Vendor, VendorApi,
 };
+use crate::reason::Reason;
 
 pub const KIND: &str = "ServiceProfile";
 
@@ -77,16 +78,16 @@ impl Error {
     }
 
     /// PascalCase reason for conditions, events and metrics.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self.root() {
             Error::Resolve(e) => e.reason(),
-            Error::VendorSectionMissing { .. } => "VendorSectionMissing",
+            Error::VendorSectionMissing { .. } => Reason::VendorSectionMissing,
             Error::Vendor(e) => e.kind.reason(),
-            Error::InUse { .. } => "InUse",
-            Error::Ambiguous { .. } => "Conflict",
-            Error::ExternalIdNotFound { .. } => "ExternalIdNotFound",
-            Error::WriteStatus { .. } => "StatusWriteFailed",
-            Error::Finalizer { .. } => "FinalizerFailed",
+            Error::InUse { .. } => Reason::InUse,
+            Error::Ambiguous { .. } => Reason::Conflict,
+            Error::ExternalIdNotFound { .. } => Reason::ExternalIdNotFound,
+            Error::WriteStatus { .. } => Reason::StatusWriteFailed,
+            Error::Finalizer { .. } => Reason::FinalizerFailed,
         }
     }
 
@@ -101,14 +102,9 @@ impl Error {
         }
     }
 
-    /// Errors only a person can fix (spec, Secret, vendor state) wait the longest backoff.
+    /// Errors only a change can fix (spec, Secret, vendor state) wait the longest backoff.
     pub fn is_permanent(&self) -> bool {
-        match self.root() {
-            Error::VendorSectionMissing { .. } | Error::Ambiguous { .. } | Error::ExternalIdNotFound { .. } => true,
-            Error::Resolve(ResolveError::SecretKeyMissing { .. }) => true,
-            Error::Vendor(e) => e.kind.is_permanent(),
-            _ => false,
-        }
+        self.reason().is_permanent()
     }
 }
 
@@ -275,8 +271,8 @@ pub async fn reconcile(sp: Arc<ServiceProfile>, ctx: Arc<Context>) -> Result<Act
 
 /// Retry policy after a failed reconcile.
 pub fn error_policy(sp: Arc<ServiceProfile>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(KIND, err.reason());
-    tracing::warn!(serviceprofile = %sp.name_any(), namespace = sp.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
+    ctx.metrics.reconcile_failed(KIND, err.reason().as_str());
+    tracing::warn!(serviceprofile = %sp.name_any(), namespace = sp.namespace().unwrap_or_default(), reason = %err.reason(), error = %err, "reconcile failed");
     Action::requeue(ctx.retry_delay(&key_of(sp.as_ref()), err.retry_after(), err.is_permanent()))
 }
 
@@ -299,7 +295,7 @@ async fn apply(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
             vec![Condition::new(
                 SYNCED,
                 ConditionStatus::False,
-                "Paused",
+                Reason::Paused,
                 "managementPolicy is Paused: no vendor calls",
                 generation,
             )],
@@ -336,7 +332,7 @@ async fn apply(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
                 &status.conditions,
                 vec![
                     outcome.ready,
-                    Condition::new(SYNCED, ConditionStatus::True, "ReconcileSuccess", "", generation),
+                    Condition::new(SYNCED, ConditionStatus::True, Reason::ReconcileSuccess, "", generation),
                 ],
             );
             write_status(ctx, sp, &status).await?;
@@ -376,7 +372,7 @@ async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> 
         Decision::Create => {
             let id = backend.create(&desired).await?;
             let note = format!("created {vendor} service profile {vendor_name:?} with id {id}");
-            event(ctx, sp, EventType::Normal, "Created", "Create", note).await;
+            event(ctx, sp, EventType::Normal, Reason::Created, "Create", note).await;
             // The create carried the write-only settings.
             desired.written = backend.write_only(&desired);
             // Record the id before anything else, so a crash from here on adopts instead of creating again.
@@ -427,7 +423,7 @@ async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> 
             ready: Condition::new(
                 READY,
                 ConditionStatus::False,
-                "NotFound",
+                Reason::NotFound,
                 format!("observe-only: no {vendor} service profile named {vendor_name:?}"),
                 generation,
             ),
@@ -439,7 +435,7 @@ async fn converge(sp: &ServiceProfile, ctx: &Context) -> Result<Outcome, Error> 
 
 async fn adopt_event(ctx: &Context, sp: &ServiceProfile, vendor: Vendor, id: &str) {
     let note = format!("adopted existing {vendor} service profile {id}");
-    event(ctx, sp, EventType::Normal, "Adopted", "Adopt", note).await;
+    event(ctx, sp, EventType::Normal, Reason::Adopted, "Adopt", note).await;
 }
 
 /// After a create: apply what the create body could not carry (services, limits).
@@ -474,7 +470,7 @@ async fn apply_changes(
         ctx,
         sp,
         EventType::Normal,
-        "Updated",
+        Reason::Updated,
         "Update",
         format!("service profile {id}: {}", list.join("; ")),
     )
@@ -498,7 +494,7 @@ fn ready_condition(observed: &ObservedProfile, generation: Option<i64>) -> Condi
         Condition::new(
             READY,
             ConditionStatus::True,
-            "Available",
+            Reason::Available,
             "the vendor profile matches the spec",
             generation,
         )
@@ -507,7 +503,7 @@ fn ready_condition(observed: &ObservedProfile, generation: Option<i64>) -> Condi
         Condition::new(
             READY,
             ConditionStatus::False,
-            "Drifted",
+            Reason::Drifted,
             format!("differs from the spec: {}", list.join("; ")),
             generation,
         )
@@ -531,7 +527,7 @@ async fn record_id(
         vec![Condition::new(
             READY,
             ConditionStatus::False,
-            "Creating",
+            Reason::Creating,
             "created at the vendor; applying services and limits",
             generation,
         )],
@@ -599,7 +595,7 @@ async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
             ctx,
             sp,
             EventType::Normal,
-            "Orphaned",
+            Reason::Orphaned,
             "Delete",
             format!("left vendor service profile {id} in place"),
         )
@@ -633,7 +629,7 @@ async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
                 ctx,
                 sp,
                 EventType::Normal,
-                "Orphaned",
+                Reason::Orphaned,
                 "Delete",
                 format!("left vendor service profile {id} in place"),
             )
@@ -646,7 +642,7 @@ async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
                 ctx,
                 sp,
                 EventType::Normal,
-                "Deleted",
+                Reason::Deleted,
                 "Delete",
                 format!("deleted {vendor} service profile {id}"),
             )
@@ -666,7 +662,7 @@ async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
                 ctx,
                 sp,
                 EventType::Warning,
-                "CredentialsGone",
+                Reason::CredentialsGone,
                 "Delete",
                 format!("left vendor service profile {id} in place: its account is being deleted and {e}"),
             )

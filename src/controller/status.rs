@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{Context, FIELD_MANAGER};
+use crate::reason::Reason;
 
 /// Server-side apply `status` on the status subresource of `obj`.
 pub async fn apply_status<K, S>(ctx: &Context, obj: &K, status: &S) -> Result<(), kube::Error>
@@ -36,7 +37,7 @@ where
 }
 
 /// Publish an event about `obj`; failures are logged, never fatal (events are best effort).
-pub async fn event<K>(ctx: &Context, obj: &K, type_: EventType, reason: &str, action: &str, note: impl Into<String>)
+pub async fn event<K>(ctx: &Context, obj: &K, type_: EventType, reason: Reason, action: &str, note: impl Into<String>)
 where
     K: Resource<DynamicType = ()>,
 {
@@ -50,7 +51,7 @@ where
     }
     let ev = Event {
         type_,
-        reason: reason.into(),
+        reason: reason.as_str().into(),
         note: Some(note),
         action: action.into(),
         secondary: None,
@@ -59,10 +60,10 @@ where
         // A namespace being deleted takes no new objects, Events included; its objects' cleanup
         // still runs and says what it did in the log.
         if namespace_terminating(&e) {
-            tracing::debug!(reason, "namespace is terminating: event not recorded");
+            tracing::debug!(%reason, "namespace is terminating: event not recorded");
             return;
         }
-        tracing::warn!(error = %e, reason, "failed to publish event");
+        tracing::warn!(error = %e, %reason, "failed to publish event");
     }
 }
 

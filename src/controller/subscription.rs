@@ -26,11 +26,9 @@ use crate::crd::{
     ConnectivitySubscription, ConnectivitySubscriptionStatus, FINALIZER, ManagementPolicy, PendingChange,
     PendingOutcome, ServiceProfile, SubscriptionDeletionPolicy, SubscriptionMode, Vendor, VendorApi,
 };
+use crate::reason::Reason;
 
 pub const KIND: &str = "ConnectivitySubscription";
-
-/// Reason of `Synced=False` while a vendor change is in flight.
-pub const PENDING: &str = "Pending";
 
 /// A pending change waiting for its account's writes is woken when they are out; it looks again
 /// after this at the latest in case the wake was lost.
@@ -84,20 +82,20 @@ impl Error {
         }
     }
 
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self.root() {
             Error::Resolve(e) => e.reason(),
-            Error::ServiceProfileNotFound { .. } => "ServiceProfileNotFound",
-            Error::GetServiceProfile { .. } => "KubernetesApiError",
-            Error::ServiceProfileNotReady { .. } => "ServiceProfileNotReady",
-            Error::ServiceProfileElsewhere { .. } => "InvalidReference",
-            Error::SimNotFound { .. } => "SimNotFound",
-            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::ServiceProfileNotFound { .. } => Reason::ServiceProfileNotFound,
+            Error::GetServiceProfile { .. } => Reason::KubernetesApiError,
+            Error::ServiceProfileNotReady { .. } => Reason::ServiceProfileNotReady,
+            Error::ServiceProfileElsewhere { .. } => Reason::InvalidReference,
+            Error::SimNotFound { .. } => Reason::SimNotFound,
+            Error::InvalidSpec(_) => Reason::InvalidSpec,
             Error::Vendor(e) => e.kind.reason(),
-            Error::TerminationNotConfirmed => "TerminationNotConfirmed",
-            Error::Terminated { .. } => "Terminated",
-            Error::WriteStatus { .. } => "StatusWriteFailed",
-            Error::Finalizer { .. } => "FinalizerFailed",
+            Error::TerminationNotConfirmed => Reason::TerminationNotConfirmed,
+            Error::Terminated { .. } => Reason::Terminated,
+            Error::WriteStatus { .. } => Reason::StatusWriteFailed,
+            Error::Finalizer { .. } => Reason::FinalizerFailed,
         }
     }
 
@@ -112,15 +110,7 @@ impl Error {
     }
 
     pub fn is_permanent(&self) -> bool {
-        match self.root() {
-            Error::TerminationNotConfirmed
-            | Error::Terminated { .. }
-            | Error::ServiceProfileElsewhere { .. }
-            | Error::InvalidSpec(_) => true,
-            Error::Resolve(ResolveError::SecretKeyMissing { .. }) => true,
-            Error::Vendor(e) => e.kind.is_permanent(),
-            _ => false,
-        }
+        self.reason().is_permanent()
     }
 }
 
@@ -238,8 +228,8 @@ pub async fn reconcile(csub: Arc<ConnectivitySubscription>, ctx: Arc<Context>) -
 }
 
 pub fn error_policy(csub: Arc<ConnectivitySubscription>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(KIND, err.reason());
-    tracing::warn!(connectivitysubscription = %csub.name_any(), namespace = csub.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
+    ctx.metrics.reconcile_failed(KIND, err.reason().as_str());
+    tracing::warn!(connectivitysubscription = %csub.name_any(), namespace = csub.namespace().unwrap_or_default(), reason = %err.reason(), error = %err, "reconcile failed");
     Action::requeue(ctx.retry_delay(&key_of(csub.as_ref()), err.retry_after(), err.is_permanent()))
 }
 
@@ -383,7 +373,7 @@ async fn apply(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Action,
             vec![Condition::new(
                 SYNCED,
                 ConditionStatus::False,
-                "Paused",
+                Reason::Paused,
                 "managementPolicy is Paused: no vendor calls",
                 generation,
             )],
@@ -395,7 +385,7 @@ async fn apply(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Action,
     let synced_reason = conditions::find(&status.conditions, SYNCED).map(|c| (c.status, c.reason.as_str()));
     let (quiet, interval) = match &status.pending_change {
         Some(_) => (
-            synced_reason == Some((ConditionStatus::False, PENDING)),
+            synced_reason == Some((ConditionStatus::False, Reason::Pending.as_str())),
             ctx.settings.pending_poll_interval,
         ),
         None => (synced_reason.is_some_and(|(s, _)| s == ConditionStatus::True), resync),
@@ -503,14 +493,14 @@ async fn converge(
                 Some(mode) => Condition::new(
                     READY,
                     ConditionStatus::True,
-                    "Available",
+                    Reason::Available,
                     format!("the SIM is {mode}"),
                     generation,
                 ),
                 None => Condition::new(
                     READY,
                     ConditionStatus::True,
-                    "Observed",
+                    Reason::Observed,
                     "observe only: no desired mode",
                     generation,
                 ),
@@ -523,7 +513,7 @@ async fn converge(
             status.conditions = conditions::merge(
                 &status.conditions,
                 vec![
-                    Condition::new(READY, ConditionStatus::False, "Drifted", message, generation),
+                    Condition::new(READY, ConditionStatus::False, Reason::Drifted, message, generation),
                     synced_ok(generation),
                 ],
             );
@@ -567,7 +557,7 @@ async fn converge(
                         ctx,
                         csub,
                         EventType::Normal,
-                        "Updated",
+                        Reason::Updated,
                         "Update",
                         format!("{vendor}: {}", list(&changes)),
                     )
@@ -578,7 +568,7 @@ async fn converge(
                         Condition::new(
                             READY,
                             ConditionStatus::True,
-                            "Available",
+                            Reason::Available,
                             format!("the SIM is {}", after.vendor_mode),
                             generation,
                         )
@@ -586,7 +576,7 @@ async fn converge(
                         Condition::new(
                             READY,
                             ConditionStatus::False,
-                            "Drifted",
+                            Reason::Drifted,
                             format!("the SIM is {}", after.vendor_mode),
                             generation,
                         )
@@ -600,7 +590,7 @@ async fn converge(
                         ctx,
                         csub,
                         EventType::Normal,
-                        "ChangeRequested",
+                        Reason::ChangeRequested,
                         "Update",
                         message.clone(),
                     )
@@ -614,7 +604,7 @@ async fn converge(
                         ctx,
                         csub,
                         EventType::Warning,
-                        "OutcomeUnknown",
+                        Reason::OutcomeUnknown,
                         "Update",
                         message.clone(),
                     )
@@ -641,15 +631,21 @@ fn mark_pending(
     status.conditions = conditions::merge(
         &status.conditions,
         vec![
-            Condition::new(READY, ConditionStatus::False, PENDING, message.clone(), generation),
-            Condition::new(SYNCED, ConditionStatus::False, PENDING, message, generation),
+            Condition::new(
+                READY,
+                ConditionStatus::False,
+                Reason::Pending,
+                message.clone(),
+                generation,
+            ),
+            Condition::new(SYNCED, ConditionStatus::False, Reason::Pending, message, generation),
         ],
     );
     status
 }
 
 fn synced_ok(generation: Option<i64>) -> Condition {
-    Condition::new(SYNCED, ConditionStatus::True, "ReconcileSuccess", "", generation)
+    Condition::new(SYNCED, ConditionStatus::True, Reason::ReconcileSuccess, "", generation)
 }
 
 fn with_observed(
@@ -764,7 +760,7 @@ async fn cleanup(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Actio
                     ctx,
                     csub,
                     EventType::Normal,
-                    "Deactivated",
+                    Reason::Deactivated,
                     "Delete",
                     format!("deactivated the SIM at {vendor}"),
                 )
@@ -785,7 +781,7 @@ async fn cleanup(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Actio
                 ctx,
                 csub,
                 EventType::Warning,
-                "CredentialsGone",
+                Reason::CredentialsGone,
                 "Delete",
                 format!("left the SIM as it is: its account is being deleted and {e}"),
             )

@@ -44,14 +44,14 @@ impl Condition {
     pub fn new(
         type_: &str,
         status: ConditionStatus,
-        reason: &str,
+        reason: crate::reason::Reason,
         message: impl Into<String>,
         generation: Option<i64>,
     ) -> Self {
         Condition {
             type_: type_.to_string(),
             status,
-            reason: reason.to_string(),
+            reason: reason.as_str().to_string(),
             message: message.into(),
             last_transition_time: Utc::now(),
             observed_generation: generation,
@@ -93,20 +93,21 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reason::Reason;
 
     #[test]
     fn unchanged_status_keeps_transition_time() {
         let old_time = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let mut prev = Condition::new(READY, ConditionStatus::True, "Available", "ok", Some(1));
+        let mut prev = Condition::new(READY, ConditionStatus::True, Reason::Available, "ok", Some(1));
         prev.last_transition_time = old_time;
         let merged = merge(
             &[prev],
             vec![Condition::new(
                 READY,
                 ConditionStatus::True,
-                "Available",
+                Reason::Available,
                 "still ok",
                 Some(2),
             )],
@@ -121,15 +122,15 @@ mod tests {
         let old_time = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let mut prev = Condition::new(SYNCED, ConditionStatus::True, "ReconcileSuccess", "", Some(1));
+        let mut prev = Condition::new(SYNCED, ConditionStatus::True, Reason::ReconcileSuccess, "", Some(1));
         prev.last_transition_time = old_time;
-        let other = Condition::new(READY, ConditionStatus::True, "Available", "", Some(1));
+        let other = Condition::new(READY, ConditionStatus::True, Reason::Available, "", Some(1));
         let merged = merge(
             &[prev, other],
             vec![Condition::new(
                 SYNCED,
                 ConditionStatus::False,
-                "InUse",
+                Reason::InUse,
                 "in use",
                 Some(1),
             )],

@@ -16,41 +16,46 @@
 --   6. no verdict yet (Unknown or no Ready condition)    -> Progressing
 local hs = {}
 
+-- BEGIN reason tables (generated from src/reason.rs by `connectivity-operator generate`; do not edit)
 -- Reasons only a person can resolve: fix the spec, the Secret, or the state at the vendor.
 local needsPerson = {
-  TerminationNotConfirmed = true,
+  ProviderConfigNotFound = true,
+  SecretNotFound = true,
+  ServiceProfileNotFound = true,
+  SimNotFound = true,
+  InUse = true,
+  CredentialsGone = true,
+  SecretKeyMissing = true,
+  InvalidProviderConfig = true,
+  CredentialsRejected = true,
+  Unauthorized = true,
+  Forbidden = true,
   InvalidRequest = true,
   Conflict = true,
   ExternalIdNotFound = true,
   VendorSectionMissing = true,
-  SecretNotFound = true,
-  SecretKeyMissing = true,
-  Unauthorized = true,
-  Forbidden = true,
-  CredentialsRejected = true,
-  ProviderConfigNotFound = true,
-  InvalidProviderConfig = true,
-  InUse = true,
+  InvalidSpec = true,
+  InvalidReference = true,
+  TerminationNotConfirmed = true,
+  Terminated = true,
 }
 
 -- Work in flight: the operator (or the vendor) is getting there.
 local inProgress = {
-  Pending = true,
   Creating = true,
+  Pending = true,
 }
 
 -- Failures the operator retries by itself with backoff.
 local transient = {
   VendorUnavailable = true,
   RateLimited = true,
-  StatusWriteFailed = true,
-  KubernetesApiError = true,
-  FinalizerFailed = true,
-  NotFound = true,
-  -- a referenced ServiceProfile that has no vendor id yet
-  ServiceProfileNotReady = true,
-  -- a write whose outcome is unknown; it is read back before anything is resent
   OutcomeUnknown = true,
+  NotFound = true,
+  KubernetesApiError = true,
+  StatusWriteFailed = true,
+  FinalizerFailed = true,
+  ServiceProfileNotReady = true,
 }
 
 -- Ready=False findings of an observe-only reconcile that succeeded: the vendor differs from Git
@@ -59,6 +64,7 @@ local observedMismatch = {
   Drifted = true,
   NotFound = true,
 }
+-- END reason tables
 
 local function condition(conditions, conditionType)
   if conditions == nil then
