@@ -28,6 +28,17 @@ else
     echo "clippy is not installed on this machine: lints not checked"
 fi
 
+step "no unused dependencies (cargo-machete)"
+# Installed from crates.io into target/tools/cargo once, then reused.
+machete=target/tools/cargo/bin/cargo-machete
+if [ ! -x "$machete" ]; then
+    cargo install --quiet --locked cargo-machete --version 0.9.2 --root target/tools/cargo
+fi
+"$machete"
+
+step "generated files (README reasons table, Argo CD health reason tables) match src/reason.rs"
+cargo run --quiet --locked -- generate --check
+
 step "CRDs in crds/ are generated from the Rust types"
 cargo run --quiet --locked -- crd --output-dir target/crds-check
 diff -ru crds target/crds-check
