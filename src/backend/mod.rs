@@ -210,6 +210,55 @@ pub trait ServiceProfileBackend: Send + Sync {
     }
 }
 
+/// What a vendor API can and cannot do, as the controllers need to know it: they ask the backend
+/// instead of matching on the vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The section of `ServiceProfile.spec` this API's profiles take (`None`: no settings).
+    pub profile_section: Option<ProfileSection>,
+    /// Service profiles cannot be written: the operator only observes them.
+    pub read_only_profiles: bool,
+    /// How a subscription names what its SIM gets.
+    pub subscription_profile: SubscriptionProfile,
+}
+
+/// A vendor section of `ServiceProfile.spec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileSection {
+    /// `spec.emnify` (emnify's REST API, also BICS accounts on it).
+    Emnify,
+    /// `spec.bicsSft` (BICS's RPC API).
+    BicsSft,
+}
+
+impl ProfileSection {
+    /// The field name, for messages.
+    pub fn field(self) -> &'static str {
+        match self {
+            ProfileSection::Emnify => "emnify",
+            ProfileSection::BicsSft => "bicsSft",
+        }
+    }
+
+    /// Whether `spec` carries this section.
+    pub fn present(self, spec: &ServiceProfileSpec) -> bool {
+        match self {
+            ProfileSection::Emnify => spec.emnify.is_some(),
+            ProfileSection::BicsSft => spec.bics_sft.is_some(),
+        }
+    }
+}
+
+/// How a subscription names the profile its SIM gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionProfile {
+    /// `spec.serviceProfileRef`; the vendor reports each SIM's profile.
+    ServiceProfileRef,
+    /// `spec.bicsSft.planId` (BICS gives SIMs their service profile through plans); no documented
+    /// read returns it, so it is compared with the plan the operator last set.
+    WriteOnlyPlan,
+}
+
 /// Result of checking a vendor account's credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountInfo {
@@ -222,4 +271,7 @@ pub struct AccountInfo {
 pub trait AccountBackend: Send + Sync {
     /// Authenticate (using a cached token when valid) and report the account.
     async fn verify(&self) -> Result<AccountInfo, BackendError>;
+
+    /// What this vendor API can do.
+    fn capabilities(&self) -> Capabilities;
 }

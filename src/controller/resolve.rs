@@ -17,7 +17,8 @@ use crate::backend::emnify::client::{ClientConfig, Credentials, EmnifyClient};
 use crate::backend::telenor::TelenorBackend;
 use crate::backend::telenor::client::{self as telenor_client, TelenorClient};
 use crate::backend::{
-    AccountBackend, BackendError, EndpointDefaults, SecretString, ServiceProfileBackend, SubscriptionBackend,
+    AccountBackend, BackendError, Capabilities, EndpointDefaults, SecretString, ServiceProfileBackend,
+    SubscriptionBackend,
 };
 use crate::crd::{ProviderConfig, RateLimit, Vendor, VendorApi};
 use crate::metrics::Metrics;
@@ -72,19 +73,14 @@ impl ResolveError {
 /// A connected vendor account.
 pub struct Provider {
     pub vendor: Vendor,
-    /// The API the account is reached through (BICS accounts may use emnify's REST API).
-    pub api: VendorApi,
     pub endpoint: String,
     pub service_profiles: Arc<dyn ServiceProfileBackend>,
     pub subscriptions: Arc<dyn SubscriptionBackend>,
     pub account: Arc<dyn AccountBackend>,
     /// Defaults for endpoints the operator creates (emnify tariff profile, BICS roaming profiles).
     pub endpoint_defaults: EndpointDefaults,
-    /// Service profiles on this vendor are read-only: the operator only observes them.
-    pub read_only_service_profiles: bool,
-    /// The vendor never reports which service profile (BICS: plan) a SIM has: the operator
-    /// compares the spec with the one it last set on the SIM's endpoint (`status.serviceProfileId`).
-    pub profiles_write_only: bool,
+    /// What the vendor API can do (from the backend).
+    pub capabilities: Capabilities,
 }
 
 /// Backends per ProviderConfig.
@@ -240,8 +236,8 @@ impl Providers {
                 )?);
                 let backend = Arc::new(EmnifyBackend::new(client));
                 Ok(Provider {
+                    capabilities: backend.capabilities(),
                     vendor,
-                    api: pc.spec.api(),
                     endpoint: endpoint.to_string(),
                     service_profiles: backend.clone(),
                     subscriptions: backend.clone(),
@@ -255,8 +251,6 @@ impl Providers {
                             .or_else(|| pc.spec.bics_sft.as_ref().and_then(|b| b.default_tariff_profile_id)),
                         ..Default::default()
                     },
-                    read_only_service_profiles: false,
-                    profiles_write_only: false,
                 })
             }
             VendorCredentials::Telenor {
@@ -277,15 +271,13 @@ impl Providers {
                 )?);
                 let backend = Arc::new(TelenorBackend::new(client));
                 Ok(Provider {
+                    capabilities: backend.capabilities(),
                     vendor,
-                    api: pc.spec.api(),
                     endpoint: endpoint.to_string(),
                     service_profiles: backend.clone(),
                     subscriptions: backend.clone(),
                     account: backend,
                     endpoint_defaults: EndpointDefaults::default(),
-                    read_only_service_profiles: true,
-                    profiles_write_only: false,
                 })
             }
             VendorCredentials::Bics { username, password } => {
@@ -305,8 +297,8 @@ impl Providers {
                 )?);
                 let backend = Arc::new(BicsBackend::new(client, self.verify_timeout));
                 Ok(Provider {
+                    capabilities: backend.capabilities(),
                     vendor,
-                    api: pc.spec.api(),
                     endpoint: endpoint.to_string(),
                     service_profiles: backend.clone(),
                     subscriptions: backend.clone(),
@@ -316,9 +308,6 @@ impl Providers {
                         apn_group_id: bics.default_apn_group_id.clone(),
                         ..Default::default()
                     },
-                    read_only_service_profiles: false,
-                    // No documented read returns an endpoint's plan.
-                    profiles_write_only: true,
                 })
             }
         }

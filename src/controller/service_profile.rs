@@ -22,9 +22,7 @@ use crate::backend::{
     ServiceProfileBackend,
 };
 use crate::crd::conditions::{self, Condition, ConditionStatus, READY, SYNCED};
-use crate::crd::{
-    DeletionPolicy, FINALIZER, ManagementPolicy, ServiceProfile, ServiceProfileStatus, Vendor, VendorApi,
-};
+use crate::crd::{DeletionPolicy, FINALIZER, ManagementPolicy, ServiceProfile, ServiceProfileStatus, Vendor};
 use crate::reason::Reason;
 
 pub const KIND: &str = "ServiceProfile";
@@ -178,22 +176,17 @@ pub async fn plan(sp: &ServiceProfile, ctx: &Context) -> Result<Planned, Error> 
     let namespace = sp.namespace().unwrap_or_else(|| "default".into());
     let provider_name = &sp.spec.provider_config_ref.name;
     let provider = ctx.providers.resolve(&ctx.client, &namespace, provider_name).await?;
-    // Telenor service policies have no settings we manage; BICS accounts on the REST API take
-    // emnify's.
-    let section = provider.api.profile_section();
-    let section_present = match provider.api {
-        VendorApi::EmnifyRest => sp.spec.emnify.is_some(),
-        VendorApi::Telenor => true,
-        VendorApi::BicsRpc => sp.spec.bics_sft.is_some(),
-    };
-    if let Some(section) = section.filter(|_| !section_present) {
+    let capabilities = provider.capabilities;
+    if let Some(section) = capabilities.profile_section
+        && !section.present(&sp.spec)
+    {
         return Err(Error::VendorSectionMissing {
-            section,
+            section: section.field(),
             vendor: provider.vendor,
             provider: provider_name.clone(),
         });
     }
-    let policy = effective_policy(sp.spec.management_policy, provider.read_only_service_profiles);
+    let policy = effective_policy(sp.spec.management_policy, capabilities.read_only_profiles);
     let mut desired = DesiredServiceProfile {
         name: sp.vendor_name(),
         spec: &sp.spec,
@@ -608,7 +601,7 @@ async fn cleanup(sp: &ServiceProfile, ctx: &Context) -> Result<Action, Error> {
             .providers
             .resolve(&ctx.client, &namespace, &sp.spec.provider_config_ref.name)
             .await?;
-        if provider.read_only_service_profiles {
+        if provider.capabilities.read_only_profiles {
             // Observed only (Telenor): never ours to delete.
             return Ok(None);
         }

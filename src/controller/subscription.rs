@@ -19,12 +19,13 @@ use super::resolve::{Provider, ResolveError};
 use super::status::{apply_status, event};
 use super::{Context, key_of};
 use crate::backend::{
-    BackendError, DesiredSubscription, ErrorKind, ObservedSubscription, SimIdentity, SubscriptionChange, WriteOutcome,
+    BackendError, DesiredSubscription, ErrorKind, ObservedSubscription, SimIdentity, SubscriptionChange,
+    SubscriptionProfile, WriteOutcome,
 };
 use crate::crd::conditions::{self, Condition, ConditionStatus, READY, SYNCED};
 use crate::crd::{
     ConnectivitySubscription, ConnectivitySubscriptionStatus, FINALIZER, ManagementPolicy, PendingChange,
-    PendingOutcome, ServiceProfile, SubscriptionDeletionPolicy, SubscriptionMode, Vendor, VendorApi,
+    PendingOutcome, ServiceProfile, SubscriptionDeletionPolicy, SubscriptionMode, Vendor,
 };
 use crate::reason::Reason;
 
@@ -240,7 +241,7 @@ async fn resolve(csub: &ConnectivitySubscription, ctx: &Context) -> Result<(Arc<
         .providers
         .resolve(&ctx.client, &namespace, &csub.spec.provider_config_ref.name)
         .await?;
-    if provider.api == VendorApi::BicsRpc {
+    if provider.capabilities.subscription_profile == SubscriptionProfile::WriteOnlyPlan {
         // BICS assigns service profiles through plans: the plan is what a SIM is given.
         if csub.spec.service_profile_ref.is_some() {
             return Err(Error::InvalidSpec(
@@ -325,7 +326,7 @@ async fn observe(
             identity: id.to_string(),
         })?,
     };
-    if provider.profiles_write_only {
+    if provider.capabilities.subscription_profile == SubscriptionProfile::WriteOnlyPlan {
         found.service_profile_id = recorded_profile(csub.status.as_ref(), &found);
     }
     Ok(found)

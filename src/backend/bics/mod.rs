@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 use self::client::BicsClient;
 use self::map::{Change, ProfileRow};
 use super::{
-    AccountBackend, AccountInfo, BackendError, DesiredServiceProfile, DesiredSubscription, ErrorKind, Inventory,
-    Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ProfileOp, ServiceProfileBackend,
-    SimIdentity, SubscriptionBackend, SubscriptionChange, WriteOutcome,
+    AccountBackend, AccountInfo, BackendError, Capabilities, DesiredServiceProfile, DesiredSubscription, ErrorKind,
+    Inventory, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ProfileOp, ProfileSection,
+    ServiceProfileBackend, SimIdentity, SubscriptionBackend, SubscriptionChange, SubscriptionProfile, WriteOutcome,
 };
 use crate::crd::{BicsServiceProfile, SubscriptionMode};
 
@@ -536,7 +536,7 @@ impl BicsBackend {
 /// BICS on its RPC API. No documented read returns an endpoint's plan (GetEndPointProfile's
 /// `basicInfo` has `iccid`, `name`, `msisdn`, `imsi`, `imeiLockStatus` in BICS's own clients), so
 /// the plan is write-only: the controller compares the spec with the plan it last set
-/// ([`crate::controller::resolve::Provider::profiles_write_only`]).
+/// ([`SubscriptionProfile::WriteOnlyPlan`]).
 #[async_trait]
 impl SubscriptionBackend for BicsBackend {
     async fn inventory(&self) -> Result<Inventory, BackendError> {
@@ -706,6 +706,14 @@ impl AccountBackend for BicsBackend {
     async fn verify(&self) -> Result<AccountInfo, BackendError> {
         self.client.access_token().await?;
         Ok(AccountInfo { account: None })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            profile_section: Some(ProfileSection::BicsSft),
+            read_only_profiles: false,
+            subscription_profile: SubscriptionProfile::WriteOnlyPlan,
+        }
     }
 }
 

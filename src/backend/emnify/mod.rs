@@ -17,9 +17,9 @@ use tokio::sync::Mutex;
 use self::client::EmnifyClient;
 use self::map::{Catalogue, Change};
 use super::{
-    AccountBackend, AccountInfo, BackendError, DesiredServiceProfile, DesiredSubscription, ErrorKind, Inventory,
-    Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ProfileOp, ServiceProfileBackend,
-    SimIdentity, SubscriptionBackend, SubscriptionChange, WriteOutcome,
+    AccountBackend, AccountInfo, BackendError, Capabilities, DesiredServiceProfile, DesiredSubscription, ErrorKind,
+    Inventory, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ProfileOp, ProfileSection,
+    ServiceProfileBackend, SimIdentity, SubscriptionBackend, SubscriptionChange, SubscriptionProfile, WriteOutcome,
 };
 
 /// How long the service / traffic-limit catalogue is reused before it is read again.
@@ -414,6 +414,14 @@ impl AccountBackend for EmnifyBackend {
         Ok(AccountInfo {
             account: self.client.account_name().await?,
         })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            profile_section: Some(ProfileSection::Emnify),
+            read_only_profiles: false,
+            subscription_profile: SubscriptionProfile::ServiceProfileRef,
+        }
     }
 }
 

@@ -13,9 +13,9 @@ use serde_json::json;
 
 use self::client::TelenorClient;
 use super::{
-    AccountBackend, AccountInfo, BackendError, DesiredServiceProfile, DesiredSubscription, ErrorKind, Inventory,
-    InventoryBuilder, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ServiceProfileBackend,
-    SimIdentity, SubscriptionBackend, SubscriptionChange, WriteOutcome,
+    AccountBackend, AccountInfo, BackendError, Capabilities, DesiredServiceProfile, DesiredSubscription, ErrorKind,
+    Inventory, InventoryBuilder, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange,
+    ServiceProfileBackend, SimIdentity, SubscriptionBackend, SubscriptionChange, SubscriptionProfile, WriteOutcome,
 };
 use crate::crd::{ObservedServiceProfile, SubscriptionMode};
 
@@ -296,6 +296,15 @@ impl AccountBackend for TelenorBackend {
     async fn verify(&self) -> Result<AccountInfo, BackendError> {
         self.client.access_token().await?;
         Ok(AccountInfo { account: None })
+    }
+
+    /// Telenor's service policies are read-only in the API and take no settings.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            profile_section: None,
+            read_only_profiles: true,
+            subscription_profile: SubscriptionProfile::ServiceProfileRef,
+        }
     }
 }
 
