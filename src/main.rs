@@ -182,6 +182,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// A simulator's shutdown, whichever vendor it plays.
+type SimShutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -285,7 +288,17 @@ async fn cli_main() -> anyhow::Result<()> {
             inferred,
         } => {
             init_logging(cli.log_format);
-            match vendor {
+            // The vendor's documented limit scaled (or none), for the BICS and Telenor simulators.
+            let scaled = |limit: Option<(f64, u32)>| {
+                limit.filter(|_| !no_rate_limits).map(|(rate, burst)| {
+                    (
+                        rate * rate_limit_scale,
+                        (f64::from(burst) * rate_limit_scale).ceil() as u32,
+                    )
+                })
+            };
+            // Start the simulator, print one JSON line describing it, serve until a signal.
+            let (line, stop): (serde_json::Value, SimShutdown) = match vendor {
                 SimVendor::Emnify => {
                     let config = vendor_sim::emnify::EmnifyConfig {
                         token_ttl,
@@ -303,24 +316,15 @@ async fn cli_main() -> anyhow::Result<()> {
                         .serve(listen)
                         .await
                         .context("failed to start the emnify simulator")?;
-                    println!(
-                        "{}",
-                        serde_json::json!({"vendor": "emnify", "url": sim.url, "credentials": sim.credentials()})
-                    );
-                    connectivity_operator::run::shutdown_signal().await;
-                    sim.shutdown().await;
+                    let line =
+                        serde_json::json!({"vendor": "emnify", "url": sim.url, "credentials": sim.credentials()});
+                    (line, Box::pin(sim.shutdown()))
                 }
                 SimVendor::BicsSft => {
                     let defaults = vendor_sim::bics::BicsConfig::default();
                     let config = vendor_sim::bics::BicsConfig {
                         latency,
-                        rate_limit: (!no_rate_limits).then(|| {
-                            let (rate, burst) = defaults.rate_limit.unwrap_or((2.0, 2));
-                            (
-                                rate * rate_limit_scale,
-                                ((f64::from(burst)) * rate_limit_scale).ceil() as u32,
-                            )
-                        }),
+                        rate_limit: scaled(defaults.rate_limit),
                         seed: vendor_sim::bics::BicsSeed {
                             endpoints,
                             free_sims,
@@ -337,25 +341,16 @@ async fn cli_main() -> anyhow::Result<()> {
                         .serve(listen)
                         .await
                         .context("failed to start the BICS SIM for Things simulator")?;
-                    println!(
-                        "{}",
-                        serde_json::json!({"vendor": "bics-sft", "url": sim.url, "credentials": sim.credentials()})
-                    );
-                    connectivity_operator::run::shutdown_signal().await;
-                    sim.shutdown().await;
+                    let line =
+                        serde_json::json!({"vendor": "bics-sft", "url": sim.url, "credentials": sim.credentials()});
+                    (line, Box::pin(sim.shutdown()))
                 }
                 SimVendor::Telenor => {
                     let defaults = vendor_sim::telenor::TelenorConfig::default();
                     let config = vendor_sim::telenor::TelenorConfig {
                         async_delay,
                         latency,
-                        rate_limit: (!no_rate_limits).then(|| {
-                            let (rate, burst) = defaults.rate_limit.unwrap_or((10.0, 20));
-                            (
-                                rate * rate_limit_scale,
-                                ((f64::from(burst)) * rate_limit_scale).ceil() as u32,
-                            )
-                        }),
+                        rate_limit: scaled(defaults.rate_limit),
                         seed: vendor_sim::telenor::TelenorSeed {
                             subscriptions,
                             ..Default::default()
@@ -371,14 +366,13 @@ async fn cli_main() -> anyhow::Result<()> {
                         .serve(listen)
                         .await
                         .context("failed to start the Telenor IoT Connect simulator")?;
-                    println!(
-                        "{}",
-                        serde_json::json!({"vendor": "telenor", "url": sim.url, "token_url": sim.token_url, "credentials": sim.credentials()})
-                    );
-                    connectivity_operator::run::shutdown_signal().await;
-                    sim.shutdown().await;
+                    let line = serde_json::json!({"vendor": "telenor", "url": sim.url, "token_url": sim.token_url, "credentials": sim.credentials()});
+                    (line, Box::pin(sim.shutdown()))
                 }
-            }
+            };
+            println!("{line}");
+            connectivity_operator::run::shutdown_signal().await;
+            stop.await;
             Ok(())
         }
         Command::Apply { paths, simulate } => {
