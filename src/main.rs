@@ -160,13 +160,6 @@ enum SimVendor {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    if let Some(ms) = text.strip_suffix("ms") {
-        return ms
-            .trim()
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|e| format!("{text:?}: {e}"));
-    }
     crd::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration (e.g. 90s, 10m, 1h, 250ms)"))
 }
 

@@ -56,6 +56,18 @@ struct Activity {
     waiting: std::collections::HashSet<(String, String)>,
 }
 
+/// A write in flight on one account (see [`Inventories::writing`]).
+pub struct WriteGuard<'a> {
+    inventories: &'a Inventories,
+    key: String,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.inventories.write_finished(&self.key);
+    }
+}
+
 /// What a pending change's poll should do about the account's writes in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteWait {
@@ -141,8 +153,19 @@ impl Inventories {
             .copied()
     }
 
-    /// Count a vendor write starting (`+1`) or ending (`-1`) on an account.
-    pub fn write_started(&self, key: &str) {
+    /// A vendor write on account `key` is in flight until the guard is dropped: at the end of
+    /// the write, and also when the reconcile is cancelled or panics, so the count cannot leak
+    /// (a leaked count would park the account's pending changes for good).
+    pub fn writing<'a>(&'a self, key: &str) -> WriteGuard<'a> {
+        self.write_started(key);
+        WriteGuard {
+            inventories: self,
+            key: key.to_string(),
+        }
+    }
+
+    /// Count a vendor write starting (`+1`) or ending (`-1`) on an account; use [`Self::writing`].
+    fn write_started(&self, key: &str) {
         self.activity
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -151,7 +174,7 @@ impl Inventories {
             .writes_in_flight += 1;
     }
 
-    pub fn write_finished(&self, key: &str) {
+    fn write_finished(&self, key: &str) {
         let woken = {
             let mut map = self.activity.lock().unwrap_or_else(|p| p.into_inner());
             let Some(a) = map.get_mut(key) else { return };
@@ -232,7 +255,7 @@ mod tests {
     async fn objects_waiting_for_writes_are_woken_when_the_last_write_is_out() {
         let inventories = Inventories::default();
         assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "a"), WriteWait::Clear);
-        inventories.write_started("ns/acct");
+        let first = inventories.writing("ns/acct");
         assert_eq!(
             inventories.wait_for_writes("ns/acct", "ns", "a"),
             WriteWait::Poll,
@@ -242,12 +265,12 @@ mod tests {
         let (other_tx, mut other_rx) = futures::channel::mpsc::unbounded();
         inventories.add_waker(None, all_tx);
         inventories.add_waker(Some("elsewhere".into()), other_tx);
-        inventories.write_started("ns/acct");
+        let second = inventories.writing("ns/acct");
         assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "a"), WriteWait::Registered);
         assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "b"), WriteWait::Registered);
-        inventories.write_finished("ns/acct");
+        drop(first);
         assert!(all_rx.try_recv().is_err(), "one write still out: nobody is woken");
-        inventories.write_finished("ns/acct");
+        drop(second);
         let mut woken = vec![all_rx.next().await.unwrap(), all_rx.next().await.unwrap()];
         woken.sort();
         assert_eq!(woken, [("ns".into(), "a".into()), ("ns".into(), "b".into())]);
@@ -256,5 +279,39 @@ mod tests {
             "another namespace's controller is not told"
         );
         assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "a"), WriteWait::Clear);
+    }
+
+    /// A write cancelled mid-flight (its reconcile future dropped) or panicking still ends its
+    /// count: the account's parked objects are woken, none waits for good.
+    #[tokio::test]
+    async fn a_cancelled_or_panicking_write_is_still_counted_out() {
+        let inventories = Arc::new(Inventories::default());
+        let (tx, mut rx) = futures::channel::mpsc::unbounded();
+        inventories.add_waker(None, tx);
+        // Cancelled: the future holding the guard is dropped while it waits.
+        let writer = {
+            let inventories = inventories.clone();
+            tokio::spawn(async move {
+                let _writing = inventories.writing("ns/acct");
+                futures::future::pending::<()>().await;
+            })
+        };
+        tokio::task::yield_now().await;
+        while inventories.wait_for_writes("ns/acct", "ns", "a") == WriteWait::Clear {
+            tokio::task::yield_now().await;
+        }
+        writer.abort();
+        assert_eq!(rx.next().await.unwrap(), ("ns".into(), "a".into()));
+        assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "a"), WriteWait::Clear);
+        // Panicking.
+        let panicking = {
+            let inventories = inventories.clone();
+            std::thread::spawn(move || {
+                let _writing = inventories.writing("ns/acct");
+                panic!("a backend bug");
+            })
+        };
+        assert!(panicking.join().is_err());
+        assert_eq!(inventories.wait_for_writes("ns/acct", "ns", "b"), WriteWait::Clear);
     }
 }

@@ -536,9 +536,10 @@ async fn converge(
                 defaults: provider.endpoint_defaults.clone(),
             };
             let key = account_key(csub);
-            ctx.inventories.write_started(&key);
-            let written = provider.subscriptions.update(&desired, &observed, &changes).await;
-            ctx.inventories.write_finished(&key);
+            let written = {
+                let _writing = ctx.inventories.writing(&key);
+                provider.subscriptions.update(&desired, &observed, &changes).await
+            };
             let pending = |outcome| PendingChange {
                 mode: changes.iter().find_map(|c| match c {
                     SubscriptionChange::SetMode(m) => Some(*m),

@@ -79,36 +79,14 @@ pub fn crd_yaml(
     ))
 }
 
-/// Parse a duration such as `90s`, `5m`, `1h`, `1h30m` or a bare number of seconds.
+/// Parse a duration such as `90s`, `5m`, `1h`, `1h30m`, `250ms` (humantime's format) or a bare
+/// number of seconds. `None` for anything else, overflow included (it is user input).
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
     if let Ok(secs) = text.parse::<u64>() {
         return Some(std::time::Duration::from_secs(secs));
     }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for ch in text.chars() {
-        if ch.is_ascii_digit() {
-            number.push(ch);
-            continue;
-        }
-        let value: u64 = number.parse().ok()?;
-        number.clear();
-        total += match ch {
-            's' => value,
-            'm' => value * 60,
-            'h' => value * 3600,
-            'd' => value * 86400,
-            _ => return None,
-        };
-    }
-    if !number.is_empty() {
-        return None;
-    }
-    Some(std::time::Duration::from_secs(total))
+    humantime::parse_duration(text).ok()
 }
 
 #[cfg(test)]
@@ -123,6 +101,12 @@ mod tests {
         assert_eq!(parse_duration("10x"), None);
         assert_eq!(parse_duration("5m3"), None);
         assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("250ms"), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("99999999999999999999h"),
+            None,
+            "overflow is refused, not a panic"
+        );
     }
 }
 

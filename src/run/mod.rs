@@ -1,7 +1,7 @@
 //! `connectivity-operator run`: the wiring. Serves `/healthz`, `/readyz` and `/metrics`
-//! ([`http`]), waits for leadership when asked ([`leader`]), starts the kube-runtime controllers of
-//! every kind per watched namespace ([`controllers`], fed by the trimmed watches of [`watch`]) and
-//! shuts down gracefully.
+//! (`run/http.rs`), waits for leadership when asked (`run/leader.rs`), starts the kube-runtime
+//! controllers of every kind per watched namespace (`run/controllers.rs`, fed by the trimmed
+//! watches of `run/watch.rs`) and shuts down gracefully.
 
 mod controllers;
 mod http;

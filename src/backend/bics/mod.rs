@@ -31,6 +31,12 @@ pub struct BicsBackend {
     verify_timeout: Duration,
 }
 
+/// How a verified write ended: the vendor's answer, or what reading back found.
+enum Sent<T, V> {
+    Answered(T),
+    Confirmed(V),
+}
+
 impl BicsBackend {
     pub fn new(client: Arc<BicsClient>, verify_timeout: Duration) -> Self {
         BicsBackend { client, verify_timeout }
@@ -97,6 +103,35 @@ impl BicsBackend {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(15));
         }
+    }
+
+    /// Send a write at most twice: when its outcome is unknown ("verify completion", no answer
+    /// in time), read back with `landed` first, and send again only if the write is verifiably
+    /// not there. `landed` returning `None` means "not visible", `Some(v)` "there".
+    async fn send_verified<T, V, W, WF, L, LF>(&self, mut write: W, mut landed: L) -> Result<Sent<T, V>, BackendError>
+    where
+        W: FnMut() -> WF,
+        WF: std::future::Future<Output = Result<T, BackendError>>,
+        L: FnMut() -> LF,
+        LF: std::future::Future<Output = Result<Option<V>, BackendError>>,
+    {
+        let mut unknown = None;
+        for _ in 0..2 {
+            match write().await {
+                Ok(answer) => return Ok(Sent::Answered(answer)),
+                Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
+                    tracing::warn!(error = %e, "write outcome unknown; reading back before anything else");
+                    if let Some(seen) = self.verify(&mut landed).await? {
+                        return Ok(Sent::Confirmed(seen));
+                    }
+                    unknown = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(unknown.unwrap_or_else(|| {
+            BackendError::new("send a BICS write", ErrorKind::OutcomeUnknown, "could not be verified")
+        }))
     }
 
     fn spec<'a>(desired: &'a DesiredServiceProfile<'_>, action: &str) -> Result<&'a BicsServiceProfile, BackendError> {
@@ -207,37 +242,23 @@ impl ServiceProfileBackend for BicsBackend {
         let spec = Self::spec(desired, &action)?;
         let body = map::create_body(&desired.name, spec);
         let name = desired.name.clone();
-        for attempt in 0..2 {
-            match self.try_create(&body, &action).await {
-                Ok(Some(id)) => return Ok(id),
-                // Success without an id in the answer: the name is unique, look it up.
-                Ok(None) => return self.adopt(&name, spec, self.by_name(&name).await?, &action),
-                // Duplicate name: an earlier attempt (ours or a lost one) landed; adopt it when it
-                // is what we asked for.
-                Err(e) if e.kind == ErrorKind::Conflict => {
-                    return self.adopt(&name, spec, self.by_name(&name).await?, &action);
-                }
-                Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
-                    tracing::warn!(profile = %name, error = %e, "create outcome unknown; verifying before any retry");
-                    let found = self
-                        .verify(|| async { Ok(Some(self.by_name(&name).await?).filter(|r| !r.is_empty())) })
-                        .await?;
-                    if let Some(rows) = found {
-                        return self.adopt(&name, spec, rows, &action);
-                    }
-                    if attempt == 1 {
-                        return Err(e);
-                    }
-                    // Verified absent: only now send the create again.
-                }
-                Err(e) => return Err(e),
-            }
+        let sent = self
+            .send_verified(
+                || self.try_create(&body, &action),
+                || async { Ok(Some(self.by_name(&name).await?).filter(|r| !r.is_empty())) },
+            )
+            .await;
+        match sent {
+            Ok(Sent::Answered(Some(id))) => Ok(id),
+            // Success without an id in the answer: the name is unique, look it up.
+            Ok(Sent::Answered(None)) => self.adopt(&name, spec, self.by_name(&name).await?, &action),
+            // A create whose answer was lost, found by reading back.
+            Ok(Sent::Confirmed(rows)) => self.adopt(&name, spec, rows, &action),
+            // Duplicate name: an earlier attempt (ours or a lost one) landed; adopt it when it is
+            // what we asked for.
+            Err(e) if e.kind == ErrorKind::Conflict => self.adopt(&name, spec, self.by_name(&name).await?, &action),
+            Err(e) => Err(e),
         }
-        Err(BackendError::new(
-            action,
-            ErrorKind::OutcomeUnknown,
-            "the create could not be verified",
-        ))
     }
 
     async fn update(&self, id: &str, changes: &[ProfileChange]) -> Result<(), BackendError> {
@@ -263,38 +284,25 @@ impl ServiceProfileBackend for BicsBackend {
             let mut profile = fields.clone();
             profile.insert("id".into(), json!(id));
             let body = json!({"Request": {"requestParam": {"serviceProfile": profile}}});
-            for attempt in 0..2 {
-                match self
-                    .client
+            let modify = || {
+                self.client
                     .call("ModifyServiceProfile", Method::POST, &[], Some(&body), &action, &[])
-                    .await
-                {
-                    Ok(_) => break,
-                    // Only write-only fields: nothing to read back, and sending the same values
-                    // again is harmless.
-                    Err(e) if e.kind == ErrorKind::OutcomeUnknown && !verifiable(fields) => {
-                        if attempt == 1 {
-                            return Err(e);
-                        }
-                    }
-                    Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
-                        let landed = self
-                            .verify(|| async {
-                                Ok(self
-                                    .profiles(Some(id))
-                                    .await?
-                                    .into_iter()
-                                    .find(|r| r.id == id && modify_applied(r, fields)))
-                            })
-                            .await?;
-                        if landed.is_some() {
-                            break;
-                        }
-                        if attempt == 1 {
-                            return Err(e);
-                        }
-                    }
-                    Err(e) => return Err(e),
+            };
+            if verifiable(fields) {
+                self.send_verified(modify, || async {
+                    Ok(self
+                        .profiles(Some(id))
+                        .await?
+                        .into_iter()
+                        .find(|r| r.id == id && modify_applied(r, fields)))
+                })
+                .await?;
+            } else {
+                // Only write-only fields: nothing to read back, and sending the same values again
+                // is harmless.
+                match modify().await {
+                    Err(e) if e.kind == ErrorKind::OutcomeUnknown => drop(modify().await?),
+                    other => drop(other?),
                 }
             }
         }
@@ -308,31 +316,20 @@ impl ServiceProfileBackend for BicsBackend {
     async fn delete(&self, id: &str) -> Result<(), BackendError> {
         let action = format!("delete BICS service profile {id}");
         let body = json!({"Request": {"requestParam": {"serviceProfile": {"id": id}}}});
-        for attempt in 0..2 {
-            match self
-                .client
-                .call("DeleteServiceProfile", Method::POST, &[], Some(&body), &action, &[])
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_not_found() => return Ok(()),
-                Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
-                    let gone = self
-                        .verify(|| async {
-                            Ok(self.profiles(Some(id)).await?.iter().all(|r| r.id != id).then_some(()))
-                        })
-                        .await?;
-                    if gone.is_some() {
-                        return Ok(());
-                    }
-                    if attempt == 1 {
-                        return Err(e);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+        let sent = self
+            .send_verified(
+                || {
+                    self.client
+                        .call("DeleteServiceProfile", Method::POST, &[], Some(&body), &action, &[])
+                },
+                || async { Ok(self.profiles(Some(id)).await?.iter().all(|r| r.id != id).then_some(())) },
+            )
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 }
 
