@@ -132,18 +132,34 @@ pub enum Decision {
     Irreversible(SubscriptionMode),
 }
 
+/// Everything the plan step reads: what the spec asks for, what the vendor has, and what is in
+/// flight.
+#[derive(Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub mode: Option<SubscriptionMode>,
+    /// The vendor id of the referenced profile (BICS: the plan).
+    pub service_profile_id: Option<&'a str>,
+    pub observed: &'a ObservedSubscription,
+    pub pending: Option<&'a PendingChange>,
+    pub termination_confirmed: bool,
+    pub policy: ManagementPolicy,
+    pub now: DateTime<Utc>,
+    /// How long a pending change may stay unapplied before it is sent again.
+    pub pending_timeout: Duration,
+}
+
 /// The plan step. Pure.
-#[allow(clippy::too_many_arguments)]
-pub fn decide(
-    mode: Option<SubscriptionMode>,
-    service_profile_id: Option<&str>,
-    observed: &ObservedSubscription,
-    pending: Option<&PendingChange>,
-    termination_confirmed: bool,
-    policy: ManagementPolicy,
-    now: DateTime<Utc>,
-    pending_timeout: Duration,
-) -> Decision {
+pub fn decide(input: &PlanInput<'_>) -> Decision {
+    let &PlanInput {
+        mode,
+        service_profile_id,
+        observed,
+        pending,
+        termination_confirmed,
+        policy,
+        now,
+        pending_timeout,
+    } = input;
     let terminated = observed.mode == Some(SubscriptionMode::Terminated);
     let mut changes = Vec::new();
     if let Some(want) = mode
@@ -446,16 +462,16 @@ pub async fn plan(csub: &ConnectivitySubscription, ctx: &Context, resync: Durati
     let observed = observe(csub, ctx, &provider, resync).await?;
     // plan
     let previous = csub.status.clone().unwrap_or_default();
-    let decision = decide(
-        csub.spec.mode,
-        profile_id.as_deref(),
-        &observed,
-        previous.pending_change.as_ref(),
-        csub.termination_confirmed(),
-        csub.spec.management_policy,
-        ctx.clock.now(),
-        ctx.settings.pending_timeout,
-    );
+    let decision = decide(&PlanInput {
+        mode: csub.spec.mode,
+        service_profile_id: profile_id.as_deref(),
+        observed: &observed,
+        pending: previous.pending_change.as_ref(),
+        termination_confirmed: csub.termination_confirmed(),
+        policy: csub.spec.management_policy,
+        now: ctx.clock.now(),
+        pending_timeout: ctx.settings.pending_timeout,
+    });
     Ok(Planned {
         provider,
         profile_id,
@@ -821,16 +837,16 @@ mod tests {
     use SubscriptionMode::*;
 
     fn d(mode: Option<SubscriptionMode>, profile: Option<&str>, observed: &ObservedSubscription) -> Decision {
-        decide(
+        decide(&PlanInput {
             mode,
-            profile,
+            service_profile_id: profile,
             observed,
-            None,
-            false,
-            ManagementPolicy::Full,
-            t(0),
-            TIMEOUT,
-        )
+            pending: None,
+            termination_confirmed: false,
+            policy: ManagementPolicy::Full,
+            now: t(0),
+            pending_timeout: TIMEOUT,
+        })
     }
 
     #[test]
@@ -871,16 +887,16 @@ mod tests {
         let s = sim(Some(Active), None);
         assert_eq!(d(Some(Terminated), None, &s), Decision::TerminationNotConfirmed);
         assert_eq!(
-            decide(
-                Some(Terminated),
-                None,
-                &s,
-                None,
-                true,
-                ManagementPolicy::Full,
-                t(0),
-                TIMEOUT
-            ),
+            decide(&PlanInput {
+                mode: Some(Terminated),
+                service_profile_id: None,
+                observed: &s,
+                pending: None,
+                termination_confirmed: true,
+                policy: ManagementPolicy::Full,
+                now: t(0),
+                pending_timeout: TIMEOUT
+            }),
             Decision::Apply(vec![SubscriptionChange::SetMode(Terminated)])
         );
         assert_eq!(
@@ -917,16 +933,16 @@ mod tests {
             outcome: PendingOutcome::Unknown,
         };
         let at = |secs| {
-            decide(
-                Some(Active),
-                None,
-                &s,
-                Some(&pending),
-                false,
-                ManagementPolicy::Full,
-                t(secs),
-                TIMEOUT,
-            )
+            decide(&PlanInput {
+                mode: Some(Active),
+                service_profile_id: None,
+                observed: &s,
+                pending: Some(&pending),
+                termination_confirmed: false,
+                policy: ManagementPolicy::Full,
+                now: t(secs),
+                pending_timeout: TIMEOUT,
+            })
         };
         assert_eq!(
             at(10),
@@ -939,16 +955,16 @@ mod tests {
         );
         // A different desired mode than the one pending is sent at once.
         assert_eq!(
-            decide(
-                Some(Deactivated),
-                None,
-                &s,
-                Some(&pending),
-                false,
-                ManagementPolicy::Full,
-                t(10),
-                TIMEOUT
-            ),
+            decide(&PlanInput {
+                mode: Some(Deactivated),
+                service_profile_id: None,
+                observed: &s,
+                pending: Some(&pending),
+                termination_confirmed: false,
+                policy: ManagementPolicy::Full,
+                now: t(10),
+                pending_timeout: TIMEOUT
+            }),
             Decision::Apply(vec![SubscriptionChange::SetMode(Deactivated)])
         );
     }
@@ -956,16 +972,16 @@ mod tests {
     #[test]
     fn observe_only_reports() {
         assert_eq!(
-            decide(
-                Some(Active),
-                None,
-                &sim(Some(Paused), None),
-                None,
-                false,
-                ManagementPolicy::ObserveOnly,
-                t(0),
-                TIMEOUT
-            ),
+            decide(&PlanInput {
+                mode: Some(Active),
+                service_profile_id: None,
+                observed: &sim(Some(Paused), None),
+                pending: None,
+                termination_confirmed: false,
+                policy: ManagementPolicy::ObserveOnly,
+                now: t(0),
+                pending_timeout: TIMEOUT,
+            }),
             Decision::Report(vec![SubscriptionChange::SetMode(Active)])
         );
     }
