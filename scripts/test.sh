@@ -47,30 +47,33 @@ step "packaging: chart, CRD copies, kubernetes-validate, Argo CD health checks (
 # Also renders the chart into target/chart-render/, which the RBAC coverage test reads.
 bash scripts/check-chart.sh
 
+step "emnify's OpenAPI spec as the oracle (tests/emnify_openapi.rs, in the tests below)"
+# The spec is emnify's reference data, not part of this repository: read from EMNIFY_OPENAPI or
+# shared/vendors/emnify-openapi.yml above the repository. When it is there the test must check
+# against it (REQUIRE_EMNIFY_OPENAPI); the line below says which.
+if [ -z "${EMNIFY_OPENAPI:-}" ]; then
+    dir=$PWD
+    while [ "$dir" != / ]; do
+        dir=$(dirname "$dir")
+        if [ -f "$dir/shared/vendors/emnify-openapi.yml" ]; then
+            export EMNIFY_OPENAPI="$dir/shared/vendors/emnify-openapi.yml"
+            break
+        fi
+    done
+fi
+if [ -n "${EMNIFY_OPENAPI:-}" ]; then
+    export REQUIRE_EMNIFY_OPENAPI=1
+    echo "simulator and client checked against $EMNIFY_OPENAPI"
+else
+    echo "emnify's OpenAPI spec is not on this machine (set EMNIFY_OPENAPI): simulator and client NOT checked against it"
+fi
+
 step "tests (unit, simulator, client, reconcile, controller, offline CLI, RBAC coverage)"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
     cargo test --workspace --locked --doc
 else
     cargo test --workspace --locked --no-fail-fast
-fi
-
-step "emnify's OpenAPI spec as the oracle"
-# The spec is emnify's reference data, not part of this repository: read from EMNIFY_OPENAPI or
-# shared/vendors/emnify-openapi.yml above the repository. Say plainly whether it was checked.
-spec=${EMNIFY_OPENAPI:-}
-if [ -z "$spec" ]; then
-    dir=$PWD
-    while [ "$dir" != / ]; do
-        dir=$(dirname "$dir")
-        if [ -f "$dir/shared/vendors/emnify-openapi.yml" ]; then spec="$dir/shared/vendors/emnify-openapi.yml"; break; fi
-    done
-fi
-if [ -n "$spec" ]; then
-    echo "checked against $spec (tests/emnify_openapi.rs, in the tests above)"
-    EMNIFY_OPENAPI="$spec" REQUIRE_EMNIFY_OPENAPI=1 cargo test --locked --quiet --test emnify_openapi
-else
-    echo "emnify's OpenAPI spec is not on this machine (set EMNIFY_OPENAPI): simulator and client NOT checked against it"
 fi
 
 step "control plane: etcd, kube-apiserver, kube-controller-manager (built once, cached)"

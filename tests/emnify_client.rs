@@ -43,6 +43,21 @@ fn client(sim: &RunningSim, credentials: Credentials, metrics: Option<Metrics>) 
     .unwrap()
 }
 
+/// No rate limits, a world of `endpoints` SIMs in devices and `free_sims` without, listings with
+/// or without emnify's paging headers.
+fn seeded(endpoints: usize, free_sims: usize, paging_headers: bool) -> EmnifyConfig {
+    EmnifyConfig {
+        rate_limits: false,
+        paging_headers,
+        seed: vendor_sim::emnify::SeedConfig {
+            endpoints,
+            free_sims,
+            rng_seed: 7,
+        },
+        ..EmnifyConfig::default()
+    }
+}
+
 fn app_token(sim: &RunningSim) -> Credentials {
     Credentials::ApplicationToken(SecretString::new(
         sim.credentials()["application_token"].as_str().unwrap(),
@@ -165,16 +180,7 @@ async fn wrong_token_is_unauthorized_after_one_try() {
 
 #[tokio::test]
 async fn paging_follows_x_total_pages() {
-    let sim = sim(EmnifyConfig {
-        rate_limits: false,
-        seed: vendor_sim::emnify::SeedConfig {
-            endpoints: 12,
-            free_sims: 5,
-            rng_seed: 7,
-        },
-        ..EmnifyConfig::default()
-    })
-    .await;
+    let sim = sim(seeded(12, 5, true)).await;
     let c = client(&sim, app_token(&sim), None);
     let sims: Vec<Value> = c
         .list_paged("sim.list", "/api/v1/sim", &[], 5, "list sims")
@@ -206,17 +212,7 @@ async fn paging_follows_x_total_pages() {
 #[tokio::test]
 async fn paging_without_headers_reads_to_the_end() {
     for (endpoints, free_sims) in [(12, 5), (10, 5), (0, 0)] {
-        let sim = sim(EmnifyConfig {
-            rate_limits: false,
-            paging_headers: false,
-            seed: vendor_sim::emnify::SeedConfig {
-                endpoints,
-                free_sims,
-                rng_seed: 7,
-            },
-            ..EmnifyConfig::default()
-        })
-        .await;
+        let sim = sim(seeded(endpoints, free_sims, false)).await;
         let c = client(&sim, app_token(&sim), None);
         let sims: Vec<Value> = c
             .list_paged("sim.list", "/api/v1/sim", &[], 5, "list sims")

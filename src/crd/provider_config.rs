@@ -104,17 +104,6 @@ pub enum VendorApi {
     Telenor,
 }
 
-impl VendorApi {
-    /// The `spec.<section>` ServiceProfiles on this API carry (`None`: no settings).
-    pub fn profile_section(self) -> Option<&'static str> {
-        match self {
-            VendorApi::EmnifyRest => Some("emnify"),
-            VendorApi::BicsRpc => Some("bicsSft"),
-            VendorApi::Telenor => None,
-        }
-    }
-}
-
 impl ProviderConfigSpec {
     /// The API this account uses.
     pub fn api(&self) -> VendorApi {

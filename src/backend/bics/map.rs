@@ -73,7 +73,8 @@ pub struct ProfileRow {
     pub rat_name: Option<String>,
 }
 
-fn text(v: &Value) -> Option<String> {
+/// A BICS scalar as text: strings (trimmed) or numbers; empty and `-` (BICS's "none") are `None`.
+pub fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.trim().is_empty() && s.trim() != "-" => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),

@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use self::client::BicsClient;
-use self::map::{Change, ProfileRow};
+use self::map::{Change, ProfileRow, text};
 use super::{
     AccountBackend, AccountInfo, BackendError, Capabilities, DesiredServiceProfile, DesiredSubscription, ErrorKind,
     Inventory, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ProfileOp, ProfileSection,
@@ -105,10 +105,16 @@ impl BicsBackend {
         }
     }
 
-    /// Send a write at most twice: when its outcome is unknown ("verify completion", no answer
-    /// in time), read back with `landed` first, and send again only if the write is verifiably
-    /// not there. `landed` returning `None` means "not visible", `Some(v)` "there".
-    async fn send_verified<T, V, W, WF, L, LF>(&self, mut write: W, mut landed: L) -> Result<Sent<T, V>, BackendError>
+    /// Send a write at most `sends` times: when its outcome is unknown ("verify completion", no
+    /// answer in time), read back with `landed` first, and send again only if the write is
+    /// verifiably not there. `landed` returning `None` means "not visible", `Some(v)` "there".
+    /// Still unknown after the last send, the `OutcomeUnknown` error stands.
+    async fn send_verified<T, V, W, WF, L, LF>(
+        &self,
+        sends: usize,
+        mut write: W,
+        mut landed: L,
+    ) -> Result<Sent<T, V>, BackendError>
     where
         W: FnMut() -> WF,
         WF: std::future::Future<Output = Result<T, BackendError>>,
@@ -116,7 +122,7 @@ impl BicsBackend {
         LF: std::future::Future<Output = Result<Option<V>, BackendError>>,
     {
         let mut unknown = None;
-        for _ in 0..2 {
+        for _ in 0..sends.max(1) {
             match write().await {
                 Ok(answer) => return Ok(Sent::Answered(answer)),
                 Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
@@ -244,6 +250,7 @@ impl ServiceProfileBackend for BicsBackend {
         let name = desired.name.clone();
         let sent = self
             .send_verified(
+                2,
                 || self.try_create(&body, &action),
                 || async { Ok(Some(self.by_name(&name).await?).filter(|r| !r.is_empty())) },
             )
@@ -289,7 +296,7 @@ impl ServiceProfileBackend for BicsBackend {
                     .call("ModifyServiceProfile", Method::POST, &[], Some(&body), &action, &[])
             };
             if verifiable(fields) {
-                self.send_verified(modify, || async {
+                self.send_verified(2, modify, || async {
                     Ok(self
                         .profiles(Some(id))
                         .await?
@@ -318,6 +325,7 @@ impl ServiceProfileBackend for BicsBackend {
         let body = json!({"Request": {"requestParam": {"serviceProfile": {"id": id}}}});
         let sent = self
             .send_verified(
+                2,
                 || {
                     self.client
                         .call("DeleteServiceProfile", Method::POST, &[], Some(&body), &action, &[])
@@ -346,10 +354,6 @@ pub fn modes_of(sim_status: &str, has_endpoint: bool) -> (Option<SubscriptionMod
         ("Pre-Active", true) => (Some(Deactivated), vec![]),
         _ => (None, vec![]),
     }
-}
-
-fn text(v: &Value) -> Option<String> {
-    v.as_str().filter(|s| !s.is_empty() && *s != "-").map(str::to_string)
 }
 
 /// A `fetchSIM` row. Its fields are seen in BICS's own clients, not in a published table: `iccid`,
@@ -480,29 +484,21 @@ impl BicsBackend {
     /// completion"): read the SIM back until `landed` sees it applied before anything is sent
     /// again. Unconfirmed, the error stands and the controller records the change as pending
     /// with an unknown outcome (it observes again before any resend).
-    async fn endpoint_write<F>(
+    async fn endpoint_write<W, WF, F>(
         &self,
         iccid: &str,
-        write: impl std::future::Future<Output = Result<Value, BackendError>>,
+        write: W,
         landed: F,
-    ) -> Result<Option<Value>, BackendError>
+    ) -> Result<Sent<Value, Value>, BackendError>
     where
+        W: FnMut() -> WF,
+        WF: std::future::Future<Output = Result<Value, BackendError>>,
         F: Fn(&Value) -> bool,
     {
-        match write.await {
-            Ok(resp) => Ok(Some(resp)),
-            Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
-                tracing::warn!(iccid, error = %e, "BICS endpoint write outcome unknown; reading back before anything else");
-                let confirmed = self
-                    .verify(|| async { Ok(self.sim_by_iccid(iccid).await?.filter(|row| landed(row))) })
-                    .await?;
-                match confirmed {
-                    Some(_) => Ok(None),
-                    None => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        }
+        self.send_verified(1, write, || async {
+            Ok(self.sim_by_iccid(iccid).await?.filter(|row| landed(row)))
+        })
+        .await
     }
 
     /// The roaming profiles and APN group for a new endpoint: the subscription's, else the
@@ -585,7 +581,7 @@ impl SubscriptionBackend for BicsBackend {
                             let action = format!("de-link the SIM from BICS endpoint {e}");
                             self.endpoint_write(
                                 &iccid,
-                                self.endpoint_call("DeLinkSim", &e, None, &action, &["6413", "6420"]),
+                                || self.endpoint_call("DeLinkSim", &e, None, &action, &["6413", "6420"]),
                                 |row| text(&row["endPointId"]).as_deref() != Some(e.as_str()),
                             )
                             .await?;
@@ -622,16 +618,17 @@ impl SubscriptionBackend for BicsBackend {
                                 param["apnGroupId"] = json!(apn);
                             }
                             let body = json!({"Request": {"requestParam": param}});
-                            let create =
+                            let create = || {
                                 self.client
-                                    .call("CreateEndPoint", Method::POST, &[], Some(&body), &action, &[]);
+                                    .call("CreateEndPoint", Method::POST, &[], Some(&body), &action, &[])
+                            };
                             // Unknown outcome: the SIM shows an endpoint once the create landed.
                             let id = match self
                                 .endpoint_write(&iccid, create, |row| text(&row["endPointId"]).is_some())
                                 .await?
                             {
-                                Some(resp) => text(&resp["endPointId"]),
-                                None => self.sim_by_iccid(&iccid).await?.and_then(|r| text(&r["endPointId"])),
+                                Sent::Answered(resp) => text(&resp["endPointId"]),
+                                Sent::Confirmed(row) => text(&row["endPointId"]),
                             }
                             .ok_or_else(|| {
                                 BackendError::new(action, ErrorKind::Transient, "no endPointId in the answer")
@@ -644,15 +641,10 @@ impl SubscriptionBackend for BicsBackend {
                     };
                     let activate = matches!(mode, Active | Paused) && state == "Pre-Active";
                     if activate {
+                        let action = format!("activate BICS endpoint {e}");
                         self.endpoint_write(
                             &iccid,
-                            self.endpoint_call(
-                                "EndPointActivation",
-                                &e,
-                                None,
-                                &format!("activate BICS endpoint {e}"),
-                                &["5014", "2507"],
-                            ),
+                            || self.endpoint_call("EndPointActivation", &e, None, &action, &["5014", "2507"]),
                             |row| text(&row["simStatus"]).as_deref() == Some("Active"),
                         )
                         .await?;
@@ -667,13 +659,15 @@ impl SubscriptionBackend for BicsBackend {
                         let action = format!("set BICS endpoint {e} to {to}");
                         self.endpoint_write(
                             &iccid,
-                            self.endpoint_call(
-                                "EndPointLifeCycleChange",
-                                &e,
-                                Some(json!({"lifeCycle": code, "reason": "1"})),
-                                &action,
-                                &["5017", "9003"],
-                            ),
+                            || {
+                                self.endpoint_call(
+                                    "EndPointLifeCycleChange",
+                                    &e,
+                                    Some(json!({"lifeCycle": code, "reason": "1"})),
+                                    &action,
+                                    &["5017", "9003"],
+                                )
+                            },
                             |row| text(&row["simStatus"]).as_deref() == Some(to),
                         )
                         .await?;

@@ -253,15 +253,17 @@ impl EmnifyClient {
                 .or_else(|| answer.header_u64("x-pages"));
             // Without the header, a page past the end may repeat the last one (as emnify's
             // listings clamp `page`): the same bytes again end the listing, unvisited.
-            let digest = {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                std::hash::Hash::hash(&answer.body[..], &mut h);
-                std::hash::Hasher::finish(&h)
-            };
-            if total.is_none() && previous == Some(digest) {
-                return Ok(());
+            if total.is_none() {
+                let digest = {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    std::hash::Hash::hash(&answer.body[..], &mut h);
+                    std::hash::Hasher::finish(&h)
+                };
+                if previous == Some(digest) {
+                    return Ok(());
+                }
+                previous = Some(digest);
             }
-            previous = Some(digest);
             let batch: Vec<T> = answer.json(action)?;
             let got = batch.len();
             visit(batch);
