@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use connectivity_operator::controller::{Context, Settings, subscription};
+use connectivity_operator::controller::{Context, Settings};
 use connectivity_operator::crd::{ConnectivitySubscription, SubscriptionMode};
 use connectivity_operator::metrics::Metrics;
 use connectivity_operator::offline::{Manifest, memory_server, prepare_object};
@@ -226,7 +226,7 @@ async fn reconcile_all(ctx: &Arc<Context>, api: &Api<ConnectivitySubscription>, 
             let api = api.clone();
             async move {
                 let c = api.get(&name).await.expect("object");
-                if let Err(e) = subscription::reconcile(Arc::new(c), ctx).await {
+                if let Err(e) = connectivity_operator::controller::managed::reconcile(Arc::new(c), ctx).await {
                     eprintln!("reconcile of {name} failed: {e}");
                 }
             }

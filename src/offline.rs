@@ -16,7 +16,7 @@ use kube::{Client, ResourceExt};
 use memory_apiserver::{MemoryApiServer, ResourceType};
 use serde_json::{Value, json};
 
-use crate::controller::{Context, Settings, provider_config, service_profile, subscription};
+use crate::controller::{Context, Settings, managed, provider_config, service_profile, subscription};
 use crate::crd::conditions::{self, READY, SYNCED};
 use crate::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile, VendorApi};
 use crate::metrics::Metrics;
@@ -465,13 +465,13 @@ pub async fn apply(options: &OfflineOptions, out: &mut impl Write) -> Result<i32
             &api,
             &m.name(),
             &ctx,
-            provider_config::reconcile,
+            managed::reconcile,
             |pc: &ProviderConfig| {
                 pc.status
                     .as_ref()
                     .map(|s| (s.observed_generation, s.conditions.clone()))
             },
-            |e: &provider_config::Error| e.is_retryable(),
+            |e: &managed::Error<provider_config::Error>| !e.is_permanent(),
         )
         .await?;
     }
@@ -481,13 +481,13 @@ pub async fn apply(options: &OfflineOptions, out: &mut impl Write) -> Result<i32
             &api,
             &m.name(),
             &ctx,
-            service_profile::reconcile,
+            managed::reconcile,
             |sp: &ServiceProfile| {
                 sp.status
                     .as_ref()
                     .map(|s| (s.observed_generation, s.conditions.clone()))
             },
-            |e: &service_profile::Error| !e.is_permanent(),
+            |e: &managed::Error<service_profile::Error>| !e.is_permanent(),
         )
         .await?;
     }
@@ -497,9 +497,9 @@ pub async fn apply(options: &OfflineOptions, out: &mut impl Write) -> Result<i32
             &api,
             &m.name(),
             &ctx,
-            subscription::reconcile,
+            managed::reconcile,
             |c: &ConnectivitySubscription| c.status.as_ref().map(|s| (s.observed_generation, s.conditions.clone())),
-            |e: &subscription::Error| !e.is_permanent(),
+            |e: &managed::Error<subscription::Error>| !e.is_permanent(),
         )
         .await?;
     }
@@ -511,11 +511,7 @@ pub async fn apply(options: &OfflineOptions, out: &mut impl Write) -> Result<i32
         };
         let conditions: Vec<conditions::Condition> =
             serde_json::from_value(obj["status"]["conditions"].clone()).unwrap_or_default();
-        let synced = match kind.as_str() {
-            "ProviderConfig" => conditions::is_true(&conditions, READY),
-            _ => conditions::is_true(&conditions, SYNCED),
-        };
-        all_synced &= synced;
+        all_synced &= conditions::is_true(&conditions, SYNCED);
         if let Some(meta) = obj["metadata"].as_object_mut() {
             meta.remove("managedFields");
         }
@@ -614,15 +610,10 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
             source,
         })?;
         let label = format!("ServiceProfile {}/{}", m.namespace(), m.name());
-        match service_profile::plan(&sp, &ctx).await {
-            Ok(planned) => {
-                let vendor = planned.provider.vendor;
-                let lines = describe(
-                    &planned.decision,
-                    vendor,
-                    &planned.vendor_name,
-                    sp.spec.external_id.as_deref(),
-                );
+        match managed::plan(&sp, &ctx).await {
+            Ok((resolved, decision)) => {
+                let vendor = resolved.provider.vendor;
+                let lines = describe(&decision, vendor, &resolved.vendor_name, sp.spec.external_id.as_deref());
                 if lines.is_empty() {
                     writeln!(out, "{label} ({vendor}): up to date")?;
                 } else {
@@ -631,9 +622,9 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
                         writeln!(out, "  {line}")?;
                     }
                 }
-                changes |= planned.decision.changes_vendor();
+                changes |= decision.changes_vendor();
                 failed |= matches!(
-                    planned.decision,
+                    decision,
                     service_profile::Decision::Conflict { .. } | service_profile::Decision::ExternalIdNotFound
                 );
             }
@@ -651,10 +642,10 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
             source,
         })?;
         let label = format!("ConnectivitySubscription {}/{}", m.namespace(), m.name());
-        match subscription::plan(&csub, &ctx, ctx.settings.resync_interval).await {
-            Ok(planned) => {
+        match managed::plan(&csub, &ctx).await {
+            Ok((resolved, planned)) => {
                 use subscription::Decision;
-                let vendor = planned.provider.vendor;
+                let vendor = resolved.provider.vendor;
                 let now = &planned.observed.vendor_mode;
                 match &planned.decision {
                     Decision::InSync => writeln!(out, "{label} ({vendor}): up to date ({now})")?,

@@ -246,8 +246,7 @@ async fn delete_while_in_use_keeps_the_finalizer_and_retries() {
     );
     assert!(synced.message.contains("still in use"), "{}", synced.message);
     assert!(h.vendor_profile(&id).is_some());
-    let action =
-        connectivity_operator::controller::service_profile::error_policy(std::sync::Arc::new(sp), &err, h.ctx.clone());
+    let action = connectivity_operator::controller::managed::error_policy(std::sync::Arc::new(sp), &err, h.ctx.clone());
     assert_ne!(
         format!("{action:?}"),
         format!("{:?}", kube::runtime::controller::Action::await_change()),
@@ -358,7 +357,9 @@ async fn crash_between_create_and_status_write_does_not_duplicate() {
     let h = Harness::new().await;
     h.add_sp("fleet", services_spec());
     h.reconcile_sp("fleet").await.unwrap(); // finalizer
-    // The status write right after the vendor create fails, as if the operator died there.
+    // Every status write after the vendor create fails (the id checkpoint and the failure
+    // report), as if the operator died there.
+    h.server.fail_next("PATCH", "serviceprofiles/fleet/status", 500);
     h.server.fail_next("PATCH", "serviceprofiles/fleet/status", 500);
     let err = h.reconcile_sp("fleet").await.unwrap_err();
     assert_eq!(err.reason(), "StatusWriteFailed", "{err}");
@@ -379,6 +380,30 @@ async fn crash_between_create_and_status_write_does_not_duplicate() {
         ConditionStatus::True,
         "services were added on the second pass"
     );
+}
+
+/// Only the id checkpoint fails: the failure report that follows still records the id, so the
+/// next reconcile need not even search by name.
+#[tokio::test]
+async fn a_failed_id_checkpoint_is_recorded_by_the_failure_report() {
+    let h = Harness::new().await;
+    h.add_sp("fleet", services_spec());
+    h.reconcile_sp("fleet").await.unwrap(); // finalizer
+    h.server.fail_next("PATCH", "serviceprofiles/fleet/status", 500);
+    let err = h.reconcile_sp("fleet").await.unwrap_err();
+    assert_eq!(err.reason(), "StatusWriteFailed", "{err}");
+    let profiles = h.vendor_profiles_named("Fleet EU");
+    assert_eq!(profiles.len(), 1);
+    let sp = h.sp("fleet").await;
+    assert_eq!(sp.status.as_ref().unwrap().id, Some(profiles[0]["id"].to_string()));
+    let synced = condition(&sp, SYNCED);
+    assert_eq!(
+        (synced.status, synced.reason.as_str()),
+        (ConditionStatus::False, "StatusWriteFailed")
+    );
+    h.reconcile_sp("fleet").await.unwrap();
+    assert_eq!(h.vendor_profiles_named("Fleet EU").len(), 1, "still one profile");
+    assert_eq!(condition(&h.sp("fleet").await, READY).status, ConditionStatus::True);
 }
 
 #[tokio::test]
@@ -450,8 +475,7 @@ async fn rate_limited_reconcile_backs_off_and_recovers() {
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
     let sp = h.sp("sensors").await;
     assert_eq!(condition(&sp, SYNCED).reason, "RateLimited");
-    let action =
-        connectivity_operator::controller::service_profile::error_policy(std::sync::Arc::new(sp), &err, h.ctx.clone());
+    let action = connectivity_operator::controller::managed::error_policy(std::sync::Arc::new(sp), &err, h.ctx.clone());
     assert_eq!(
         format!("{action:?}"),
         format!(
@@ -673,7 +697,7 @@ async fn secrets_never_reach_status_events_or_spec_writes() {
 
 #[tokio::test]
 async fn resolutions_are_reused_and_a_changed_provider_config_is_picked_up_at_once() {
-    use connectivity_operator::controller::{Context, Settings, provider_config};
+    use connectivity_operator::controller::{Context, Settings};
     use connectivity_operator::metrics::Metrics;
     use kube::api::{Patch, PatchParams};
     use std::sync::Arc;
@@ -714,7 +738,9 @@ async fn resolutions_are_reused_and_a_changed_provider_config_is_picked_up_at_on
         .unwrap();
     for _ in 0..2 {
         let pc = h.pcs().get("emnify").await.unwrap();
-        provider_config::reconcile(Arc::new(pc), ctx.clone()).await.unwrap();
+        connectivity_operator::controller::managed::reconcile(Arc::new(pc), ctx.clone())
+            .await
+            .unwrap();
     }
     let changed = ctx.providers.resolve(&h.client, NS, "emnify").await.unwrap();
     assert!(!Arc::ptr_eq(&first, &changed), "the changed ProviderConfig is used");

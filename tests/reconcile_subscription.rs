@@ -651,7 +651,7 @@ async fn telenor_429_backs_off_with_retry_after_and_recovers() {
     let err = h.reconcile_csub("meter").await.unwrap_err();
     assert_eq!(err.reason(), "RateLimited");
     assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(4)));
-    let action = connectivity_operator::controller::subscription::error_policy(
+    let action = connectivity_operator::controller::managed::error_policy(
         std::sync::Arc::new(h.csub("meter").await),
         &err,
         h.ctx.clone(),

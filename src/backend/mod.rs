@@ -1,6 +1,6 @@
 //! The vendor contract. Every vendor backend implements, per kind, `observe / create / update /
-//! delete`; the generic pipeline in [`crate::controller`] owns finalizers, conditions, events and
-//! requeues. Rules every backend follows:
+//! delete`; the [managed reconciler](crate::controller::managed) owns finalizers, conditions,
+//! events and requeues. Rules every backend follows:
 //!
 //! - `observe` never mutates. It returns an explicit [`Observation`]: missing, ambiguous (several
 //!   vendor objects match a name), or present with the changes still needed to match the spec

@@ -1,11 +1,13 @@
-//! The controllers: a shared [`Context`], the resolve step every kind starts with (ProviderConfig
-//! and credentials Secret to a connected vendor backend), per-object backoff, and [`crate::run`], which
-//! wires the kube-runtime controllers together. Each kind's pipeline lives in its own module.
+//! The controllers: a shared [`Context`], the [`managed`] reconciler every kind runs through, the
+//! resolve step every kind starts with (ProviderConfig and credentials Secret to a connected
+//! vendor backend) and per-object backoff. Each kind's module supplies only its steps (resolve,
+//! observe, a pure plan, act, delete); [`crate::run`] wires the kube-runtime controllers together.
 
 pub mod clock;
 pub mod credentials;
 pub mod events;
 pub mod inventory;
+pub mod managed;
 pub mod provider_config;
 pub mod resolve;
 pub mod service_profile;
@@ -152,25 +154,6 @@ impl Context {
     }
 }
 
-/// Whether a vendor sync is due, or how long until it is. Our own status writes come back as watch
-/// events; without this check every status write would trigger another vendor round trip, in a
-/// loop. A sync is due when the spec changed (generation), the last attempt failed, or the resync
-/// interval has passed. Pure.
-pub fn next_sync_in(
-    synced: bool,
-    observed_generation: Option<i64>,
-    generation: Option<i64>,
-    last_sync: Option<chrono::DateTime<chrono::Utc>>,
-    resync: Duration,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Option<Duration> {
-    if !synced || observed_generation != generation {
-        return None;
-    }
-    let elapsed = (now - last_sync?).to_std().ok()?;
-    resync.checked_sub(elapsed).filter(|left| !left.is_zero())
-}
-
 /// Consecutive failures per object.
 #[derive(Default)]
 struct Backoff {
@@ -199,42 +182,4 @@ pub fn key_of<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
         obj.meta().namespace.as_deref().unwrap_or(""),
         obj.meta().name.as_deref().unwrap_or("")
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::{TimeZone, Utc};
-
-    #[test]
-    fn sync_is_skipped_only_when_nothing_changed_and_resync_is_not_due() {
-        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let resync = Duration::from_secs(600);
-        let later = t0 + chrono::Duration::seconds(60);
-        assert_eq!(
-            next_sync_in(true, Some(2), Some(2), Some(t0), resync, later),
-            Some(Duration::from_secs(540))
-        );
-        assert_eq!(
-            next_sync_in(true, Some(1), Some(2), Some(t0), resync, later),
-            None,
-            "spec changed"
-        );
-        assert_eq!(
-            next_sync_in(false, Some(2), Some(2), Some(t0), resync, later),
-            None,
-            "last attempt failed"
-        );
-        assert_eq!(
-            next_sync_in(true, Some(2), Some(2), None, resync, later),
-            None,
-            "never synced"
-        );
-        let due = t0 + chrono::Duration::seconds(600);
-        assert_eq!(
-            next_sync_in(true, Some(2), Some(2), Some(t0), resync, due),
-            None,
-            "resync due"
-        );
-    }
 }

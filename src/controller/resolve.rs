@@ -83,6 +83,24 @@ pub struct Provider {
     pub capabilities: Capabilities,
 }
 
+impl Provider {
+    /// An account served by one backend for profiles, subscriptions and verification.
+    fn new<B>(vendor: Vendor, endpoint: &str, backend: Arc<B>, endpoint_defaults: EndpointDefaults) -> Self
+    where
+        B: ServiceProfileBackend + SubscriptionBackend + AccountBackend + 'static,
+    {
+        Provider {
+            capabilities: backend.capabilities(),
+            vendor,
+            endpoint: endpoint.to_string(),
+            service_profiles: backend.clone(),
+            subscriptions: backend.clone(),
+            account: backend,
+            endpoint_defaults,
+        }
+    }
+}
+
 /// Backends per ProviderConfig.
 pub struct Providers {
     cache: Mutex<HashMap<String, (u64, Arc<Provider>)>>,
@@ -235,14 +253,11 @@ impl Providers {
                     Some(self.metrics.clone()),
                 )?);
                 let backend = Arc::new(EmnifyBackend::new(client));
-                Ok(Provider {
-                    capabilities: backend.capabilities(),
+                Ok(Provider::new(
                     vendor,
-                    endpoint: endpoint.to_string(),
-                    service_profiles: backend.clone(),
-                    subscriptions: backend.clone(),
-                    account: backend,
-                    endpoint_defaults: EndpointDefaults {
+                    endpoint,
+                    backend,
+                    EndpointDefaults {
                         tariff_profile_id: pc
                             .spec
                             .emnify
@@ -251,7 +266,7 @@ impl Providers {
                             .or_else(|| pc.spec.bics_sft.as_ref().and_then(|b| b.default_tariff_profile_id)),
                         ..Default::default()
                     },
-                })
+                ))
             }
             VendorCredentials::Telenor {
                 client_id,
@@ -270,15 +285,7 @@ impl Providers {
                     Some(self.metrics.clone()),
                 )?);
                 let backend = Arc::new(TelenorBackend::new(client));
-                Ok(Provider {
-                    capabilities: backend.capabilities(),
-                    vendor,
-                    endpoint: endpoint.to_string(),
-                    service_profiles: backend.clone(),
-                    subscriptions: backend.clone(),
-                    account: backend,
-                    endpoint_defaults: EndpointDefaults::default(),
-                })
+                Ok(Provider::new(vendor, endpoint, backend, EndpointDefaults::default()))
             }
             VendorCredentials::Bics { username, password } => {
                 let bics = pc.spec.bics_sft.clone().unwrap_or_default();
@@ -296,19 +303,16 @@ impl Providers {
                     Some(self.metrics.clone()),
                 )?);
                 let backend = Arc::new(BicsBackend::new(client, self.verify_timeout));
-                Ok(Provider {
-                    capabilities: backend.capabilities(),
+                Ok(Provider::new(
                     vendor,
-                    endpoint: endpoint.to_string(),
-                    service_profiles: backend.clone(),
-                    subscriptions: backend.clone(),
-                    account: backend,
-                    endpoint_defaults: EndpointDefaults {
+                    endpoint,
+                    backend,
+                    EndpointDefaults {
                         roaming_profile_ids: bics.default_roaming_profile_ids.clone(),
                         apn_group_id: bics.default_apn_group_id.clone(),
                         ..Default::default()
                     },
-                })
+                ))
             }
         }
     }

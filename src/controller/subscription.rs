@@ -1,8 +1,9 @@
-//! ConnectivitySubscription pipeline. One reconcile reads as:
-//! resolve (ProviderConfig -> backend; `serviceProfileRef` -> vendor profile id) -> observe (the
-//! account's shared inventory sweep; while a change is pending, a single read, or a fresh sweep
-//! when many SIMs are pending at once) -> plan (pure [`decide`], with the termination guard) ->
-//! act (vendor write; asynchronous vendors leave a pending change) -> status.
+//! ConnectivitySubscription steps for the [managed reconciler](super::managed):
+//! resolve (ProviderConfig -> backend; `serviceProfileRef` -> vendor profile id) -> observe (as
+//! the account's [read policy](super::inventory::plan_read) says: the shared inventory sweep, or
+//! a single read while a change is pending) -> plan (pure [`decide`], with the termination guard)
+//! -> act (vendor write; asynchronous vendors leave a pending change) -> delete (`Deactivate` or
+//! `Orphan`, never terminate).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,26 +11,25 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{self, Event as FinalizerEvent};
 
-use super::inventory::{Freshness, WriteWait};
+use super::Context;
+use super::inventory::{ReadInput, WriteWait};
+use super::managed::{self, Cleaned, Facts, Managed, Outcome, Schedule, StepError};
 use super::resolve::{Provider, ResolveError};
-use super::status::{apply_status, event};
-use super::{Context, key_of};
+use super::status::event;
 use crate::backend::{
     BackendError, DesiredSubscription, ErrorKind, ObservedSubscription, SimIdentity, SubscriptionChange,
     SubscriptionProfile, WriteOutcome,
 };
-use crate::crd::conditions::{self, Condition, ConditionStatus, READY, SYNCED};
+use crate::crd::conditions::{self, ConditionStatus, SYNCED};
 use crate::crd::{
-    ConnectivitySubscription, ConnectivitySubscriptionStatus, FINALIZER, ManagementPolicy, PendingChange,
-    PendingOutcome, ServiceProfile, SubscriptionDeletionPolicy, SubscriptionMode, Vendor,
+    ConnectivitySubscription, ConnectivitySubscriptionStatus, ManagementPolicy, PendingChange, PendingOutcome,
+    ServiceProfile, SubscriptionDeletionPolicy, SubscriptionMode, Vendor,
 };
 use crate::reason::Reason;
 
-pub const KIND: &str = "ConnectivitySubscription";
+crate::managed_status!(ConnectivitySubscriptionStatus, last_observed_time);
 
 /// A pending change waiting for its account's writes is woken when they are out; it looks again
 /// after this at the latest in case the wake was lost.
@@ -63,28 +63,11 @@ pub enum Error {
     TerminationNotConfirmed,
     #[error("the SIM is terminated at {vendor}, which is irreversible; it cannot become {desired} again")]
     Terminated { vendor: Vendor, desired: SubscriptionMode },
-    #[error("failed to write status of ConnectivitySubscription {name}: {source}")]
-    WriteStatus { name: String, source: kube::Error },
-    #[error("failed to manage the finalizer of ConnectivitySubscription {name}: {source}")]
-    Finalizer {
-        name: String,
-        source: Box<finalizer::Error<Error>>,
-    },
 }
 
-impl Error {
-    pub fn root(&self) -> &Error {
+impl StepError for Error {
+    fn reason(&self) -> Reason {
         match self {
-            Error::Finalizer { source, .. } => match source.as_ref() {
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.root(),
-                _ => self,
-            },
-            _ => self,
-        }
-    }
-
-    pub fn reason(&self) -> Reason {
-        match self.root() {
             Error::Resolve(e) => e.reason(),
             Error::ServiceProfileNotFound { .. } => Reason::ServiceProfileNotFound,
             Error::GetServiceProfile { .. } => Reason::KubernetesApiError,
@@ -95,23 +78,21 @@ impl Error {
             Error::Vendor(e) => e.kind.reason(),
             Error::TerminationNotConfirmed => Reason::TerminationNotConfirmed,
             Error::Terminated { .. } => Reason::Terminated,
-            Error::WriteStatus { .. } => Reason::StatusWriteFailed,
-            Error::Finalizer { .. } => Reason::FinalizerFailed,
         }
     }
 
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self.root() {
-            Error::Vendor(BackendError {
-                kind: ErrorKind::RateLimited { retry_after },
-                ..
-            }) => *retry_after,
+    fn backend(&self) -> Option<&BackendError> {
+        match self {
+            Error::Vendor(e) => Some(e),
             _ => None,
         }
     }
 
-    pub fn is_permanent(&self) -> bool {
-        self.reason().is_permanent()
+    fn resolve(&self) -> Option<&ResolveError> {
+        match self {
+            Error::Resolve(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -222,130 +203,358 @@ fn object_key(csub: &ConnectivitySubscription) -> String {
     format!("{}/{}", csub.namespace().unwrap_or_default(), csub.name_any())
 }
 
-pub async fn reconcile(csub: Arc<ConnectivitySubscription>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let name = csub.name_any();
-    let api: Api<ConnectivitySubscription> = Api::namespaced(
-        ctx.client.clone(),
-        &csub.namespace().unwrap_or_else(|| "default".into()),
-    );
-    let result = finalizer::finalizer(&api, FINALIZER, csub, |ev| async {
-        match ev {
-            FinalizerEvent::Apply(c) => apply(&c, &ctx).await,
-            FinalizerEvent::Cleanup(c) => cleanup(&c, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|source| Error::Finalizer {
-        name,
-        source: Box::new(source),
-    });
-    ctx.metrics.reconciled(KIND, started.elapsed());
-    result
+/// What resolve found: the account, and the vendor id of the profile the SIM should have.
+pub struct Resolved {
+    pub provider: Arc<Provider>,
+    /// The vendor id of the referenced ServiceProfile (BICS: the plan).
+    pub profile_id: Option<String>,
 }
 
-pub fn error_policy(csub: Arc<ConnectivitySubscription>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(KIND, err.reason().as_str());
-    tracing::warn!(connectivitysubscription = %csub.name_any(), namespace = csub.namespace().unwrap_or_default(), reason = %err.reason(), error = %err, "reconcile failed");
-    Action::requeue(ctx.retry_delay(&key_of(csub.as_ref()), err.retry_after(), err.is_permanent()))
+/// The plan act carries out, with the observation it was made from.
+pub struct Planned {
+    pub observed: ObservedSubscription,
+    pub decision: Decision,
 }
 
-/// Resolve step: the account and the vendor id of the referenced ServiceProfile.
-async fn resolve(csub: &ConnectivitySubscription, ctx: &Context) -> Result<(Arc<Provider>, Option<String>), Error> {
-    let namespace = csub.namespace().unwrap_or_else(|| "default".into());
-    let provider = ctx
-        .providers
-        .resolve(&ctx.client, &namespace, &csub.spec.provider_config_ref.name)
-        .await?;
-    if provider.capabilities.subscription_profile == SubscriptionProfile::WriteOnlyPlan {
-        // BICS assigns service profiles through plans: the plan is what a SIM is given.
-        if csub.spec.service_profile_ref.is_some() {
-            return Err(Error::InvalidSpec(
-                "on BICS SIM for Things a SIM gets its service profile through its plan: set spec.bicsSft.planId instead of spec.serviceProfileRef".into(),
-            ));
-        }
-        return Ok((provider, csub.spec.bics_sft.as_ref().and_then(|b| b.plan_id.clone())));
+impl Managed for ConnectivitySubscription {
+    type Status = ConnectivitySubscriptionStatus;
+    type Resolved = Resolved;
+    type Observed = ObservedSubscription;
+    type Plan = Planned;
+    type Error = Error;
+
+    fn status(&self) -> Option<&ConnectivitySubscriptionStatus> {
+        self.status.as_ref()
     }
-    let Some(reference) = &csub.spec.service_profile_ref else {
-        return Ok((provider, None));
-    };
-    let profiles: Api<ServiceProfile> = Api::namespaced(ctx.client.clone(), &namespace);
-    let sp = profiles
-        .get_opt(&reference.name)
-        .await
-        .map_err(|source| Error::GetServiceProfile {
-            name: reference.name.clone(),
-            source,
-        })?
-        .ok_or_else(|| Error::ServiceProfileNotFound {
-            name: reference.name.clone(),
-        })?;
-    if sp.spec.provider_config_ref.name != csub.spec.provider_config_ref.name {
-        return Err(Error::ServiceProfileElsewhere {
-            name: reference.name.clone(),
-            actual: sp.spec.provider_config_ref.name.clone(),
-            expected: csub.spec.provider_config_ref.name.clone(),
-        });
-    }
-    let id = sp
-        .status
-        .and_then(|s| s.id)
-        .ok_or_else(|| Error::ServiceProfileNotReady {
-            name: reference.name.clone(),
-        })?;
-    Ok((provider, Some(id)))
-}
 
-/// Observe step: from the shared sweep, or a single read while a change is pending.
-async fn observe(
-    csub: &ConnectivitySubscription,
-    ctx: &Context,
-    provider: &Provider,
-    resync: Duration,
-) -> Result<ObservedSubscription, Error> {
-    let id = identity(csub);
-    let key = account_key(csub);
-    let backend = provider.subscriptions.as_ref();
-    let pending = csub.status.as_ref().is_some_and(|s| s.pending_change.is_some());
-    let found = if !ctx.settings.bulk_observation {
-        backend.observe(&id).await?
-    } else if pending {
-        // Many SIMs waiting at once (a fleet-wide change): one fresh sweep serves them all and
-        // costs fewer calls than a read each.
-        // A sweep that began after this SIM was last looked at can show its change applied;
-        // concurrent polls share it instead of each starting another.
-        let sweep_cost = ctx.inventories.sweep_cost(&key).unwrap_or(u64::MAX);
-        if ctx.inventories.pending(&key) as u64 > sweep_cost {
-            let fresh = match csub.status.as_ref().and_then(|s| s.last_observed_time) {
-                Some(seen) => Freshness::StartedAfter(seen),
-                None => Freshness::MaxAge(ctx.settings.pending_poll_interval),
-            };
-            ctx.inventories.find(&ctx.clock, &key, backend, fresh, &id).await?
-        } else {
-            backend.observe(&id).await?
+    fn management_policy(&self) -> ManagementPolicy {
+        self.spec.management_policy
+    }
+
+    fn account(&self) -> Option<&str> {
+        Some(&self.spec.provider_config_ref.name)
+    }
+
+    /// While a change is pending the object settles on `Synced=False` / `Pending` and is read
+    /// again at the pending poll interval; otherwise as every kind.
+    fn schedule(&self, ctx: &Context) -> Schedule {
+        let status = self.status.as_ref();
+        let synced = status
+            .and_then(|s| conditions::find(&s.conditions, SYNCED))
+            .map(|c| (c.status, c.reason.as_str()));
+        let since = status.and_then(|s| s.last_observed_time);
+        match status.and_then(|s| s.pending_change.as_ref()) {
+            Some(_) => Schedule {
+                settled: synced == Some((ConditionStatus::False, Reason::Pending.as_str())),
+                since,
+                every: ctx.settings.pending_poll_interval,
+            },
+            None => Schedule {
+                settled: synced.is_some_and(|(s, _)| s == ConditionStatus::True),
+                since,
+                every: ctx.resync_for(self.metadata.annotations.as_ref()),
+            },
         }
-    } else {
+    }
+
+    /// While a fleet-wide change is still being written, verification reads would only compete
+    /// with the writes for the rate limit: a pending change waits until the writes are out.
+    fn hold(&self, ctx: &Context) -> Option<Duration> {
+        let status = self.status.as_ref()?;
+        if status.pending_change.is_none() || status.observed_generation != self.metadata.generation {
+            return None;
+        }
+        let namespace = self.namespace().unwrap_or_default();
         match ctx
             .inventories
-            .find(&ctx.clock, &key, backend, Freshness::MaxAge(resync), &id)
-            .await?
+            .wait_for_writes(&account_key(self), &namespace, &self.name_any())
         {
-            Some(o) => Some(o),
-            // The SIM may be newer than the sweep.
-            None => backend.observe(&id).await?,
+            WriteWait::Clear => None,
+            // Woken when the writes are out; the requeue only guards against a lost wake.
+            WriteWait::Registered => Some(ctx.settings.pending_poll_interval.max(WAKE_GUARD)),
+            WriteWait::Poll => Some(ctx.settings.pending_poll_interval),
         }
-    };
-    let mut found = match found {
-        Some(found) => found,
-        None => gone_after_termination(csub.status.as_ref()).ok_or_else(|| Error::SimNotFound {
-            vendor: provider.vendor,
-            identity: id.to_string(),
-        })?,
-    };
-    if provider.capabilities.subscription_profile == SubscriptionProfile::WriteOnlyPlan {
-        found.service_profile_id = recorded_profile(csub.status.as_ref(), &found);
     }
-    Ok(found)
+
+    /// The account and the vendor id of the referenced ServiceProfile.
+    async fn resolve(&self, ctx: &Context, _status: &mut ConnectivitySubscriptionStatus) -> Result<Resolved, Error> {
+        let namespace = managed::namespace(self);
+        let provider = ctx
+            .providers
+            .resolve(&ctx.client, &namespace, &self.spec.provider_config_ref.name)
+            .await?;
+        if provider.capabilities.subscription_profile == SubscriptionProfile::WriteOnlyPlan {
+            // BICS assigns service profiles through plans: the plan is what a SIM is given.
+            if self.spec.service_profile_ref.is_some() {
+                return Err(Error::InvalidSpec(
+                    "on BICS SIM for Things a SIM gets its service profile through its plan: set spec.bicsSft.planId instead of spec.serviceProfileRef".into(),
+                ));
+            }
+            let profile_id = self.spec.bics_sft.as_ref().and_then(|b| b.plan_id.clone());
+            return Ok(Resolved { provider, profile_id });
+        }
+        let Some(reference) = &self.spec.service_profile_ref else {
+            return Ok(Resolved {
+                provider,
+                profile_id: None,
+            });
+        };
+        let name = &reference.name;
+        let profiles: Api<ServiceProfile> = Api::namespaced(ctx.client.clone(), &namespace);
+        let sp = profiles
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::GetServiceProfile {
+                name: name.clone(),
+                source,
+            })?
+            .ok_or_else(|| Error::ServiceProfileNotFound { name: name.clone() })?;
+        if sp.spec.provider_config_ref.name != self.spec.provider_config_ref.name {
+            return Err(Error::ServiceProfileElsewhere {
+                name: name.clone(),
+                actual: sp.spec.provider_config_ref.name.clone(),
+                expected: self.spec.provider_config_ref.name.clone(),
+            });
+        }
+        let id = sp
+            .status
+            .and_then(|s| s.id)
+            .ok_or_else(|| Error::ServiceProfileNotReady { name: name.clone() })?;
+        Ok(Resolved {
+            provider,
+            profile_id: Some(id),
+        })
+    }
+
+    /// Read the SIM the way the account's read policy says (shared sweep or single read).
+    async fn observe(&self, ctx: &Context, resolved: &Resolved) -> Result<ObservedSubscription, Error> {
+        let provider = &resolved.provider;
+        let id = identity(self);
+        let status = self.status.as_ref();
+        let input = ReadInput {
+            bulk: ctx.settings.bulk_observation,
+            pending: status.is_some_and(|s| s.pending_change.is_some()),
+            last_observed: status.and_then(|s| s.last_observed_time),
+            resync: ctx.resync_for(self.metadata.annotations.as_ref()),
+            pending_poll: ctx.settings.pending_poll_interval,
+        };
+        let found = ctx
+            .inventories
+            .read(
+                &ctx.clock,
+                &account_key(self),
+                provider.subscriptions.as_ref(),
+                &id,
+                input,
+            )
+            .await?;
+        let mut found = match found {
+            Some(found) => found,
+            None => gone_after_termination(status).ok_or_else(|| Error::SimNotFound {
+                vendor: provider.vendor,
+                identity: id.to_string(),
+            })?,
+        };
+        if provider.capabilities.subscription_profile == SubscriptionProfile::WriteOnlyPlan {
+            found.service_profile_id = recorded_profile(status, &found);
+        }
+        Ok(found)
+    }
+
+    fn plan(facts: Facts<'_, Self>) -> Planned {
+        let csub = facts.object;
+        let decision = decide(&PlanInput {
+            mode: csub.spec.mode,
+            service_profile_id: facts.resolved.profile_id.as_deref(),
+            observed: &facts.observed,
+            pending: csub.status.as_ref().and_then(|s| s.pending_change.as_ref()),
+            termination_confirmed: csub.termination_confirmed(),
+            policy: csub.spec.management_policy,
+            now: facts.now,
+            pending_timeout: facts.settings.pending_timeout,
+        });
+        Planned {
+            observed: facts.observed,
+            decision,
+        }
+    }
+
+    async fn act(
+        &self,
+        ctx: &Context,
+        resolved: Resolved,
+        planned: Planned,
+        status: &mut ConnectivitySubscriptionStatus,
+    ) -> Result<Outcome, Error> {
+        *status = with_observed(std::mem::take(status), &planned.observed, ctx.clock.now());
+        let outcome = self.carry_out(ctx, resolved, planned, status).await?;
+        ctx.inventories
+            .set_pending(&account_key(self), &object_key(self), status.pending_change.is_some());
+        Ok(outcome)
+    }
+
+    /// Deleting never terminates: `Orphan` leaves the SIM, `Deactivate` deactivates it.
+    async fn delete(&self, ctx: &Context) -> Result<Cleaned, Error> {
+        ctx.inventories
+            .set_pending(&account_key(self), &object_key(self), false);
+        if self.spec.deletion_policy == SubscriptionDeletionPolicy::Orphan
+            || self.spec.management_policy != ManagementPolicy::Full
+        {
+            return Ok(None);
+        }
+        let provider = ctx
+            .providers
+            .resolve(
+                &ctx.client,
+                &managed::namespace(self),
+                &self.spec.provider_config_ref.name,
+            )
+            .await?;
+        let Some(observed) = provider.subscriptions.observe(&identity(self)).await? else {
+            return Ok(None);
+        };
+        if matches!(
+            observed.mode,
+            Some(SubscriptionMode::Deactivated | SubscriptionMode::Terminated)
+        ) {
+            return Ok(None);
+        }
+        let deactivate = SubscriptionChange::SetMode(SubscriptionMode::Deactivated);
+        let desired = DesiredSubscription {
+            name: self.name_any(),
+            identity: identity(self),
+            mode: Some(SubscriptionMode::Deactivated),
+            service_profile_id: None,
+            spec: &self.spec,
+            defaults: provider.endpoint_defaults.clone(),
+        };
+        provider
+            .subscriptions
+            .update(&desired, &observed, &[deactivate])
+            .await?;
+        let note = format!("deactivated the SIM at {}", provider.vendor);
+        Ok(Some((Reason::Deactivated, note)))
+    }
+
+    fn left_behind(&self) -> String {
+        "the SIM".into()
+    }
+}
+
+impl ConnectivitySubscription {
+    /// The act step proper: the plan's vendor write, or what to report instead.
+    async fn carry_out(
+        &self,
+        ctx: &Context,
+        resolved: Resolved,
+        Planned { observed, decision }: Planned,
+        status: &mut ConnectivitySubscriptionStatus,
+    ) -> Result<Outcome, Error> {
+        let vendor = resolved.provider.vendor;
+        let changes = match decision {
+            Decision::InSync => {
+                status.pending_change = None;
+                return Ok(match self.spec.mode {
+                    Some(mode) => Outcome::ready(Reason::Available, format!("the SIM is {mode}")),
+                    None => Outcome::ready(Reason::Observed, "observe only: no desired mode"),
+                });
+            }
+            Decision::Report(changes) => {
+                let message = format!("observe-only; would {}", list(&changes));
+                return Ok(Outcome::not_ready(Reason::Drifted, message));
+            }
+            Decision::TerminationNotConfirmed => return Err(Error::TerminationNotConfirmed),
+            Decision::Irreversible(desired) => return Err(Error::Terminated { vendor, desired }),
+            Decision::AwaitPending(changes) => {
+                let message = format!("waiting for {vendor} to apply: {}", list(&changes));
+                return Ok(Outcome::Pending { message });
+            }
+            Decision::Apply(changes) => changes,
+        };
+        let desired = DesiredSubscription {
+            name: self.name_any(),
+            identity: identity(self),
+            mode: self.spec.mode,
+            service_profile_id: resolved.profile_id.clone(),
+            spec: &self.spec,
+            defaults: resolved.provider.endpoint_defaults.clone(),
+        };
+        let key = account_key(self);
+        let requested_at = ctx.clock.now();
+        let written = {
+            let _writing = ctx.inventories.writing(&key);
+            resolved
+                .provider
+                .subscriptions
+                .update(&desired, &observed, &changes)
+                .await
+        };
+        let pending = |outcome| pending_change(&changes, requested_at, outcome);
+        match written {
+            Ok(WriteOutcome::Applied(after)) => {
+                ctx.inventories.record(&key, &after).await;
+                let note = format!("{vendor}: {}", list(&changes));
+                event(ctx, self, EventType::Normal, Reason::Updated, "Update", note).await;
+                *status = with_observed(std::mem::take(status), &after, ctx.clock.now());
+                status.pending_change = None;
+                let message = format!("the SIM is {}", after.vendor_mode);
+                Ok(if after.mode == self.spec.mode || self.spec.mode.is_none() {
+                    Outcome::ready(Reason::Available, message)
+                } else {
+                    Outcome::not_ready(Reason::Drifted, message)
+                })
+            }
+            Ok(WriteOutcome::Accepted) => {
+                let message = format!("{vendor} accepted: {}; applied asynchronously", list(&changes));
+                event(
+                    ctx,
+                    self,
+                    EventType::Normal,
+                    Reason::ChangeRequested,
+                    "Update",
+                    message.clone(),
+                )
+                .await;
+                status.pending_change = Some(pending(PendingOutcome::Accepted));
+                Ok(Outcome::Pending { message })
+            }
+            Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
+                let message = format!("{e}; observing before sending it again");
+                event(
+                    ctx,
+                    self,
+                    EventType::Warning,
+                    Reason::OutcomeUnknown,
+                    "Update",
+                    message.clone(),
+                )
+                .await;
+                status.pending_change = Some(pending(PendingOutcome::Unknown));
+                Ok(Outcome::Pending { message })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The change in flight after a write whose effect is not visible yet.
+fn pending_change(
+    changes: &[SubscriptionChange],
+    requested_at: DateTime<Utc>,
+    outcome: PendingOutcome,
+) -> PendingChange {
+    PendingChange {
+        mode: changes.iter().find_map(|c| match c {
+            SubscriptionChange::SetMode(m) => Some(*m),
+            SubscriptionChange::SetServiceProfile(_) => None,
+        }),
+        service_profile_id: changes.iter().find_map(|c| match c {
+            SubscriptionChange::SetServiceProfile(id) => Some(id.clone()),
+            SubscriptionChange::SetMode(_) => None,
+        }),
+        requested_at,
+        outcome,
+    }
 }
 
 /// A SIM seen terminated that the vendor no longer lists (emnify deletes terminated SIMs): still
@@ -379,291 +588,8 @@ fn recorded_profile(
         .flatten()
 }
 
-async fn apply(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Action, Error> {
-    let generation = csub.metadata.generation;
-    let status = csub.status.clone().unwrap_or_default();
-    if csub.spec.management_policy == ManagementPolicy::Paused {
-        let mut status = status;
-        status.observed_generation = generation;
-        status.conditions = conditions::merge(
-            &status.conditions,
-            vec![Condition::new(
-                SYNCED,
-                ConditionStatus::False,
-                Reason::Paused,
-                "managementPolicy is Paused: no vendor calls",
-                generation,
-            )],
-        );
-        write_status(ctx, csub, &status).await?;
-        return Ok(Action::await_change());
-    }
-    let resync = ctx.resync_for(csub.metadata.annotations.as_ref());
-    let synced_reason = conditions::find(&status.conditions, SYNCED).map(|c| (c.status, c.reason.as_str()));
-    let (quiet, interval) = match &status.pending_change {
-        Some(_) => (
-            synced_reason == Some((ConditionStatus::False, Reason::Pending.as_str())),
-            ctx.settings.pending_poll_interval,
-        ),
-        None => (synced_reason.is_some_and(|(s, _)| s == ConditionStatus::True), resync),
-    };
-    if let Some(wait) = super::next_sync_in(
-        quiet,
-        status.observed_generation,
-        generation,
-        status.last_observed_time,
-        interval,
-        ctx.clock.now(),
-    ) {
-        return Ok(Action::requeue(wait));
-    }
-    let key = account_key(csub);
-    // While a fleet-wide change is still being written, verification reads would only compete
-    // with the writes for the rate limit: wait until the writes are out.
-    if status.pending_change.is_some() && status.observed_generation == generation {
-        let namespace = csub.namespace().unwrap_or_default();
-        match ctx.inventories.wait_for_writes(&key, &namespace, &csub.name_any()) {
-            WriteWait::Clear => {}
-            // Woken when the writes are out; the requeue only guards against a lost wake.
-            WriteWait::Registered => {
-                return Ok(Action::requeue(ctx.settings.pending_poll_interval.max(WAKE_GUARD)));
-            }
-            WriteWait::Poll => return Ok(Action::requeue(ctx.settings.pending_poll_interval)),
-        }
-    }
-    match converge(csub, ctx, resync).await {
-        Ok((status, action)) => {
-            ctx.reset_backoff(&key_of(csub));
-            ctx.inventories
-                .set_pending(&key, &object_key(csub), status.pending_change.is_some());
-            write_status(ctx, csub, &status).await?;
-            Ok(action)
-        }
-        Err(err) => {
-            report_failure(ctx, csub, &err).await;
-            Err(err)
-        }
-    }
-}
-
-/// Everything the plan step produced, for `act` or for the offline `plan` command.
-pub struct Planned {
-    pub provider: Arc<Provider>,
-    pub profile_id: Option<String>,
-    pub observed: ObservedSubscription,
-    pub decision: Decision,
-}
-
-/// Resolve, observe and plan (no vendor writes). Shared by reconcile and `plan`.
-pub async fn plan(csub: &ConnectivitySubscription, ctx: &Context, resync: Duration) -> Result<Planned, Error> {
-    // resolve
-    let (provider, profile_id) = resolve(csub, ctx).await?;
-    // observe
-    let observed = observe(csub, ctx, &provider, resync).await?;
-    // plan
-    let previous = csub.status.clone().unwrap_or_default();
-    let decision = decide(&PlanInput {
-        mode: csub.spec.mode,
-        service_profile_id: profile_id.as_deref(),
-        observed: &observed,
-        pending: previous.pending_change.as_ref(),
-        termination_confirmed: csub.termination_confirmed(),
-        policy: csub.spec.management_policy,
-        now: ctx.clock.now(),
-        pending_timeout: ctx.settings.pending_timeout,
-    });
-    Ok(Planned {
-        provider,
-        profile_id,
-        observed,
-        decision,
-    })
-}
-
-/// Resolve, observe, plan, act; returns the new status and when to come back.
-async fn converge(
-    csub: &ConnectivitySubscription,
-    ctx: &Context,
-    resync: Duration,
-) -> Result<(ConnectivitySubscriptionStatus, Action), Error> {
-    let generation = csub.metadata.generation;
-    let now = ctx.clock.now();
-    let Planned {
-        provider,
-        profile_id,
-        observed,
-        decision,
-    } = plan(csub, ctx, resync).await?;
-    let previous = csub.status.clone().unwrap_or_default();
-    let vendor = provider.vendor;
-    // After the observation (which may have waited for a sweep): a later poll of a pending
-    // change accepts only a sweep that started after this.
-    let observed_at = ctx.clock.now();
-    let mut status = with_observed(previous, &observed, observed_at);
-    status.observed_generation = generation;
-    let poll = Action::requeue(ctx.settings.pending_poll_interval);
-    // act
-    match decision {
-        Decision::InSync => {
-            status.pending_change = None;
-            let ready = match csub.spec.mode {
-                Some(mode) => Condition::new(
-                    READY,
-                    ConditionStatus::True,
-                    Reason::Available,
-                    format!("the SIM is {mode}"),
-                    generation,
-                ),
-                None => Condition::new(
-                    READY,
-                    ConditionStatus::True,
-                    Reason::Observed,
-                    "observe only: no desired mode",
-                    generation,
-                ),
-            };
-            status.conditions = conditions::merge(&status.conditions, vec![ready, synced_ok(generation)]);
-            Ok((status, Action::requeue(resync)))
-        }
-        Decision::Report(changes) => {
-            let message = format!("observe-only; would {}", list(&changes));
-            status.conditions = conditions::merge(
-                &status.conditions,
-                vec![
-                    Condition::new(READY, ConditionStatus::False, Reason::Drifted, message, generation),
-                    synced_ok(generation),
-                ],
-            );
-            Ok((status, Action::requeue(resync)))
-        }
-        Decision::TerminationNotConfirmed => Err(Error::TerminationNotConfirmed),
-        Decision::Irreversible(desired) => Err(Error::Terminated { vendor, desired }),
-        Decision::AwaitPending(changes) => {
-            let message = format!("waiting for {vendor} to apply: {}", list(&changes));
-            Ok((mark_pending(status, message, generation), poll))
-        }
-        Decision::Apply(changes) => {
-            let desired = DesiredSubscription {
-                name: csub.name_any(),
-                identity: identity(csub),
-                mode: csub.spec.mode,
-                service_profile_id: profile_id.clone(),
-                spec: &csub.spec,
-                defaults: provider.endpoint_defaults.clone(),
-            };
-            let key = account_key(csub);
-            let written = {
-                let _writing = ctx.inventories.writing(&key);
-                provider.subscriptions.update(&desired, &observed, &changes).await
-            };
-            let pending = |outcome| PendingChange {
-                mode: changes.iter().find_map(|c| match c {
-                    SubscriptionChange::SetMode(m) => Some(*m),
-                    SubscriptionChange::SetServiceProfile(_) => None,
-                }),
-                service_profile_id: changes.iter().find_map(|c| match c {
-                    SubscriptionChange::SetServiceProfile(id) => Some(id.clone()),
-                    SubscriptionChange::SetMode(_) => None,
-                }),
-                requested_at: now,
-                outcome,
-            };
-            match written {
-                Ok(WriteOutcome::Applied(after)) => {
-                    ctx.inventories.record(&key, &after).await;
-                    event(
-                        ctx,
-                        csub,
-                        EventType::Normal,
-                        Reason::Updated,
-                        "Update",
-                        format!("{vendor}: {}", list(&changes)),
-                    )
-                    .await;
-                    let mut status = with_observed(status, &after, ctx.clock.now());
-                    status.pending_change = None;
-                    let ready = if after.mode == csub.spec.mode || csub.spec.mode.is_none() {
-                        Condition::new(
-                            READY,
-                            ConditionStatus::True,
-                            Reason::Available,
-                            format!("the SIM is {}", after.vendor_mode),
-                            generation,
-                        )
-                    } else {
-                        Condition::new(
-                            READY,
-                            ConditionStatus::False,
-                            Reason::Drifted,
-                            format!("the SIM is {}", after.vendor_mode),
-                            generation,
-                        )
-                    };
-                    status.conditions = conditions::merge(&status.conditions, vec![ready, synced_ok(generation)]);
-                    Ok((status, Action::requeue(resync)))
-                }
-                Ok(WriteOutcome::Accepted) => {
-                    let message = format!("{vendor} accepted: {}; applied asynchronously", list(&changes));
-                    event(
-                        ctx,
-                        csub,
-                        EventType::Normal,
-                        Reason::ChangeRequested,
-                        "Update",
-                        message.clone(),
-                    )
-                    .await;
-                    status.pending_change = Some(pending(PendingOutcome::Accepted));
-                    Ok((mark_pending(status, message, generation), poll))
-                }
-                Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
-                    let message = format!("{e}; observing before sending it again");
-                    event(
-                        ctx,
-                        csub,
-                        EventType::Warning,
-                        Reason::OutcomeUnknown,
-                        "Update",
-                        message.clone(),
-                    )
-                    .await;
-                    status.pending_change = Some(pending(PendingOutcome::Unknown));
-                    Ok((mark_pending(status, message, generation), poll))
-                }
-                Err(e) => Err(e.into()),
-            }
-        }
-    }
-}
-
 fn list(changes: &[SubscriptionChange]) -> String {
     changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-}
-
-/// `Ready=False` and `Synced=False` with reason `Pending` while a vendor change is in flight.
-fn mark_pending(
-    mut status: ConnectivitySubscriptionStatus,
-    message: String,
-    generation: Option<i64>,
-) -> ConnectivitySubscriptionStatus {
-    status.conditions = conditions::merge(
-        &status.conditions,
-        vec![
-            Condition::new(
-                READY,
-                ConditionStatus::False,
-                Reason::Pending,
-                message.clone(),
-                generation,
-            ),
-            Condition::new(SYNCED, ConditionStatus::False, Reason::Pending, message, generation),
-        ],
-    );
-    status
-}
-
-fn synced_ok(generation: Option<i64>) -> Condition {
-    Condition::new(SYNCED, ConditionStatus::True, Reason::ReconcileSuccess, "", generation)
 }
 
 fn with_observed(
@@ -685,132 +611,6 @@ fn with_observed(
     }
     status.last_observed_time = Some(now);
     status
-}
-
-async fn write_status(
-    ctx: &Context,
-    csub: &ConnectivitySubscription,
-    status: &ConnectivitySubscriptionStatus,
-) -> Result<(), Error> {
-    apply_status(ctx, csub, status)
-        .await
-        .map_err(|source| Error::WriteStatus {
-            name: csub.name_any(),
-            source,
-        })
-}
-
-async fn report_failure(ctx: &Context, csub: &ConnectivitySubscription, err: &Error) {
-    let generation = csub.metadata.generation;
-    let mut status = csub.status.clone().unwrap_or_default();
-    let message = err.to_string();
-    let mut fresh = vec![Condition::new(
-        SYNCED,
-        ConditionStatus::False,
-        err.reason(),
-        message.clone(),
-        generation,
-    )];
-    if conditions::find(&status.conditions, READY).is_none() || err.is_permanent() {
-        fresh.push(Condition::new(
-            READY,
-            ConditionStatus::False,
-            err.reason(),
-            message.clone(),
-            generation,
-        ));
-    }
-    status.conditions = conditions::merge(&status.conditions, fresh);
-    status.observed_generation = generation;
-    if let Err(e) = write_status(ctx, csub, &status).await {
-        tracing::warn!(error = %e, "failed to record the failure in status");
-    }
-    event(ctx, csub, EventType::Warning, err.reason(), "Reconcile", message).await;
-}
-
-/// Deleting never terminates: `Orphan` leaves the SIM, `Deactivate` deactivates it.
-async fn cleanup(csub: &ConnectivitySubscription, ctx: &Context) -> Result<Action, Error> {
-    ctx.inventories
-        .set_pending(&account_key(csub), &object_key(csub), false);
-    if csub.spec.deletion_policy == SubscriptionDeletionPolicy::Orphan
-        || csub.spec.management_policy != ManagementPolicy::Full
-    {
-        return Ok(Action::await_change());
-    }
-    let result = async {
-        let namespace = csub.namespace().unwrap_or_else(|| "default".into());
-        let provider = ctx
-            .providers
-            .resolve(&ctx.client, &namespace, &csub.spec.provider_config_ref.name)
-            .await?;
-        let Some(observed) = provider.subscriptions.observe(&identity(csub)).await? else {
-            return Ok(None);
-        };
-        if matches!(
-            observed.mode,
-            Some(SubscriptionMode::Deactivated | SubscriptionMode::Terminated)
-        ) {
-            return Ok(None);
-        }
-        let desired = DesiredSubscription {
-            name: csub.name_any(),
-            identity: identity(csub),
-            mode: Some(SubscriptionMode::Deactivated),
-            service_profile_id: None,
-            spec: &csub.spec,
-            defaults: provider.endpoint_defaults.clone(),
-        };
-        provider
-            .subscriptions
-            .update(
-                &desired,
-                &observed,
-                &[SubscriptionChange::SetMode(SubscriptionMode::Deactivated)],
-            )
-            .await?;
-        Ok::<_, Error>(Some(provider.vendor))
-    }
-    .await;
-    match result {
-        Ok(deactivated) => {
-            if let Some(vendor) = deactivated {
-                event(
-                    ctx,
-                    csub,
-                    EventType::Normal,
-                    Reason::Deactivated,
-                    "Delete",
-                    format!("deactivated the SIM at {vendor}"),
-                )
-                .await;
-            }
-            Ok(Action::await_change())
-        }
-        Err(Error::Resolve(e))
-            if super::resolve::credentials_gone_for_good(
-                &ctx.client,
-                &e,
-                &csub.namespace().unwrap_or_else(|| "default".into()),
-                &csub.spec.provider_config_ref.name,
-            )
-            .await =>
-        {
-            event(
-                ctx,
-                csub,
-                EventType::Warning,
-                Reason::CredentialsGone,
-                "Delete",
-                format!("left the SIM as it is: its account is being deleted and {e}"),
-            )
-            .await;
-            Ok(Action::await_change())
-        }
-        Err(err) => {
-            report_failure(ctx, csub, &err).await;
-            Err(err)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -227,6 +227,7 @@ fn default_burst() -> u32 {
 pub struct ProviderConfigStatus {
     /// `Ready` is `True` once the credentials authenticate at the vendor; otherwise its message
     /// says what is wrong (Secret missing, key missing, rejected by the vendor, unreachable).
+    /// `Synced` is the last check's outcome.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -244,7 +245,7 @@ pub struct ProviderConfigStatus {
     /// deleting everything at once (a namespace) still lets the objects' cleanup reach the vendor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protected_secret: Option<String>,
-    /// When the credentials were last checked.
+    /// When the credentials last authenticated at the vendor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_time: Option<chrono::DateTime<chrono::Utc>>,
 }

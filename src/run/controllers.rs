@@ -11,7 +11,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use super::watch::{bare_ref, trimmed_controller};
-use crate::controller::{Context, provider_config, service_profile, subscription};
+use crate::controller::Context;
+use crate::controller::managed::{error_policy, reconcile};
 use crate::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -51,7 +52,7 @@ where
     let pc_controller = trimmed_controller(api::<ProviderConfig>(client, ns), config.clone())
         .with_config(controller_config.clone())
         .graceful_shutdown_on(stopped())
-        .run(provider_config::reconcile, provider_config::error_policy, ctx.clone())
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "ProviderConfig controller event");
@@ -79,7 +80,7 @@ where
             },
         )
         .graceful_shutdown_on(stopped())
-        .run(service_profile::reconcile, service_profile::error_policy, ctx.clone())
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "ServiceProfile controller event");
@@ -125,7 +126,7 @@ where
         // Pending changes that waited for their account's writes to finish.
         .reconcile_on(woken.map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)))
         .graceful_shutdown_on(stopped())
-        .run(subscription::reconcile, subscription::error_policy, ctx.clone())
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "ConnectivitySubscription controller event");

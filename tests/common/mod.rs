@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connectivity_operator::controller::{Clock, Context, Settings, provider_config, service_profile, subscription};
+use connectivity_operator::controller::{
+    Clock, Context, Settings, managed, provider_config, service_profile, subscription,
+};
 use connectivity_operator::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile};
 use connectivity_operator::metrics::Metrics;
 use connectivity_operator::offline::{Manifest, memory_server, prepare_object};
@@ -175,9 +177,9 @@ impl Harness {
         }));
     }
 
-    pub async fn reconcile_csub(&self, name: &str) -> Result<Action, subscription::Error> {
+    pub async fn reconcile_csub(&self, name: &str) -> Result<Action, managed::Error<subscription::Error>> {
         let c = self.csub(name).await;
-        subscription::reconcile(Arc::new(c), self.ctx.clone()).await
+        managed::reconcile(Arc::new(c), self.ctx.clone()).await
     }
 
     /// Moves the clock the reconciles decide by (it stands still otherwise).
@@ -245,14 +247,14 @@ impl Harness {
         self.sps().get_opt(name).await.unwrap().is_some()
     }
 
-    pub async fn reconcile_sp(&self, name: &str) -> Result<Action, service_profile::Error> {
+    pub async fn reconcile_sp(&self, name: &str) -> Result<Action, managed::Error<service_profile::Error>> {
         let sp = self.sp(name).await;
-        service_profile::reconcile(Arc::new(sp), self.ctx.clone()).await
+        managed::reconcile(Arc::new(sp), self.ctx.clone()).await
     }
 
-    pub async fn reconcile_pc(&self, name: &str) -> Result<Action, provider_config::Error> {
+    pub async fn reconcile_pc(&self, name: &str) -> Result<Action, managed::Error<provider_config::Error>> {
         let pc = self.pcs().get(name).await.unwrap();
-        provider_config::reconcile(Arc::new(pc), self.ctx.clone()).await
+        managed::reconcile(Arc::new(pc), self.ctx.clone()).await
     }
 
     /// Reconcile as the controller would on the watch events that follow: the first pass adds
