@@ -11,11 +11,12 @@
 //!   its account is still writing (the reads would compete with the writes for the rate limit)
 //!   and is woken through its controller's channel when the last write is out.
 //!
-//! Why our own code and not a cache crate: the sweep is held once per account, replaced rather
-//! than merged, and dropped before the next is read (at 10,000 SIMs the benchmark's peak RSS is
-//! ~58 MiB with the sweep in it: `BENCH_SKIP_PER_OBJECT=1 cargo bench --bench subscriptions --
-//! --n 10000`); what decides freshness is the sweep's start time against the object's last
-//! observation, which no general-purpose TTL cache expresses.
+//! Why our own code and not a cache crate: the sweep is held once per account, packed (10,000
+//! SIMs take 1.74 MiB, 3.7x less than plain structs and maps: `cargo bench --bench footprint --
+//! --n 10000`), replaced rather than merged, and dropped before the next is read (the operator's
+//! peak RSS converging 10,000 SIMs is ~58 MiB: `BENCH_SKIP_PER_OBJECT=1 cargo bench --bench
+//! subscriptions -- --n 10000`); and what decides freshness is the sweep's start time against
+//! the object's last observation, which no general-purpose TTL cache expresses.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,10 @@
 //! `status.conditions` shared by every kind: `Ready` (the vendor object exists and matches the
 //! spec) and `Synced` (the last reconcile succeeded), in the `metav1.Condition` shape, each with
 //! a PascalCase reason, a human message and the generation it was computed for.
+//!
+//! Our own type rather than k8s-openapi's `metav1.Condition`: the wire shape is the same (a test
+//! reads ours as theirs), but `status` here is an enum, so the CRD schema lists its three values
+//! and a misspelt status does not compile, and `reason` comes from [`crate::reason::Reason`].
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -93,6 +97,34 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_as_metav1_condition() {
+        let ours = Condition::new(
+            READY,
+            ConditionStatus::False,
+            crate::reason::Reason::InUse,
+            "used by 3 SIMs",
+            Some(4),
+        );
+        let wire = serde_json::to_value(&ours).unwrap();
+        let theirs: k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition =
+            serde_json::from_value(wire.clone()).expect("a metav1.Condition");
+        assert_eq!(
+            (theirs.type_.as_str(), theirs.status.as_str(), theirs.reason.as_str()),
+            ("Ready", "False", "InUse")
+        );
+        assert_eq!(
+            (theirs.message.as_str(), theirs.observed_generation),
+            ("used by 3 SIMs", Some(4))
+        );
+        let back: Condition = serde_json::from_value(serde_json::to_value(&theirs).unwrap()).unwrap();
+        assert_eq!(back.status, ConditionStatus::False);
+        assert_eq!(
+            back.last_transition_time.timestamp(),
+            ours.last_transition_time.timestamp()
+        );
+    }
     use crate::reason::Reason;
 
     #[test]

@@ -6,7 +6,7 @@
 mod controllers;
 mod http;
 mod leader;
-mod watch;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! The watches behind every controller, trimmed for fleet scale: cached objects without
 //! `managedFields` and kubectl's last-applied annotation, reconciles triggered only by spec or
 //! metadata changes ([`Triggers`], our own: kube's `predicate_filter` keeps three strings per
-//! object for an hour after a delete, this two numbers and forgets deletes at once), requests by
-//! namespace and name only ([`bare_ref`]).
+//! object for an hour after a delete, this two numbers and forgets deletes at once; for 10,000
+//! subscriptions 0.39 MiB against 1.99 MiB, `cargo bench --bench footprint -- --n 10000`),
+//! requests by namespace and name only (`bare_ref`).
 
 use futures::StreamExt;
 use kube::Api;
@@ -39,12 +40,13 @@ pub(super) fn bare_ref<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectRe
     }
 }
 
-/// Passes on the objects whose [`spec_or_metadata`] changed, like kube's `predicate_filter`,
+/// Passes on the objects whose `spec_or_metadata` changed, like kube's `predicate_filter`,
 /// but remembers each object as two numbers (a hash of namespace, name and uid, and the
 /// predicate's hash) instead of three strings, and forgets deleted objects at once (kube's keeps
 /// them for an hour).
+/// Public for the footprint benchmark (figures in the module doc).
 #[derive(Default)]
-struct Triggers {
+pub struct Triggers {
     seen: std::collections::HashMap<u64, (u64, u32)>,
     /// Bumped at every (re)list; entries not seen in a relist are dropped when it ends.
     epoch: u32,
@@ -60,7 +62,7 @@ impl Triggers {
     }
 
     /// The object to reconcile for `event`, if any.
-    fn on<K: kube::Resource>(&mut self, event: watcher::Event<K>) -> Option<K> {
+    pub fn on<K: kube::Resource>(&mut self, event: watcher::Event<K>) -> Option<K> {
         match event {
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
                 let hash = spec_or_metadata(&obj)?;
