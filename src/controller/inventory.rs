@@ -9,7 +9,9 @@
 //!   drop guard so cancellation or a panic cannot leak the count.
 //! - **Parking** ([`Inventories::wait_for_writes`]): a pending change's verification waits while
 //!   its account is still writing (the reads would compete with the writes for the rate limit)
-//!   and is woken through its controller's channel when the last write is out.
+//!   and is woken through its controller's channel when the last write is out. The channel is
+//!   unbounded but cannot grow past the fleet: an object is parked at most once (a set), and a
+//!   wake sends each parked object once.
 //!
 //! Why our own code and not a cache crate: the sweep is held once per account, packed (10,000
 //! SIMs take 1.74 MiB, 3.7x less than plain structs and maps: `cargo bench --bench footprint --

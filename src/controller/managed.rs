@@ -77,6 +77,25 @@ macro_rules! managed_status {
     };
 }
 
+/// The [`Managed`] accessors of a kind with `status`, `spec.managementPolicy` and
+/// `spec.providerConfigRef` (used inside its `impl Managed`).
+#[macro_export]
+macro_rules! managed_accessors {
+    () => {
+        fn status(&self) -> Option<&Self::Status> {
+            self.status.as_ref()
+        }
+
+        fn management_policy(&self) -> $crate::crd::ManagementPolicy {
+            self.spec.management_policy
+        }
+
+        fn account(&self) -> Option<&str> {
+            Some(&self.spec.provider_config_ref.name)
+        }
+    };
+}
+
 /// A kind's step failure: its [`Reason`] decides the condition, the Event, the metric label and
 /// the retry policy.
 pub trait StepError: std::error::Error + Send + Sync + 'static {

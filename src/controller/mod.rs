@@ -140,6 +140,14 @@ impl Context {
         Duration::from_secs_f64((capped * jitter).min(self.settings.max_backoff.as_secs_f64()))
     }
 
+    /// The connected account the object uses (its `spec.providerConfigRef`).
+    pub async fn provider_for<K: managed::Managed>(&self, obj: &K) -> Result<std::sync::Arc<Provider>, ResolveError> {
+        let name = obj.account().unwrap_or_default();
+        self.providers
+            .resolve(&self.client, &managed::namespace(obj), name)
+            .await
+    }
+
     pub fn reset_backoff(&self, key: &str) {
         self.backoff.reset(key);
     }

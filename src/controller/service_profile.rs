@@ -170,24 +170,11 @@ impl Managed for ServiceProfile {
     type Plan = Decision;
     type Error = Error;
 
-    fn status(&self) -> Option<&ServiceProfileStatus> {
-        self.status.as_ref()
-    }
-
-    fn management_policy(&self) -> ManagementPolicy {
-        self.spec.management_policy
-    }
-
-    fn account(&self) -> Option<&str> {
-        Some(&self.spec.provider_config_ref.name)
-    }
+    crate::managed_accessors!();
 
     async fn resolve(&self, ctx: &Context, _status: &mut ServiceProfileStatus) -> Result<Resolved, Error> {
         let provider_name = &self.spec.provider_config_ref.name;
-        let provider = ctx
-            .providers
-            .resolve(&ctx.client, &managed::namespace(self), provider_name)
-            .await?;
+        let provider = ctx.provider_for(self).await?;
         let capabilities = provider.capabilities;
         if let Some(section) = capabilities.profile_section
             && !section.present(&self.spec)
@@ -334,14 +321,7 @@ impl Managed for ServiceProfile {
         {
             return Ok(orphaned);
         }
-        let provider = ctx
-            .providers
-            .resolve(
-                &ctx.client,
-                &managed::namespace(self),
-                &self.spec.provider_config_ref.name,
-            )
-            .await?;
+        let provider = ctx.provider_for(self).await?;
         if provider.capabilities.read_only_profiles {
             // Observed only (Telenor): never ours to delete.
             return Ok(orphaned);

@@ -223,17 +223,7 @@ impl Managed for ConnectivitySubscription {
     type Plan = Planned;
     type Error = Error;
 
-    fn status(&self) -> Option<&ConnectivitySubscriptionStatus> {
-        self.status.as_ref()
-    }
-
-    fn management_policy(&self) -> ManagementPolicy {
-        self.spec.management_policy
-    }
-
-    fn account(&self) -> Option<&str> {
-        Some(&self.spec.provider_config_ref.name)
-    }
+    crate::managed_accessors!();
 
     /// While a change is pending the object settles on `Synced=False` / `Pending` and is read
     /// again at the pending poll interval; otherwise as every kind.
@@ -278,11 +268,7 @@ impl Managed for ConnectivitySubscription {
 
     /// The account and the vendor id of the referenced ServiceProfile.
     async fn resolve(&self, ctx: &Context, _status: &mut ConnectivitySubscriptionStatus) -> Result<Resolved, Error> {
-        let namespace = managed::namespace(self);
-        let provider = ctx
-            .providers
-            .resolve(&ctx.client, &namespace, &self.spec.provider_config_ref.name)
-            .await?;
+        let provider = ctx.provider_for(self).await?;
         if provider.capabilities.subscription_profile == SubscriptionProfile::WriteOnlyPlan {
             // BICS assigns service profiles through plans: the plan is what a SIM is given.
             if self.spec.service_profile_ref.is_some() {
@@ -300,7 +286,7 @@ impl Managed for ConnectivitySubscription {
             });
         };
         let name = &reference.name;
-        let profiles: Api<ServiceProfile> = Api::namespaced(ctx.client.clone(), &namespace);
+        let profiles: Api<ServiceProfile> = Api::namespaced(ctx.client.clone(), &managed::namespace(self));
         let sp = profiles
             .get_opt(name)
             .await
@@ -402,14 +388,7 @@ impl Managed for ConnectivitySubscription {
         {
             return Ok(None);
         }
-        let provider = ctx
-            .providers
-            .resolve(
-                &ctx.client,
-                &managed::namespace(self),
-                &self.spec.provider_config_ref.name,
-            )
-            .await?;
+        let provider = ctx.provider_for(self).await?;
         let Some(observed) = provider.subscriptions.observe(&identity(self)).await? else {
             return Ok(None);
         };
@@ -506,34 +485,49 @@ impl ConnectivitySubscription {
             }
             Ok(WriteOutcome::Accepted) => {
                 let message = format!("{vendor} accepted: {}; applied asynchronously", list(&changes));
-                event(
-                    ctx,
-                    self,
-                    EventType::Normal,
-                    Reason::ChangeRequested,
-                    "Update",
-                    message.clone(),
-                )
-                .await;
-                status.pending_change = Some(pending(PendingOutcome::Accepted));
-                Ok(Outcome::Pending { message })
+                let pending = pending(PendingOutcome::Accepted);
+                Ok(self
+                    .in_flight(
+                        ctx,
+                        status,
+                        pending,
+                        EventType::Normal,
+                        Reason::ChangeRequested,
+                        message,
+                    )
+                    .await)
             }
             Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
                 let message = format!("{e}; observing before sending it again");
-                event(
-                    ctx,
-                    self,
-                    EventType::Warning,
-                    Reason::OutcomeUnknown,
-                    "Update",
-                    message.clone(),
-                )
-                .await;
-                status.pending_change = Some(pending(PendingOutcome::Unknown));
-                Ok(Outcome::Pending { message })
+                let pending = pending(PendingOutcome::Unknown);
+                Ok(self
+                    .in_flight(
+                        ctx,
+                        status,
+                        pending,
+                        EventType::Warning,
+                        Reason::OutcomeUnknown,
+                        message,
+                    )
+                    .await)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A write whose effect is not visible yet: recorded as pending, and said in an Event.
+    async fn in_flight(
+        &self,
+        ctx: &Context,
+        status: &mut ConnectivitySubscriptionStatus,
+        pending: PendingChange,
+        type_: EventType,
+        reason: Reason,
+        message: String,
+    ) -> Outcome {
+        event(ctx, self, type_, reason, "Update", message.clone()).await;
+        status.pending_change = Some(pending);
+        Outcome::Pending { message }
     }
 }
 
@@ -543,18 +537,19 @@ fn pending_change(
     requested_at: DateTime<Utc>,
     outcome: PendingOutcome,
 ) -> PendingChange {
-    PendingChange {
-        mode: changes.iter().find_map(|c| match c {
-            SubscriptionChange::SetMode(m) => Some(*m),
-            SubscriptionChange::SetServiceProfile(_) => None,
-        }),
-        service_profile_id: changes.iter().find_map(|c| match c {
-            SubscriptionChange::SetServiceProfile(id) => Some(id.clone()),
-            SubscriptionChange::SetMode(_) => None,
-        }),
+    let mut pending = PendingChange {
+        mode: None,
+        service_profile_id: None,
         requested_at,
         outcome,
+    };
+    for change in changes {
+        match change {
+            SubscriptionChange::SetMode(mode) => pending.mode = Some(*mode),
+            SubscriptionChange::SetServiceProfile(id) => pending.service_profile_id = Some(id.clone()),
+        }
     }
+    pending
 }
 
 /// A SIM seen terminated that the vendor no longer lists (emnify deletes terminated SIMs): still
