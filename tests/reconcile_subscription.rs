@@ -777,3 +777,68 @@ async fn a_provider_config_used_by_a_subscription_is_kept_until_the_subscription
     h.reconcile_pc("emnify").await.unwrap();
     assert!(h.pcs().get_opt("emnify").await.unwrap().is_none());
 }
+
+/// Steady state writes nothing: resyncs that find the spec, the SIM, its profile and the account
+/// as they were make no Kubernetes write at all (no heartbeat in status; the resync clock lives
+/// in memory). What changes is written, and only then does `lastObservedTime` move.
+#[tokio::test]
+async fn resyncs_that_find_nothing_new_write_nothing() {
+    let h = Harness::new().await;
+    h.add_sp("trackers", json!({"emnify": {"allowed3g": false}}));
+    h.sync_sp("trackers").await;
+    let (sim, _) = emnify_sims(&h).await;
+    h.add_csub(
+        "quiet",
+        json!({"providerConfigRef": {"name": "emnify"}, "imsi": sim["imsi"], "mode": "Active", "serviceProfileRef": {"name": "trackers"}}),
+    );
+    let before = h.sync_csub("quiet").await;
+    for _ in 0..2 {
+        h.reconcile_pc("emnify").await.unwrap();
+    }
+    // One due resync takes in what the subscription changed elsewhere (the profile's usedCount).
+    h.advance(Duration::from_secs(3600));
+    h.reconcile_sp("trackers").await.unwrap();
+    let profile = h.sp("trackers").await;
+    for round in 0..3 {
+        // Past every resync interval (and the inventory sweep's age).
+        h.advance(Duration::from_secs(3600));
+        h.server.clear_requests();
+        let calls = h.ctx.metrics.vendor_request_total();
+        h.reconcile_pc("emnify").await.unwrap();
+        h.reconcile_sp("trackers").await.unwrap();
+        h.reconcile_csub("quiet").await.unwrap();
+        assert!(
+            h.ctx.metrics.vendor_request_total() > calls,
+            "round {round}: the resync read the vendor"
+        );
+        let writes: Vec<String> = h
+            .server
+            .requests()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(writes.is_empty(), "round {round}: {writes:?}");
+    }
+    assert_eq!(h.csub("quiet").await.status, before.status);
+    assert_eq!(h.sp("trackers").await.status, profile.status);
+
+    // A change is written, and moves lastObservedTime.
+    h.csubs()
+        .patch(
+            "quiet",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mode": "Paused"}})),
+        )
+        .await
+        .unwrap();
+    let after = h.sync_csub("quiet").await;
+    let (was, now) = (before.status.unwrap(), after.status.unwrap());
+    assert_eq!(now.mode.as_deref(), Some("Activated/Disabled"));
+    assert!(
+        now.last_observed_time > was.last_observed_time,
+        "{:?} -> {:?}",
+        was.last_observed_time,
+        now.last_observed_time
+    );
+}

@@ -45,6 +45,48 @@ impl Clock {
     }
 }
 
+/// When each object was last synced with its vendor: the resync clock, kept in memory so that a
+/// resync that finds nothing new writes nothing to the API server (no heartbeat in status).
+/// After a restart it is empty, so every object syncs once: for subscriptions one sweep per
+/// account. Keyed by a hash of kind, namespace, name and uid (a recreated object starts afresh);
+/// about 30 bytes per object.
+#[derive(Default)]
+pub struct SyncTimes {
+    times: Mutex<std::collections::HashMap<u64, DateTime<Utc>>>,
+}
+
+impl SyncTimes {
+    fn key<K: kube::Resource<DynamicType = ()>>(obj: &K) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let meta = obj.meta();
+        BuildHasherDefault::<DefaultHasher>::default().hash_one((K::kind(&()), &meta.namespace, &meta.name, &meta.uid))
+    }
+
+    /// When `obj` was last synced, if since this process started.
+    pub fn get<K: kube::Resource<DynamicType = ()>>(&self, obj: &K) -> Option<DateTime<Utc>> {
+        self.times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&Self::key(obj))
+            .copied()
+    }
+
+    pub fn set<K: kube::Resource<DynamicType = ()>>(&self, obj: &K, at: DateTime<Utc>) {
+        self.times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(Self::key(obj), at);
+    }
+
+    /// Forget `obj` (deleted, or a resync wanted at once).
+    pub fn forget<K: kube::Resource<DynamicType = ()>>(&self, obj: &K) {
+        self.times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&Self::key(obj));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,12 +39,12 @@ use crate::crd::{FINALIZER, ManagementPolicy};
 use crate::reason::Reason;
 
 /// The status fields the reconciler owns; the rest belongs to the kind.
-pub trait ManagedStatus: Default + Clone + Serialize + Send + Sync + 'static {
+pub trait ManagedStatus: Default + Clone + PartialEq + Serialize + Send + Sync + 'static {
     fn conditions(&self) -> &[Condition];
     fn conditions_mut(&mut self) -> &mut Vec<Condition>;
     fn observed_generation_mut(&mut self) -> &mut Option<i64>;
     fn observed_generation(&self) -> Option<i64>;
-    /// When the vendor was last read successfully (`lastSyncTime`, `lastObservedTime`, ...).
+    /// When a sync last found something new (`lastSyncTime`, `lastObservedTime`, ...).
     fn last_sync(&self) -> Option<DateTime<Utc>>;
     fn set_last_sync(&mut self, at: DateTime<Utc>);
 }
@@ -116,7 +116,7 @@ pub trait StepError: std::error::Error + Send + Sync + 'static {
 pub struct Schedule {
     /// The last attempt settled (no failure, nothing that needs a sooner look).
     pub settled: bool,
-    /// When the vendor was last read.
+    /// When the vendor was last read (by this process).
     pub since: Option<DateTime<Utc>>,
     /// How long a settled object rests.
     pub every: Duration,
@@ -198,10 +198,11 @@ pub trait Managed:
     /// When the next vendor sync is due. Default: settled when `Synced=True`, resting for the
     /// resync interval (the object's annotation, else the operator's) since the last sync.
     fn schedule(&self, ctx: &Context) -> Schedule {
-        let status = self.status();
         Schedule {
-            settled: status.is_some_and(|s| conditions::is_true(s.conditions(), SYNCED)),
-            since: status.and_then(ManagedStatus::last_sync),
+            settled: self
+                .status()
+                .is_some_and(|s| conditions::is_true(s.conditions(), SYNCED)),
+            since: ctx.synced.get(self),
             every: ctx.resync_for(self.meta().annotations.as_ref()),
         }
     }
@@ -403,7 +404,7 @@ async fn sync<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error<K::Err
         Ok(outcome) => {
             ctx.reset_backoff(&key_of(obj));
             let next = update_status(obj, &mut status, &outcome, ctx);
-            write_status(ctx, obj, &status).await?;
+            store(ctx, obj, status, true).await?;
             Ok(next)
         }
         Err(err) => {
@@ -426,7 +427,7 @@ async fn steps<K: Managed>(obj: &K, ctx: &Context, status: &mut K::Status) -> Re
         settings: &ctx.settings,
     });
     let outcome = obj.act(ctx, resolved, plan, status).await?;
-    status.set_last_sync(observed_at);
+    ctx.synced.set(obj, observed_at);
     Ok(outcome)
 }
 
@@ -439,7 +440,7 @@ async fn pause<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error<K::Er
         &mut status,
         vec![condition(SYNCED, false, Reason::Paused, message, obj)],
     );
-    write_status(ctx, obj, &status).await?;
+    store(ctx, obj, status, false).await?;
     Ok(Action::await_change())
 }
 
@@ -463,6 +464,7 @@ async fn delete<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error<K::E
     match obj.delete(ctx).await {
         Ok(cleaned) => {
             ctx.reset_backoff(&key_of(obj));
+            ctx.synced.forget(obj);
             if let Some((reason, note)) = cleaned {
                 event(ctx, obj, EventType::Normal, reason, "Delete", note).await;
             }
@@ -521,7 +523,7 @@ async fn report_failure<K: Managed>(ctx: &Context, obj: &K, mut status: K::Statu
         fresh.push(condition(READY, false, err.reason(), message.clone(), obj));
     }
     record(obj, &mut status, fresh);
-    if let Err(e) = write_status(ctx, obj, &status).await {
+    if let Err(e) = store(ctx, obj, status, false).await {
         tracing::warn!(error = %e, "failed to record the failure in status");
     }
     event(ctx, obj, EventType::Warning, err.reason(), action, message).await;
@@ -544,6 +546,24 @@ pub fn next_sync_in(
     }
     let elapsed = (now - last_sync?).to_std().ok()?;
     resync.checked_sub(elapsed).filter(|left| !left.is_zero())
+}
+
+/// The status step's write: nothing when `status` is what the object already has (a resync
+/// that found nothing new writes nothing: no heartbeat in status). A successful sync that
+/// changed something also moves the last-sync time (`synced`).
+async fn store<K: Managed>(
+    ctx: &Context,
+    obj: &K,
+    mut status: K::Status,
+    synced: bool,
+) -> Result<(), WriteStatusError> {
+    if obj.status() == Some(&status) {
+        return Ok(());
+    }
+    if synced {
+        status.set_last_sync(ctx.clock.now());
+    }
+    write_status(ctx, obj, &status).await
 }
 
 /// Status written in the middle of act (a created vendor id, before anything else can fail).

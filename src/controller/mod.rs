@@ -22,7 +22,7 @@ use kube::Client;
 use kube::runtime::events::Reporter;
 
 use crate::metrics::Metrics;
-pub use clock::Clock;
+pub use clock::{Clock, SyncTimes};
 pub use resolve::{Provider, Providers, ResolveError};
 
 /// Field manager for every write the operator makes (status through server-side apply).
@@ -90,6 +90,8 @@ pub struct Context {
     pub settings: Settings,
     /// The time every decision is made by (the system clock; tests move their own).
     pub clock: Clock,
+    /// When each object last synced (the resync clock; in memory, never in status).
+    pub synced: SyncTimes,
     backoff: Backoff,
 }
 
@@ -113,6 +115,7 @@ impl Context {
             metrics,
             settings,
             clock: Clock::System,
+            synced: SyncTimes::default(),
             backoff: Backoff::default(),
         }
     }

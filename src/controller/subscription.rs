@@ -232,7 +232,7 @@ impl Managed for ConnectivitySubscription {
         let synced = status
             .and_then(|s| conditions::find(&s.conditions, SYNCED))
             .map(|c| (c.status, c.reason.as_str()));
-        let since = status.and_then(|s| s.last_observed_time);
+        let since = ctx.synced.get(self);
         match status.and_then(|s| s.pending_change.as_ref()) {
             Some(_) => Schedule {
                 settled: synced == Some((ConditionStatus::False, Reason::Pending.as_str())),
@@ -320,7 +320,7 @@ impl Managed for ConnectivitySubscription {
         let input = ReadInput {
             bulk: ctx.settings.bulk_observation,
             pending: status.is_some_and(|s| s.pending_change.is_some()),
-            last_observed: status.and_then(|s| s.last_observed_time),
+            last_observed: ctx.synced.get(self),
             resync: ctx.resync_for(self.metadata.annotations.as_ref()),
             pending_poll: ctx.settings.pending_poll_interval,
         };
@@ -434,7 +434,7 @@ impl ConnectivitySubscription {
             Decision::InSync => {
                 status.pending_change = None;
                 return Ok(match self.spec.mode {
-                    Some(mode) => Outcome::ready(Reason::Available, format!("the SIM is {mode}")),
+                    Some(_) => Outcome::ready(Reason::Available, describe(&observed)),
                     None => Outcome::ready(Reason::Observed, "observe only: no desired mode"),
                 });
             }
@@ -476,7 +476,7 @@ impl ConnectivitySubscription {
                 event(ctx, self, EventType::Normal, Reason::Updated, "Update", note).await;
                 *status = with_observed(std::mem::take(status), &after, ctx.clock.now());
                 status.pending_change = None;
-                let message = format!("the SIM is {}", after.vendor_mode);
+                let message = describe(&after);
                 Ok(if after.mode == self.spec.mode || self.spec.mode.is_none() {
                     Outcome::ready(Reason::Available, message)
                 } else {
@@ -528,6 +528,15 @@ impl ConnectivitySubscription {
         event(ctx, self, type_, reason, "Update", message.clone()).await;
         status.pending_change = Some(pending);
         Outcome::Pending { message }
+    }
+}
+
+/// `Ready`'s message: the same words for the same SIM state, however it was reached (a
+/// resync that finds the state unchanged must not rewrite the message).
+fn describe(o: &ObservedSubscription) -> String {
+    match o.mode {
+        Some(mode) => format!("the SIM is {mode} ({})", o.vendor_mode),
+        None => format!("the SIM is {}", o.vendor_mode),
     }
 }
 
@@ -604,7 +613,6 @@ fn with_observed(
     if o.mode == Some(SubscriptionMode::Terminated) {
         status.terminated_at = status.terminated_at.or(Some(now));
     }
-    status.last_observed_time = Some(now);
     status
 }
 

@@ -245,7 +245,8 @@ pub struct ProviderConfigStatus {
     /// deleting everything at once (a namespace) still lets the objects' cleanup reach the vendor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protected_secret: Option<String>,
-    /// When the credentials last authenticated at the vendor.
+    /// When a check of the credentials last changed this status (a check that finds everything
+    /// as it was writes nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_time: Option<chrono::DateTime<chrono::Utc>>,
 }

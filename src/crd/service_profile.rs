@@ -316,7 +316,8 @@ pub struct ServiceProfileStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// When the operator last read the vendor profile.
+    /// When a sync last found something new (the vendor profile, `usedCount` or a condition
+    /// changed). A resync that finds everything as it was writes nothing, this included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<chrono::DateTime<chrono::Utc>>,
     /// Summary of the vendor object as last observed.

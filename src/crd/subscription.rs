@@ -193,7 +193,9 @@ pub struct ConnectivitySubscriptionStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// When the operator last read the SIM's state at the vendor.
+    /// When an observation of the SIM last found something new (its state, profile or a
+    /// condition changed). A resync that finds everything as it was writes nothing, this
+    /// included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_observed_time: Option<chrono::DateTime<chrono::Utc>>,
 }

@@ -197,16 +197,10 @@ impl Harness {
         self.csub(name).await
     }
 
-    /// Move the last observation an hour back, as if the resync interval had passed.
+    /// Forget when the subscription last synced, as if the resync interval had passed (the
+    /// resync clock lives in the operator's memory).
     pub async fn csub_resync_due(&self, name: &str) {
-        self.csubs()
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"lastObservedTime": "2020-01-01T00:00:00Z"}})),
-            )
-            .await
-            .unwrap();
+        self.ctx.synced.forget(&self.csub(name).await);
     }
 
     /// Insert an object as `kubectl apply` would have created it (defaults applied).
@@ -280,16 +274,10 @@ impl Harness {
             .unwrap();
     }
 
-    /// Move the last sync an hour back, as if the resync interval had passed.
+    /// Forget when the profile last synced, as if the resync interval had passed (the resync
+    /// clock lives in the operator's memory).
     pub async fn resync_due(&self, name: &str) {
-        self.sps()
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"lastSyncTime": "2020-01-01T00:00:00Z"}})),
-            )
-            .await
-            .unwrap();
+        self.ctx.synced.forget(&self.sp(name).await);
     }
 
     pub async fn delete_sp(&self, name: &str) {

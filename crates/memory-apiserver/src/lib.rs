@@ -205,7 +205,7 @@ impl Changes {
 }
 
 /// Counters of what the server served, from [`MemoryApiServer::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// List responses (pages) served.
     pub lists: u64,
@@ -216,6 +216,18 @@ pub struct Stats {
     /// Watches closed because the client read too slowly (it then watches again from the
     /// last version it saw).
     pub watches_closed_lagging: u64,
+    /// Requests served, by verb (`GET`, `LIST`, `WATCH`, `POST`, `PATCH`, `PUT`, `DELETE`).
+    pub verbs: BTreeMap<&'static str, u64>,
+}
+
+impl Stats {
+    /// Write requests (`POST`, `PATCH`, `PUT`, `DELETE`).
+    pub fn writes(&self) -> u64 {
+        ["POST", "PATCH", "PUT", "DELETE"]
+            .iter()
+            .map(|v| self.verbs.get(v).copied().unwrap_or(0))
+            .sum()
+    }
 }
 
 #[derive(Clone)]
@@ -354,6 +366,7 @@ impl MemoryApiServer {
                 .stats
                 .watches_closed_lagging
                 .load(std::sync::atomic::Ordering::Relaxed),
+            verbs: state.stats.verbs.clone(),
         }
     }
 

@@ -123,6 +123,7 @@ impl MemoryApiServer {
         };
 
         let mut state = self.lock();
+        *state.stats.verbs.entry(verb(&req)).or_default() += 1;
         let injected = state
             .failures
             .iter()
@@ -157,6 +158,32 @@ impl MemoryApiServer {
         });
         response
     }
+}
+
+/// The Kubernetes verb of a request: a GET is `WATCH` with `watch=true`, `LIST` on a collection.
+fn verb(req: &Req) -> &'static str {
+    match req.method.as_str() {
+        "GET" if matches!(req.query.get("watch").map(String::as_str), Some("true" | "1")) => "WATCH",
+        "GET" if is_collection(&req.path) => "LIST",
+        "GET" => "GET",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+/// Whether a path names a collection: `/api/v1/namespaces/ns/secrets`, not `.../secrets/name`.
+fn is_collection(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // /api/v1/<plural> | /api/v1/namespaces/<ns>/<plural> | /apis/<g>/<v>/<plural> | /apis/<g>/<v>/namespaces/<ns>/<plural>
+    let rest = match parts.first() {
+        Some(&"api") => &parts[parts.len().min(2)..],
+        Some(&"apis") => &parts[parts.len().min(3)..],
+        _ => return false,
+    };
+    matches!(rest, [_] | ["namespaces", _, _])
 }
 
 pub(crate) fn error_response(err: &ApiError) -> http::Response<ResponseBody> {

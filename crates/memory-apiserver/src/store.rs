@@ -123,6 +123,8 @@ pub(crate) struct Counters {
     pub listed_items: u64,
     pub watches: u64,
     pub watches_closed_lagging: Arc<std::sync::atomic::AtomicU64>,
+    /// Requests by verb (`GET`, `LIST`, `WATCH`, `POST`, `PATCH`, `PUT`, `DELETE`).
+    pub verbs: BTreeMap<&'static str, u64>,
 }
 
 pub(crate) struct State {

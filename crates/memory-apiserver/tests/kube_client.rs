@@ -975,3 +975,27 @@ async fn a_watcher_that_falls_behind_is_closed_and_resumes_from_history() {
     let added = rest.iter().filter(|e| matches!(e, WatchEvent::Added(_))).count();
     assert_eq!(seen + added, 5_000);
 }
+
+#[tokio::test]
+async fn requests_are_counted_by_verb() {
+    let (server, _client, widgets) = setup();
+    widgets.create(&PostParams::default(), &widget("w", 1)).await.unwrap();
+    widgets.get("w").await.unwrap();
+    widgets.list(&ListParams::default()).await.unwrap();
+    widgets
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Ready"}})),
+        )
+        .await
+        .unwrap();
+    widgets.delete("w", &DeleteParams::default()).await.unwrap();
+    let stats = server.stats();
+    let count = |verb| stats.verbs.get(verb).copied().unwrap_or(0);
+    assert_eq!(
+        ["POST", "GET", "LIST", "PATCH", "DELETE", "WATCH"].map(count),
+        [1, 1, 1, 1, 1, 0]
+    );
+    assert_eq!(stats.writes(), 3);
+}
