@@ -182,6 +182,90 @@ async fn operator_counts(http: &reqwest::Client, addr: std::net::SocketAddr) -> 
         .collect()
 }
 
+/// `connectivity-operator run` in its own process against the benchmark's API server.
+/// BENCH_OPERATOR_WRAP runs it under a profiler, e.g. "heaptrack -o /tmp/op" (its RSS figures are
+/// then the wrapper's).
+fn spawn_operator(
+    kubeconfig: &std::path::Path,
+    metrics_addr: std::net::SocketAddr,
+    extra: &[&str],
+) -> tokio::process::Child {
+    let wrap: Vec<String> = std::env::var("BENCH_OPERATOR_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut operator = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => tokio::process::Command::new(BIN),
+    };
+    operator
+        .args([
+            "run",
+            "--namespace",
+            NS,
+            "--metrics-addr",
+            &metrics_addr.to_string(),
+            "--pending-poll-interval",
+            "2s",
+        ])
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig)
+        // As the image and the chart run it.
+        .env("MALLOC_ARENA_MAX", "1")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .kill_on_drop(true)
+        .spawn()
+        .expect("operator starts")
+}
+
+/// Waits until the operator answers `/readyz`, then until it has reconciled `n` subscriptions
+/// and made no vendor request for a second.
+async fn settle(http: &reqwest::Client, addr: std::net::SocketAddr, n: usize) {
+    for _ in 0..600 {
+        if http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut last = u64::MAX;
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let total: u64 = operator_counts(http, addr).await.iter().map(|(_, _, c)| c).sum();
+        let reconciled = operator_reconciles(http, addr, "ConnectivitySubscription").await;
+        if total == last && reconciled >= n as u64 {
+            return;
+        }
+        last = total;
+    }
+}
+
+/// What the API server served since `before`, by verb (only verbs that occurred).
+fn verbs_since(
+    server: &memory_apiserver::MemoryApiServer,
+    before: &std::collections::BTreeMap<&'static str, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    server
+        .stats()
+        .verbs
+        .iter()
+        .map(|(verb, n)| (verb.to_string(), n - before.get(verb).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
 fn add(server: &memory_apiserver::MemoryApiServer, object: Value) {
     let mut m = Manifest {
         source: "bench".into(),
@@ -253,6 +337,19 @@ async fn reconcile_all(ctx: &Arc<Context>, api: &Api<ConnectivitySubscription>, 
         .await;
 }
 
+/// How long a resync interval the idle measurement runs the operator with (three of them).
+const IDLE_RESYNC: Duration = Duration::from_secs(15);
+
+#[derive(Default, Debug, Clone)]
+struct Idle {
+    /// API requests of a new operator's start-up pass, by verb.
+    startup_api: std::collections::BTreeMap<String, u64>,
+    /// API requests during three resync intervals after it, by verb.
+    api: std::collections::BTreeMap<String, u64>,
+    /// Vendor calls in those intervals.
+    vendor_calls: u64,
+}
+
 struct Report {
     vendor: Vendor,
     n: usize,
@@ -260,6 +357,7 @@ struct Report {
     bulk: Resync,
     per_object: Resync,
     converge: Converge,
+    idle: Idle,
     rss_total_mib: f64,
     rss_apiserver_mib: f64,
 }
@@ -410,70 +508,12 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
     };
     // A new process has no resync clock: its start-up pass syncs every SIM (one sweep of the
     // account, as a long-running operator's resync would), before the change arrives.
-    // BENCH_OPERATOR_WRAP runs the operator under a profiler, e.g. "heaptrack -o /tmp/op"
-    // (its RSS figures are then the wrapper's).
-    let wrap: Vec<String> = std::env::var("BENCH_OPERATOR_WRAP")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let mut operator = match wrap.split_first() {
-        Some((program, args)) => {
-            let mut c = tokio::process::Command::new(program);
-            c.args(args).arg(BIN);
-            c
-        }
-        None => tokio::process::Command::new(BIN),
-    };
-    let mut operator = operator
-        .args([
-            "run",
-            "--namespace",
-            NS,
-            "--metrics-addr",
-            &metrics_addr.to_string(),
-            "--pending-poll-interval",
-            "2s",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        // As the image and the chart run it.
-        .env("MALLOC_ARENA_MAX", "1")
-        .env(
-            "RUST_LOG",
-            std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .kill_on_drop(true)
-        .spawn()
-        .expect("operator starts");
+    let mut operator = spawn_operator(&kubeconfig, metrics_addr, &[]);
     let operator_pid = operator.id().expect("pid");
     let http = reqwest::Client::new();
-    for _ in 0..600 {
-        if http
-            .get(format!("http://{metrics_addr}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // Settled: the start-up pass has reconciled every SIM and no vendor request was made for a
     // second. (Nothing changed, so nothing was written: the count comes from the operator.)
-    let mut last = u64::MAX;
-    for _ in 0..600 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let total: u64 = operator_counts(&http, metrics_addr)
-            .await
-            .iter()
-            .map(|(_, _, c)| c)
-            .sum();
-        let reconciled = operator_reconciles(&http, metrics_addr, "ConnectivitySubscription").await;
-        if total == last && reconciled >= n as u64 {
-            break;
-        }
-        last = total;
-    }
+    settle(&http, metrics_addr, n).await;
     let vendor_calls_before = operator_counts(&http, metrics_addr).await;
     let operator_rss_idle = proc_kib(operator_pid, "VmRSS:");
     if std::env::var_os("BENCH_TRACE").is_some() {
@@ -570,13 +610,7 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         }
     }
     let took = started.elapsed();
-    let api = server
-        .stats()
-        .verbs
-        .iter()
-        .map(|(verb, n)| (verb.to_string(), n - verbs_before.get(verb).copied().unwrap_or(0)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let api = verbs_since(&server, &verbs_before);
     let operator_rss_peak = proc_kib(operator_pid, "VmHWM:");
     let counts = operator_counts(&http, metrics_addr).await;
     // Calls made for the change: totals now minus those of the start-up pass.
@@ -595,6 +629,35 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         api,
     };
     let _ = operator.kill().await;
+    // Idle: a new operator process with a short resync interval, settled after its start-up
+    // pass (a full resync from an empty resync clock), then three resync intervals in which
+    // nothing changes in Git or at the vendor.
+    let idle_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let verbs_before_start = server.stats().verbs;
+    let mut idle_operator = spawn_operator(
+        &kubeconfig,
+        idle_addr,
+        &["--resync-interval", &format!("{}s", IDLE_RESYNC.as_secs())],
+    );
+    settle(&http, idle_addr, n).await;
+    let startup_api = verbs_since(&server, &verbs_before_start);
+    let verbs_before_idle = server.stats().verbs;
+    let calls_before_idle: u64 = operator_counts(&http, idle_addr).await.iter().map(|(_, _, c)| c).sum();
+    tokio::time::sleep(IDLE_RESYNC * 3).await;
+    let idle = Idle {
+        startup_api,
+        api: verbs_since(&server, &verbs_before_idle),
+        vendor_calls: operator_counts(&http, idle_addr)
+            .await
+            .iter()
+            .map(|(_, _, c)| c)
+            .sum::<u64>()
+            - calls_before_idle,
+    };
+    let _ = idle_operator.kill().await;
     let _ = sim.child.kill().await;
     Report {
         vendor,
@@ -603,6 +666,7 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
         bulk: results[0].clone(),
         per_object: results[1].clone(),
         converge,
+        idle,
         rss_total_mib: operator_rss_peak as f64 / 1024.0,
         rss_apiserver_mib: operator_rss_idle as f64 / 1024.0,
     }
@@ -640,6 +704,7 @@ fn main() {
                 "bulk": [r.bulk.calls, r.bulk.wall.as_secs_f64(), r.bulk.throttled, r.bulk.api_writes],
                 "per_object": [r.per_object.calls, r.per_object.wall.as_secs_f64(), r.per_object.throttled, r.per_object.api_writes],
                 "api": r.converge.api,
+                "idle": {"startup": r.idle.startup_api, "api": r.idle.api, "vendor_calls": r.idle.vendor_calls},
                 "converge": [r.converge.writes, r.converge.rate, r.converge.time.as_secs_f64(), r.converge.throttled, r.converge.reads, r.converge.vendor_rate],
                 "rss": [r.rss_total_mib, r.rss_apiserver_mib],
             })
@@ -694,6 +759,11 @@ fn main() {
                     reads: f("converge", 4) as u64,
                     vendor_rate: f("converge", 5),
                     api: serde_json::from_value(v["api"].clone()).unwrap_or_default(),
+                },
+                idle: Idle {
+                    startup_api: serde_json::from_value(v["idle"]["startup"].clone()).unwrap_or_default(),
+                    api: serde_json::from_value(v["idle"]["api"].clone()).unwrap_or_default(),
+                    vendor_calls: v["idle"]["vendor_calls"].as_u64().unwrap_or_default(),
                 },
                 rss_total_mib: f("rss", 0),
                 rss_apiserver_mib: f("rss", 1),
@@ -772,10 +842,37 @@ fn main() {
             r.rss_apiserver_mib
         );
     }
-    println!("\nKubernetes API requests during the mode change, by verb (watches are long-lived):");
+    let verbs = |api: &std::collections::BTreeMap<String, u64>| {
+        let writes: u64 = ["POST", "PATCH", "PUT", "DELETE"]
+            .iter()
+            .filter_map(|v| api.get(*v))
+            .sum();
+        let all: Vec<String> = api.iter().map(|(verb, n)| format!("{verb} {n}")).collect();
+        format!("writes {writes:>6} ({})", all.join(", "))
+    };
+    println!("\nKubernetes API requests by verb (writes = POST + PATCH + PUT + DELETE):");
     for r in &reports {
-        let verbs: Vec<String> = r.converge.api.iter().map(|(verb, n)| format!("{verb} {n}")).collect();
-        println!("{:<8} {:>6} | {}", r.vendor.name(), r.n, verbs.join(", "));
+        println!(
+            "{:<8} {:>6} | mode change:            {} (PATCH includes the benchmark's {} spec patches)",
+            r.vendor.name(),
+            r.n,
+            verbs(&r.converge.api),
+            r.n
+        );
+        println!(
+            "{:<8} {:>6} | new operator start-up:  {}",
+            r.vendor.name(),
+            r.n,
+            verbs(&r.idle.startup_api)
+        );
+        println!(
+            "{:<8} {:>6} | 3 idle resyncs ({}s):   {}; vendor calls {}",
+            r.vendor.name(),
+            r.n,
+            IDLE_RESYNC.as_secs(),
+            verbs(&r.idle.api),
+            r.idle.vendor_calls
+        );
     }
 }
 
