@@ -285,6 +285,19 @@ pub(crate) struct IpSpace {
 }
 
 impl IpSpace {
+    /// `10.189.0.0/16`, or the smallest larger block around it that holds `endpoints` seeded
+    /// endpoints with room for as many again (a /16 holds 65,534 hosts).
+    pub fn sized(id: i64, endpoints: usize) -> Self {
+        let wanted = (endpoints as u64 * 2 + 2).next_power_of_two().max(1 << 16);
+        let prefix = 32 - wanted.trailing_zeros().min(24) as u8;
+        let mask = u32::MAX << (32 - prefix);
+        IpSpace {
+            id,
+            network: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 189, 0, 0)) & mask),
+            prefix,
+        }
+    }
+
     pub fn cidr(&self) -> String {
         format!("{}/{}", self.network, self.prefix)
     }
@@ -778,11 +791,7 @@ pub(crate) fn seed(config: EmnifyConfig, jwt_key: Vec<u8>) -> State {
         ),
     ]);
 
-    let ip_space = IpSpace {
-        id: 14_000 + rng.random_range(0..1_000),
-        network: Ipv4Addr::new(10, 189, 0, 0),
-        prefix: 16,
-    };
+    let ip_space = IpSpace::sized(14_000 + rng.random_range(0..1_000), config.seed.endpoints);
 
     // SIM identifiers: emnify's ICCID range 8988303..., IMSIs 29505..., MSISDNs 423663...
     let iccid_base: u64 = 100_000_000 + rng.random_range(0..800_000_000);
@@ -891,6 +900,19 @@ pub(crate) fn seed(config: EmnifyConfig, jwt_key: Vec<u8>) -> State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ip_space_holds_every_seeded_endpoint() {
+        for (endpoints, cidr) in [
+            (0, "10.189.0.0/16"),
+            (10_000, "10.189.0.0/16"),
+            (100_000, "10.188.0.0/14"),
+        ] {
+            let space = IpSpace::sized(1, endpoints);
+            assert_eq!(space.cidr(), cidr);
+            assert!(space.hosts().count() >= endpoints * 2, "{cidr}");
+        }
+    }
 
     #[test]
     fn luhn_matches_recorded_iccid() {
