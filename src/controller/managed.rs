@@ -44,8 +44,7 @@ pub trait ManagedStatus: Default + Clone + PartialEq + Serialize + Send + Sync +
     fn conditions_mut(&mut self) -> &mut Vec<Condition>;
     fn observed_generation_mut(&mut self) -> &mut Option<i64>;
     fn observed_generation(&self) -> Option<i64>;
-    /// When a sync last found something new (`lastSyncTime`, `lastObservedTime`, ...).
-    fn last_sync(&self) -> Option<DateTime<Utc>>;
+    /// Record when a sync last found something new (`lastSyncTime`, `lastObservedTime`, ...).
     fn set_last_sync(&mut self, at: DateTime<Utc>);
 }
 
@@ -66,9 +65,6 @@ macro_rules! managed_status {
             }
             fn observed_generation(&self) -> Option<i64> {
                 self.observed_generation
-            }
-            fn last_sync(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-                self.$last_sync
             }
             fn set_last_sync(&mut self, at: chrono::DateTime<chrono::Utc>) {
                 self.$last_sync = Some(at);
@@ -259,7 +255,7 @@ pub enum Error<E: StepError> {
     Step(E),
     WriteStatus(WriteStatusError),
     Finalizer {
-        kind: &'static str,
+        kind: std::borrow::Cow<'static, str>,
         name: String,
         source: Box<finalizer::Error<Error<E>>>,
     },
@@ -298,7 +294,7 @@ impl<E: StepError> From<WriteStatusError> for Error<E> {
 #[derive(Debug, thiserror::Error)]
 #[error("failed to write status of {kind} {name}: {source}")]
 pub struct WriteStatusError {
-    pub kind: &'static str,
+    pub kind: std::borrow::Cow<'static, str>,
     pub name: String,
     pub source: kube::Error,
 }
@@ -360,19 +356,19 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     })
     .await
     .map_err(|source| Error::Finalizer {
-        kind: kind::<K>(),
+        kind: K::kind(&()),
         name,
         source: Box::new(source),
     });
-    ctx.metrics.reconciled(kind::<K>(), started.elapsed());
+    ctx.metrics.reconciled(&K::kind(&()), started.elapsed());
     result
 }
 
 /// Retry policy after a failed reconcile: the vendor's `Retry-After`, else backoff by reason.
 pub fn error_policy<K: Managed>(obj: Arc<K>, err: &Error<K::Error>, ctx: Arc<Context>) -> Action {
     let reason = err.reason();
-    ctx.metrics.reconcile_failed(kind::<K>(), reason.as_str());
-    tracing::warn!(kind = kind::<K>(), name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), %reason, error = %err, "reconcile failed");
+    ctx.metrics.reconcile_failed(&K::kind(&()), reason.as_str());
+    tracing::warn!(kind = %K::kind(&()), name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), %reason, error = %err, "reconcile failed");
     Action::requeue(ctx.retry_delay(&key_of(obj.as_ref()), err.retry_after(), err.is_permanent()))
 }
 
@@ -573,7 +569,7 @@ pub async fn checkpoint<K: Managed>(ctx: &Context, obj: &K, status: &K::Status) 
 
 async fn write_status<K: Managed>(ctx: &Context, obj: &K, status: &K::Status) -> Result<(), WriteStatusError> {
     apply_status(ctx, obj, status).await.map_err(|source| WriteStatusError {
-        kind: kind::<K>(),
+        kind: K::kind(&()),
         name: obj.name_any(),
         source,
     })
@@ -600,14 +596,6 @@ pub fn condition<K: Resource>(
         ConditionStatus::False
     };
     Condition::new(type_, status, reason, message, obj.meta().generation)
-}
-
-fn kind<K: Managed>() -> &'static str {
-    // `Resource::kind` of our CRDs is a `&'static str` behind a `Cow`.
-    match K::kind(&()) {
-        std::borrow::Cow::Borrowed(kind) => kind,
-        std::borrow::Cow::Owned(_) => "Object",
-    }
 }
 
 /// The object's namespace (`default` when unset, as the API server does).
@@ -643,7 +631,7 @@ mod tests {
     #[test]
     fn the_step_failure_decides_through_the_finalizer_wrapper() {
         let wrapped: Error<Refused> = Error::Finalizer {
-            kind: "ServiceProfile",
+            kind: "ServiceProfile".into(),
             name: "fleet".into(),
             source: Box::new(finalizer::Error::ApplyFailed(Error::Step(limited(7)))),
         };
@@ -658,7 +646,7 @@ mod tests {
             "{wrapped}"
         );
         let own: Error<Refused> = Error::Finalizer {
-            kind: "ServiceProfile",
+            kind: "ServiceProfile".into(),
             name: "fleet".into(),
             source: Box::new(finalizer::Error::UnnamedObject),
         };

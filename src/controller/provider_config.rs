@@ -150,7 +150,7 @@ impl Managed for ProviderConfig {
 
 /// Refused while objects still use the account; then the credentials are let go.
 async fn cleanup(pc: &ProviderConfig, ctx: &Context) -> Result<Cleaned, Error> {
-    let namespace = pc.namespace().unwrap_or_else(|| "default".into());
+    let namespace = managed::namespace(pc);
     let name = pc.name_any();
     let list_error = |source| Error::ListUsers {
         name: name.clone(),

@@ -176,7 +176,7 @@ impl Providers {
 
     /// Connected backend for a ProviderConfig whose credentials Secret the caller already read.
     pub fn with_secret(&self, pc: &ProviderConfig, secret: &Secret) -> Result<Arc<Provider>, ResolveError> {
-        let namespace = pc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let namespace = super::managed::namespace(pc);
         let name = pc.metadata.name.clone().unwrap_or_default();
         let secret_name = &pc.spec.credentials_secret_ref.name;
         let credentials =
@@ -457,7 +457,7 @@ pub fn credentials(api: VendorApi, secret: &Secret, key: Option<&str>) -> Result
 
 /// The credentials Secret a ProviderConfig names.
 pub async fn credentials_secret(client: &Client, pc: &ProviderConfig) -> Result<Secret, ResolveError> {
-    let namespace = pc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let namespace = super::managed::namespace(pc);
     let secret_name = &pc.spec.credentials_secret_ref.name;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     secrets

@@ -307,12 +307,7 @@ impl Managed for ServiceProfile {
     }
 
     async fn delete(&self, ctx: &Context) -> Result<Cleaned, Error> {
-        let id = self
-            .status
-            .as_ref()
-            .and_then(|s| s.id.clone())
-            .or_else(|| self.spec.external_id.clone());
-        let Some(id) = id else {
+        let Some(id) = self.owned_id().map(str::to_string) else {
             // Nothing was ever recorded: there is no vendor object we own.
             return Ok(None);
         };
@@ -338,12 +333,7 @@ impl Managed for ServiceProfile {
     }
 
     fn left_behind(&self) -> String {
-        match self
-            .status
-            .as_ref()
-            .and_then(|s| s.id.as_ref())
-            .or(self.spec.external_id.as_ref())
-        {
+        match self.owned_id() {
             Some(id) => format!("vendor service profile {id}"),
             None => "the vendor service profile".into(),
         }
@@ -351,6 +341,12 @@ impl Managed for ServiceProfile {
 }
 
 impl ServiceProfile {
+    /// The vendor profile this object owns: the recorded id, else the one `spec.externalId` names.
+    fn owned_id(&self) -> Option<&str> {
+        let recorded = self.status.as_ref().and_then(|s| s.id.as_deref());
+        recorded.or(self.spec.external_id.as_deref())
+    }
+
     /// After a create: apply what the create body could not carry (services, limits).
     async fn update_until_in_sync(
         &self,

@@ -13,11 +13,11 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 
-use super::Context;
 use super::inventory::{ReadInput, WriteWait};
 use super::managed::{self, Cleaned, Facts, Managed, Outcome, Schedule, StepError};
 use super::resolve::{Provider, ResolveError};
 use super::status::event;
+use super::{Context, key_of};
 use crate::backend::{
     BackendError, DesiredSubscription, ErrorKind, ObservedSubscription, SimIdentity, SubscriptionChange,
     SubscriptionProfile, WriteOutcome,
@@ -192,15 +192,7 @@ fn identity(csub: &ConnectivitySubscription) -> SimIdentity {
 }
 
 fn account_key(csub: &ConnectivitySubscription) -> String {
-    format!(
-        "{}/{}",
-        csub.namespace().unwrap_or_else(|| "default".into()),
-        csub.spec.provider_config_ref.name
-    )
-}
-
-fn object_key(csub: &ConnectivitySubscription) -> String {
-    format!("{}/{}", csub.namespace().unwrap_or_default(), csub.name_any())
+    format!("{}/{}", managed::namespace(csub), csub.spec.provider_config_ref.name)
 }
 
 /// What resolve found: the account, and the vendor id of the profile the SIM should have.
@@ -375,14 +367,13 @@ impl Managed for ConnectivitySubscription {
         *status = with_observed(std::mem::take(status), &planned.observed, ctx.clock.now());
         let outcome = self.carry_out(ctx, resolved, planned, status).await?;
         ctx.inventories
-            .set_pending(&account_key(self), &object_key(self), status.pending_change.is_some());
+            .set_pending(&account_key(self), &key_of(self), status.pending_change.is_some());
         Ok(outcome)
     }
 
     /// Deleting never terminates: `Orphan` leaves the SIM, `Deactivate` deactivates it.
     async fn delete(&self, ctx: &Context) -> Result<Cleaned, Error> {
-        ctx.inventories
-            .set_pending(&account_key(self), &object_key(self), false);
+        ctx.inventories.set_pending(&account_key(self), &key_of(self), false);
         if self.spec.deletion_policy == SubscriptionDeletionPolicy::Orphan
             || self.spec.management_policy != ManagementPolicy::Full
         {

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use super::watch::{bare_ref, trimmed_controller};
 use crate::controller::Context;
-use crate::controller::managed::{error_policy, reconcile};
+use crate::controller::managed::{Managed, error_policy, reconcile};
 use crate::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -26,6 +26,45 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// A watch mapper: the objects in `store` whose reference (`refers`) names the changed object
+/// (same namespace, that name).
+fn referencing<K, R>(
+    store: Store<K>,
+    refers: fn(&K) -> Option<&str>,
+) -> impl Fn(R) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    R: kube::Resource,
+{
+    move |changed: R| {
+        let namespace = changed.namespace();
+        let name = changed.name_any();
+        store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace() == namespace && refers(o) == Some(name.as_str()))
+            .map(|o| bare_ref(o.as_ref()))
+            .collect()
+    }
+}
+
+/// Runs a controller's stream to its end; per-object outcomes are already logged by the
+/// reconciler, so only the controller's own events are left for debugging.
+fn drain<S, T, E>(kind: &'static str, stream: S) -> BoxFuture<'static, ()>
+where
+    S: futures::Stream<Item = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    stream
+        .for_each(move |result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "{kind} controller event");
+            }
+        })
+        .boxed()
 }
 
 /// The controllers of every kind for one scope (a namespace, or all), and the ServiceProfile
@@ -49,89 +88,49 @@ where
     let config = watcher::Config::default();
     let controller_config =
         kube::runtime::controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
-    let pc_controller = trimmed_controller(api::<ProviderConfig>(client, ns), config.clone())
-        .with_config(controller_config.clone())
-        .graceful_shutdown_on(stopped())
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "ProviderConfig controller event");
-            }
-        })
-        .boxed();
+    let pc_controller = drain(
+        "ProviderConfig",
+        trimmed_controller(api::<ProviderConfig>(client, ns), config.clone())
+            .with_config(controller_config.clone())
+            .graceful_shutdown_on(stopped())
+            .run(reconcile, error_policy, ctx.clone()),
+    );
     let sp_controller =
         trimmed_controller(api::<ServiceProfile>(client, ns), config.clone()).with_config(controller_config.clone());
     let sp_store = sp_controller.store();
-    let mapper_store = sp_store.clone();
     let sp_controller = sp_controller
         // A ProviderConfig that appears, changes or becomes Ready re-triggers its ServiceProfiles.
         .watches(
             api::<ProviderConfig>(client, ns),
             config.clone(),
-            move |pc: ProviderConfig| {
-                let namespace = pc.namespace();
-                let name = pc.name_any();
-                mapper_store
-                    .state()
-                    .into_iter()
-                    .filter(|sp| sp.namespace() == namespace && sp.spec.provider_config_ref.name == name)
-                    .map(|sp| bare_ref(sp.as_ref()))
-                    .collect::<Vec<_>>()
-            },
+            referencing(sp_store.clone(), Managed::account),
         )
         .graceful_shutdown_on(stopped())
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "ServiceProfile controller event");
-            }
-        })
-        .boxed();
+        .run(reconcile, error_policy, ctx.clone());
+    let sp_controller = drain("ServiceProfile", sp_controller);
     let csub_controller =
         trimmed_controller(api::<ConnectivitySubscription>(client, ns), config.clone()).with_config(controller_config);
     let csub_store = csub_controller.store();
     let (wake, woken) = futures::channel::mpsc::unbounded();
     ctx.inventories.add_waker(ns.map(str::to_string), wake);
-    let by_profile = csub_store.clone();
-    let by_provider = csub_store;
     let csub_controller = csub_controller
         // A referenced ServiceProfile that gets its vendor id (or changes) re-triggers its users.
         .watches(
             api::<ServiceProfile>(client, ns),
             config.clone(),
-            move |sp: ServiceProfile| {
-                let namespace = sp.namespace();
-                let name = sp.name_any();
-                by_profile
-                    .state()
-                    .into_iter()
-                    .filter(|c| {
-                        c.namespace() == namespace
-                            && c.spec.service_profile_ref.as_ref().is_some_and(|r| r.name == name)
-                    })
-                    .map(|c| bare_ref(c.as_ref()))
-                    .collect::<Vec<_>>()
-            },
+            referencing(csub_store.clone(), |c: &ConnectivitySubscription| {
+                c.spec.service_profile_ref.as_ref().map(|r| r.name.as_str())
+            }),
         )
-        .watches(api::<ProviderConfig>(client, ns), config, move |pc: ProviderConfig| {
-            let namespace = pc.namespace();
-            let name = pc.name_any();
-            by_provider
-                .state()
-                .into_iter()
-                .filter(|c| c.namespace() == namespace && c.spec.provider_config_ref.name == name)
-                .map(|c| bare_ref(c.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            api::<ProviderConfig>(client, ns),
+            config,
+            referencing(csub_store, Managed::account),
+        )
         // Pending changes that waited for their account's writes to finish.
         .reconcile_on(woken.map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)))
         .graceful_shutdown_on(stopped())
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "ConnectivitySubscription controller event");
-            }
-        })
-        .boxed();
+        .run(reconcile, error_policy, ctx.clone());
+    let csub_controller = drain("ConnectivitySubscription", csub_controller);
     (vec![pc_controller, sp_controller, csub_controller], sp_store)
 }
