@@ -74,6 +74,18 @@ enum Command {
         /// are read again (a ProviderConfig change is seen at once, a rotated Secret within this).
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         provider_cache_ttl: Duration,
+        /// Send the changes a vendor documents a bulk write for (emnify: endpoint status and
+        /// service profile) in bulk, batched per account; `false`: one request per SIM.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        bulk_writes: bool,
+        /// How long the first change of a bulk write waits for others (unless the vendor's
+        /// maximum per call is reached first).
+        #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+        bulk_write_window: Duration,
+        /// Observe subscriptions through one inventory sweep per account; `false`: one read per
+        /// SIM (the way the peers work; for comparisons).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        bulk_observation: bool,
     },
     /// Print every CRD as YAML (or write them into a folder).
     Crd {
@@ -234,6 +246,9 @@ async fn cli_main() -> anyhow::Result<()> {
             pending_poll_interval,
             max_concurrent_reconciles,
             provider_cache_ttl,
+            bulk_writes,
+            bulk_write_window,
+            bulk_observation,
             leader_election,
             leader_election_namespace,
             leader_election_lease,
@@ -249,6 +264,9 @@ async fn cli_main() -> anyhow::Result<()> {
                 pending_poll_interval,
                 max_concurrent_reconciles,
                 provider_cache_ttl,
+                bulk_writes,
+                bulk_write_window,
+                bulk_observation,
                 ..Settings::default()
             };
             let leader_election = leader_election.then(|| LeaderElection {

@@ -16,10 +16,14 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::{Harness, condition, quiet_sim};
+use connectivity_operator::controller::{Context, Settings, managed};
 use connectivity_operator::crd::ConditionStatus;
 use connectivity_operator::crd::conditions::READY;
+use connectivity_operator::metrics::Metrics;
 use jsonschema::error::ValidationErrorKind;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
@@ -337,6 +341,39 @@ async fn run_flows() -> Vec<Exchange> {
     h.resync_due("portal").await;
     h.reconcile_sp("portal").await.unwrap();
     assert_ne!(h.sp("portal").await.status.unwrap().id.unwrap(), id, "created again");
+    // A mode change through the endpoint bulk update (the harness writes one SIM at a time):
+    // the first reconcile hands it over, a later one takes its answer.
+    let bulk = Arc::new(Context::new(
+        h.client.clone(),
+        Metrics::new(),
+        Settings {
+            bulk_write_window: Duration::from_millis(10),
+            provider_cache_ttl: Duration::ZERO,
+            ..Settings::default()
+        },
+    ));
+    h.csubs()
+        .patch(
+            "seen",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mode": "Paused"}})),
+        )
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        managed::reconcile(Arc::new(h.csub("seen").await), bulk.clone())
+            .await
+            .unwrap();
+        let status = h.csub("seen").await.status.unwrap_or_default();
+        if status.mode.as_deref() == Some("Activated/Disabled") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        h.csub("seen").await.status.unwrap().mode.as_deref(),
+        Some("Activated/Disabled")
+    );
     h.sim.sim.exchanges()
 }
 
@@ -408,6 +445,7 @@ async fn the_simulator_and_the_client_follow_emnifys_openapi_spec() {
         "DELETE /api/v1/service_profile/{profile_id} 204",
         "GET /api/v1/sim 200",
         "GET /api/v1/endpoint 200",
+        "PATCH /api/v2/endpoint/multi 204",
     ] {
         assert!(operations.iter().any(|o| o == must), "the flows never produced {must}");
     }

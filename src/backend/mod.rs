@@ -26,7 +26,7 @@ use crate::crd::{ObservedServiceProfile, ServiceProfileSpec};
 use crate::reason::Reason;
 pub use secret::SecretString;
 pub use subscription::{
-    DesiredSubscription, EndpointDefaults, Inventory, InventoryBuilder, ObservedSubscription, SimIdentity,
+    BulkItem, DesiredSubscription, EndpointDefaults, Inventory, InventoryBuilder, ObservedSubscription, SimIdentity,
     SubscriptionBackend, SubscriptionChange, WriteOutcome,
 };
 
@@ -100,6 +100,19 @@ impl BackendError {
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    /// The same failure for another object that one call served (a bulk write answered for
+    /// all its items at once); the source is kept as its message.
+    pub fn duplicate(&self) -> BackendError {
+        let mut message = self.message.clone();
+        if let Some(source) = &self.source {
+            let source = source.to_string();
+            if !message.contains(&source) {
+                message = format!("{message} ({source})");
+            }
+        }
+        BackendError::new(self.action.clone(), self.kind.clone(), message)
     }
 
     pub fn is_not_found(&self) -> bool {

@@ -8,7 +8,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use super::BackendError;
+use super::{BackendError, ErrorKind};
 use crate::crd::{ConnectivitySubscriptionSpec, SubscriptionMode};
 
 /// How a SIM is identified in the spec.
@@ -375,6 +375,11 @@ impl fmt::Display for SubscriptionChange {
     }
 }
 
+/// Changes as one line, e.g. `set service profile 7, set mode Paused`.
+pub fn list_changes(changes: &[SubscriptionChange]) -> String {
+    changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
 /// How the vendor took a write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOutcome {
@@ -382,6 +387,17 @@ pub enum WriteOutcome {
     Applied(Box<ObservedSubscription>),
     /// Accepted for asynchronous processing (HTTP 202); a later read shows it.
     Accepted,
+}
+
+/// One SIM's part of a bulk write (see [`SubscriptionBackend::bulk_item`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkItem {
+    /// The vendor object the item addresses (emnify: the endpoint id).
+    pub target: String,
+    /// The changes it carries.
+    pub changes: Vec<SubscriptionChange>,
+    /// The SIM as it is once the item is applied.
+    pub after: ObservedSubscription,
 }
 
 /// Contract for connectivity subscriptions at a vendor.
@@ -400,6 +416,34 @@ pub trait SubscriptionBackend: Send + Sync {
         observed: &ObservedSubscription,
         changes: &[SubscriptionChange],
     ) -> Result<WriteOutcome, BackendError>;
+
+    /// Most items one bulk write may carry; 0 when the vendor documents no bulk write.
+    fn bulk_limit(&self) -> usize {
+        0
+    }
+
+    /// The bulk item that carries all of `changes` on `observed`, when the vendor's documented
+    /// bulk write can (`None`: the SIM is written alone through [`Self::update`]). Pure.
+    fn bulk_item(&self, _observed: &ObservedSubscription, _changes: &[SubscriptionChange]) -> Option<BulkItem> {
+        None
+    }
+
+    /// One bulk write of at most [`Self::bulk_limit`] items. `Ok`: every item applied. The
+    /// vendor answers for the request as a whole; on an error, [`Self::bulk_in_effect`] tells
+    /// which items took effect.
+    async fn bulk_update(&self, items: &[BulkItem]) -> Result<(), BackendError> {
+        Err(BackendError::new(
+            format!("write {} SIMs in bulk", items.len()),
+            ErrorKind::Invalid,
+            "this vendor documents no bulk write",
+        ))
+    }
+
+    /// Which of `items` are in effect at the vendor, in order (read back after a failed bulk
+    /// write). Never mutates.
+    async fn bulk_in_effect(&self, items: &[BulkItem]) -> Result<Vec<bool>, BackendError> {
+        Ok(vec![false; items.len()])
+    }
 }
 
 #[cfg(test)]

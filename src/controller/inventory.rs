@@ -110,6 +110,8 @@ pub struct Inventories {
     /// Where objects waiting for an account's writes are sent when the writes are out: one
     /// channel per watched scope (a namespace, or `None` for all), feeding its controller.
     wakers: Mutex<Vec<(Option<String>, Waker)>>,
+    /// Per account: bulk writes queued, in flight and answered ([`super::batch`]).
+    pub(super) batches: super::batch::Batches,
 }
 
 #[derive(Default)]
@@ -269,17 +271,25 @@ impl Inventories {
             }
             std::mem::take(&mut a.waiting)
         };
-        if woken.is_empty() {
-            return;
-        }
+        self.wake(woken);
+    }
+
+    /// Send each object to its controller (through the wakers of its namespace).
+    pub fn wake(&self, objects: impl IntoIterator<Item = (String, String)>) {
         let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
-        for (namespace, name) in woken {
+        for (namespace, name) in objects {
             for (scope, tx) in wakers.iter() {
                 if scope.as_deref().is_none_or(|s| s == namespace) {
                     let _ = tx.unbounded_send((namespace.clone(), name.clone()));
                 }
             }
         }
+    }
+
+    /// Whether objects can be woken (a controller feeds on a waker; offline runs and tests
+    /// have none).
+    pub fn wakeable(&self) -> bool {
+        !self.wakers.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 
     /// Wake objects of `scope` (a namespace, or all) through `tx` when the writes they wait for
@@ -293,7 +303,7 @@ impl Inventories {
     /// to be woken when they are out instead of polling (checked and registered at once, so a
     /// wake cannot be missed).
     pub fn wait_for_writes(&self, key: &str, namespace: &str, name: &str) -> WriteWait {
-        let wakeable = !self.wakers.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let wakeable = self.wakeable();
         let mut map = self.activity.lock().unwrap_or_else(|p| p.into_inner());
         let Some(a) = map.get_mut(key).filter(|a| a.writes_in_flight > 0) else {
             return WriteWait::Clear;

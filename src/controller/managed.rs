@@ -130,6 +130,10 @@ pub enum Outcome {
     /// A change is in flight at the vendor: `Ready=False` and `Synced=False` with reason
     /// `Pending`; read again at the pending poll interval.
     Pending { message: String },
+    /// The write was handed to a bulk write and has no answer yet: nothing is recorded (no
+    /// status write, the resync clock does not move); the object is woken when the answer is
+    /// there and synced again then, or after `recheck` should the wake be lost.
+    Queued { recheck: Duration },
 }
 
 impl Outcome {
@@ -397,6 +401,7 @@ async fn sync<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error<K::Err
     }
     let mut status = obj.status().cloned().unwrap_or_default();
     match steps(obj, ctx, &mut status).await {
+        Ok(Outcome::Queued { recheck }) => Ok(Action::requeue(recheck)),
         Ok(outcome) => {
             ctx.reset_backoff(&key_of(obj));
             let next = update_status(obj, &mut status, &outcome, ctx);
@@ -423,7 +428,9 @@ async fn steps<K: Managed>(obj: &K, ctx: &Context, status: &mut K::Status) -> Re
         settings: &ctx.settings,
     });
     let outcome = obj.act(ctx, resolved, plan, status).await?;
-    ctx.synced.set(obj, observed_at);
+    if !matches!(outcome, Outcome::Queued { .. }) {
+        ctx.synced.set(obj, observed_at);
+    }
     Ok(outcome)
 }
 
@@ -506,6 +513,8 @@ fn update_status<K: Managed>(obj: &K, status: &mut K::Status, outcome: &Outcome,
             record(obj, status, vec![ready, synced]);
             Action::requeue(ctx.settings.pending_poll_interval)
         }
+        // `sync` returns before recording a queued write; nothing to record.
+        Outcome::Queued { recheck } => Action::requeue(*recheck),
     }
 }
 

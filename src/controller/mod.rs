@@ -3,6 +3,7 @@
 //! vendor backend) and per-object backoff. Each kind's module supplies only its steps (resolve,
 //! observe, a pure plan, act, delete); [`crate::run`] wires the kube-runtime controllers together.
 
+pub mod batch;
 pub mod clock;
 pub mod credentials;
 pub mod events;
@@ -57,6 +58,13 @@ pub struct Settings {
     /// Observe subscriptions through one inventory sweep per account (default). `false` reads
     /// each SIM on its own: the baseline the benchmark compares against.
     pub bulk_observation: bool,
+    /// Send changes the vendor can take in bulk (emnify: endpoint status and service profile)
+    /// through its bulk write, batched per account (default). `false` writes each SIM with its
+    /// own request: the baseline the benchmark compares against.
+    pub bulk_writes: bool,
+    /// How long the first change of a bulk write waits for others before it is sent (unless the
+    /// vendor's maximum is reached first).
+    pub bulk_write_window: Duration,
     /// How long a resolved ProviderConfig (and its credentials Secret) is reused before both are
     /// read again; a ProviderConfig change is picked up at once, a rotated Secret within this.
     pub provider_cache_ttl: Duration,
@@ -73,6 +81,8 @@ impl Default for Settings {
             pending_poll_interval: Duration::from_secs(10),
             pending_timeout: Duration::from_secs(300),
             bulk_observation: true,
+            bulk_writes: true,
+            bulk_write_window: Duration::from_millis(200),
             verify_timeout: Duration::from_secs(180),
             max_concurrent_reconciles: 64,
             provider_cache_ttl: Duration::from_secs(30),
@@ -86,7 +96,7 @@ pub struct Context {
     pub recorder: events::EventRecorder,
     pub metrics: Metrics,
     pub providers: Providers,
-    pub inventories: inventory::Inventories,
+    pub inventories: std::sync::Arc<inventory::Inventories>,
     pub settings: Settings,
     /// The time every decision is made by (the system clock; tests move their own).
     pub clock: Clock,
@@ -110,7 +120,7 @@ impl Context {
                 settings.verify_timeout,
             )
             .with_reuse(settings.provider_cache_ttl),
-            inventories: inventory::Inventories::default(),
+            inventories: Default::default(),
             client,
             metrics,
             settings,

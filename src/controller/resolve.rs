@@ -252,7 +252,7 @@ impl Providers {
                     },
                     Some(self.metrics.clone()),
                 )?);
-                let backend = Arc::new(EmnifyBackend::new(client));
+                let backend = Arc::new(EmnifyBackend::new(client).with_bulk_writes(vendor == Vendor::Emnify));
                 Ok(Provider::new(
                     vendor,
                     endpoint,

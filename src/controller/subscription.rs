@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 
+use super::batch::Submitted;
 use super::inventory::{ReadInput, WriteWait};
 use super::managed::{self, Cleaned, Facts, Managed, Outcome, Schedule, StepError};
 use super::resolve::{Provider, ResolveError};
@@ -374,6 +375,8 @@ impl Managed for ConnectivitySubscription {
     /// Deleting never terminates: `Orphan` leaves the SIM, `Deactivate` deactivates it.
     async fn delete(&self, ctx: &Context) -> Result<Cleaned, Error> {
         ctx.inventories.set_pending(&account_key(self), &key_of(self), false);
+        let object = (managed::namespace(self), self.name_any());
+        ctx.inventories.batches.forget(&account_key(self), &object);
         if self.spec.deletion_policy == SubscriptionDeletionPolicy::Orphan
             || self.spec.management_policy != ManagementPolicy::Full
         {
@@ -421,8 +424,21 @@ impl ConnectivitySubscription {
         status: &mut ConnectivitySubscriptionStatus,
     ) -> Result<Outcome, Error> {
         let vendor = resolved.provider.vendor;
+        let account = account_key(self);
+        let object = (managed::namespace(self), self.name_any());
+        // Nothing to write: an answer kept for an earlier bulk item is dropped (and said, when
+        // it is what brought the SIM in line).
+        let answered = match decision {
+            Decision::Apply(_) => None,
+            _ => ctx.inventories.batches.forget(&account, &object),
+        };
         let changes = match decision {
+            Decision::Apply(changes) => changes,
             Decision::InSync => {
+                if let Some((item, Ok(_))) = answered {
+                    let note = format!("{vendor}: {} (bulk write)", list(&item.changes));
+                    event(ctx, self, EventType::Normal, Reason::Updated, "Update", note).await;
+                }
                 status.pending_change = None;
                 return Ok(match self.spec.mode {
                     Some(_) => Outcome::ready(Reason::Available, describe(&observed)),
@@ -439,7 +455,6 @@ impl ConnectivitySubscription {
                 let message = format!("waiting for {vendor} to apply: {}", list(&changes));
                 return Ok(Outcome::Pending { message });
             }
-            Decision::Apply(changes) => changes,
         };
         let desired = DesiredSubscription {
             name: self.name_any(),
@@ -449,15 +464,33 @@ impl ConnectivitySubscription {
             spec: &self.spec,
             defaults: resolved.provider.endpoint_defaults.clone(),
         };
-        let key = account_key(self);
+        let key = account;
         let requested_at = ctx.clock.now();
-        let written = {
-            let _writing = ctx.inventories.writing(&key);
-            resolved
-                .provider
-                .subscriptions
-                .update(&desired, &observed, &changes)
-                .await
+        let backend = &resolved.provider.subscriptions;
+        let bulk = ctx
+            .settings
+            .bulk_writes
+            .then(|| backend.bulk_item(&observed, &changes))
+            .flatten();
+        let window = ctx.settings.bulk_write_window;
+        let queued = Outcome::Queued {
+            recheck: match ctx.inventories.wakeable() {
+                true => WAKE_GUARD,
+                false => window * 2,
+            },
+        };
+        let written = match bulk {
+            Some(item) => match ctx.inventories.submit(&key, backend.clone(), object, item, window) {
+                Submitted::Queued => return Ok(queued),
+                Submitted::Done(result) => result.map(WriteOutcome::Applied),
+            },
+            // A write of its own waits for the SIM's bulk item that is out: never two writes at once.
+            None if ctx.inventories.batches.in_flight(&key, &object) => return Ok(queued),
+            None => {
+                ctx.inventories.batches.forget(&key, &object);
+                let _writing = ctx.inventories.writing(&key);
+                backend.update(&desired, &observed, &changes).await
+            }
         };
         let pending = |outcome| pending_change(&changes, requested_at, outcome);
         match written {
@@ -584,7 +617,7 @@ fn recorded_profile(
 }
 
 fn list(changes: &[SubscriptionChange]) -> String {
-    changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    crate::backend::subscription::list_changes(changes)
 }
 
 fn with_observed(

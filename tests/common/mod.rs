@@ -66,6 +66,10 @@ impl Harness {
             verify_timeout: Duration::from_secs(2),
             // Tests change Secrets and ProviderConfigs between reconciles and expect them read.
             provider_cache_ttl: Duration::ZERO,
+            // One reconcile is one write here, as these tests step objects one at a time; the
+            // bulk write (whose answer arrives with a later reconcile) is tested with running
+            // controllers in tests/bulk_writes.rs.
+            bulk_writes: false,
             ..Settings::default()
         };
         // Decisions are made by a clock that stands still unless a test moves it: no outcome

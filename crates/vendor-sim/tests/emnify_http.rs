@@ -1195,3 +1195,116 @@ async fn fault_injection_and_admin_routes() {
     assert_eq!(sim.sim.request_count(), log.len() as u64, "/_sim calls are not counted");
     sim.shutdown().await;
 }
+
+impl Api {
+    async fn bulk(&self, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .patch(format!("{}/api/v2/endpoint/multi", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn endpoint_status(&self, id: i64) -> i64 {
+        self.get(&format!("/endpoint/{id}")).await.1["status"]["id"]
+            .as_i64()
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn bulk_endpoint_update_all_or_nothing_limit_and_partial_switch() {
+    for partial in [false, true] {
+        let sim = start(EmnifyConfig {
+            bulk_partial_apply: partial,
+            ..no_limits()
+        })
+        .await;
+        let api = Api::login(&sim).await;
+        let (_, endpoints) = api.get("/endpoint?per_page=3").await;
+        let ids: Vec<i64> = endpoints
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect();
+        let profile = sim.sim.service_profiles()[1]["id"].as_i64().unwrap();
+
+        // Every element applied, each with its own fields: 204 without a body.
+        let (status, body) = api
+            .bulk(json!([
+                {"id": ids[0], "status": {"id": 1}},
+                {"id": ids[1], "status": {"id": 1}, "service_profile": {"id": profile}},
+            ]))
+            .await;
+        assert_eq!(status, 204, "{body}");
+        assert_eq!(api.endpoint_status(ids[0]).await, 1);
+        assert_eq!(api.endpoint_status(ids[1]).await, 1);
+        let (_, e1) = api.get(&format!("/endpoint/{}", ids[1])).await;
+        assert_eq!(e1["service_profile"]["id"], profile);
+
+        // One invalid element fails the request with the single update's 422; the valid element
+        // before it is applied only with the partial switch.
+        let (status, body) = api
+            .bulk(json!([
+                {"id": ids[0], "status": {"id": 0}},
+                {"id": ids[2], "status": {"id": 7}},
+            ]))
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error_code"], 1400);
+        assert!(body["errors"].is_array() && body["message"].is_string() && body["error_token"].is_string());
+        assert_eq!(api.endpoint_status(ids[0]).await, if partial { 0 } else { 1 });
+        assert_eq!(
+            api.endpoint_status(ids[2]).await,
+            0,
+            "the failing element is never applied"
+        );
+
+        // An unknown endpoint answers 404 for the request.
+        let (status, _) = api
+            .bulk(json!([{"id": ids[2], "status": {"id": 1}}, {"id": 999_999_999, "status": {"id": 1}}]))
+            .await;
+        assert_eq!(status, 404);
+        assert_eq!(api.endpoint_status(ids[2]).await, if partial { 1 } else { 0 });
+
+        // Malformed bodies and the documented maximum.
+        assert_eq!(api.bulk(json!({"id": ids[0]})).await.0, 400);
+        assert_eq!(api.bulk(json!([{"status": {"id": 1}}])).await.0, 422, "id is required");
+        let too_many: Vec<Value> = (0..2001).map(|_| json!({"id": ids[0], "status": {"id": 1}})).collect();
+        assert_eq!(api.bulk(Value::Array(too_many)).await.0, 422);
+        let at_max: Vec<Value> = (0..2000).map(|_| json!({"id": ids[0], "status": {"id": 0}})).collect();
+        assert_eq!(api.bulk(Value::Array(at_max)).await.0, 204);
+        assert_eq!(sim.sim.bulk_overlaps(), 0, "one request after another");
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn bulk_requests_count_as_one_and_overlaps_are_counted() {
+    let sim = start(EmnifyConfig {
+        latency: Duration::from_millis(200),
+        ..no_limits()
+    })
+    .await;
+    let api = Api::login(&sim).await;
+    let (_, endpoints) = api.get("/endpoint?per_page=2").await;
+    let id = endpoints[0]["id"].as_i64().unwrap();
+    let before = sim.sim.request_count();
+    let body = json!([{"id": id, "status": {"id": 1}}]);
+    let (a, b) = tokio::join!(api.bulk(body.clone()), api.bulk(body));
+    assert_eq!((a.0, b.0), (StatusCode::NO_CONTENT, StatusCode::NO_CONTENT));
+    assert_eq!(sim.sim.request_count() - before, 2);
+    assert_eq!(
+        sim.sim.bulk_overlaps(),
+        1,
+        "the second arrived while the first was served"
+    );
+    sim.shutdown().await;
+}

@@ -17,9 +17,10 @@ use tokio::sync::Mutex;
 use self::client::EmnifyClient;
 use self::map::{Catalogue, Change};
 use super::{
-    AccountBackend, AccountInfo, BackendError, Capabilities, DesiredServiceProfile, DesiredSubscription, ErrorKind,
-    Inventory, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ProfileOp, ProfileSection,
-    ServiceProfileBackend, SimIdentity, SubscriptionBackend, SubscriptionChange, SubscriptionProfile, WriteOutcome,
+    AccountBackend, AccountInfo, BackendError, BulkItem, Capabilities, DesiredServiceProfile, DesiredSubscription,
+    ErrorKind, Inventory, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ProfileOp,
+    ProfileSection, ServiceProfileBackend, SimIdentity, SubscriptionBackend, SubscriptionChange, SubscriptionProfile,
+    WriteOutcome,
 };
 
 /// How long the service / traffic-limit catalogue is reused before it is read again.
@@ -29,6 +30,8 @@ const CATALOGUE_TTL: Duration = Duration::from_secs(600);
 pub struct EmnifyBackend {
     client: Arc<EmnifyClient>,
     catalogue: Mutex<Option<(Instant, Catalogue)>>,
+    /// Use emnify's bulk endpoint update (`PATCH /api/v2/endpoint/multi`).
+    bulk_writes: bool,
 }
 
 impl EmnifyBackend {
@@ -36,7 +39,16 @@ impl EmnifyBackend {
         EmnifyBackend {
             client,
             catalogue: Mutex::new(None),
+            bulk_writes: true,
         }
+    }
+
+    /// Whether to write endpoints in bulk. Off for BICS accounts on this API: BICS publishes no
+    /// page for the `/api/v2/.../multi` routes (docs/bulk-writes.md), so their SIMs are written
+    /// one request each.
+    pub fn with_bulk_writes(mut self, on: bool) -> Self {
+        self.bulk_writes = on;
+        self
     }
 
     pub fn client(&self) -> &Arc<EmnifyClient> {
@@ -442,5 +454,21 @@ impl SubscriptionBackend for EmnifyBackend {
         changes: &[SubscriptionChange],
     ) -> Result<WriteOutcome, BackendError> {
         self.update_sim(desired, observed, changes).await
+    }
+
+    fn bulk_limit(&self) -> usize {
+        if self.bulk_writes { subscription::BULK_LIMIT } else { 0 }
+    }
+
+    fn bulk_item(&self, observed: &ObservedSubscription, changes: &[SubscriptionChange]) -> Option<BulkItem> {
+        self.endpoint_item(observed, changes)
+    }
+
+    async fn bulk_update(&self, items: &[BulkItem]) -> Result<(), BackendError> {
+        self.bulk_update_endpoints(items).await
+    }
+
+    async fn bulk_in_effect(&self, items: &[BulkItem]) -> Result<Vec<bool>, BackendError> {
+        self.endpoints_in_effect(items).await
     }
 }

@@ -21,8 +21,8 @@ use serde_json::json;
 use super::EmnifyBackend;
 use super::api::{Endpoint, Sim};
 use crate::backend::{
-    BackendError, DesiredSubscription, ErrorKind, Inventory, InventoryBuilder, ObservedSubscription, SimIdentity,
-    SubscriptionChange, WriteOutcome,
+    BackendError, BulkItem, DesiredSubscription, ErrorKind, Inventory, InventoryBuilder, ObservedSubscription,
+    SimIdentity, SubscriptionChange, WriteOutcome,
 };
 use crate::crd::SubscriptionMode;
 
@@ -106,6 +106,78 @@ fn observed(sim: &Sim, endpoint: Option<&Endpoint>) -> ObservedSubscription {
         first_activation_date: sim.activation_date.clone(),
         equivalent: Vec::new(),
     }
+}
+
+/// Endpoints one bulk update may carry (emnify: "up to 2,000 endpoints").
+pub const BULK_LIMIT: usize = 2000;
+
+/// Up to this many endpoints are read back one by one after a failed bulk update; more are
+/// read through the endpoint listing.
+const READ_BACK_ONE_BY_ONE: usize = 20;
+
+/// SIM status and endpoint status (`None`: no endpoint) from our `vendor_mode` text.
+fn statuses(current: &ObservedSubscription) -> (i64, Option<i64>) {
+    let mut parts = current.vendor_mode.split('/');
+    let sim = match parts.next() {
+        Some("Issued") => SIM_ISSUED,
+        Some("Activated") => SIM_ACTIVATED,
+        Some("Suspended") => SIM_SUSPENDED,
+        Some("Deleted") => SIM_DELETED,
+        Some("FactoryTest") => SIM_FACTORY_TEST,
+        _ => -1,
+    };
+    let endpoint = match parts.next() {
+        Some("Enabled") => Some(ENDPOINT_ENABLED),
+        Some("Disabled") => Some(ENDPOINT_DISABLED),
+        _ => None,
+    };
+    (sim, endpoint)
+}
+
+/// Our `vendor_mode` text for a SIM status and endpoint status.
+fn vendor_mode(sim_status: i64, endpoint_status: Option<i64>) -> String {
+    match endpoint_status {
+        Some(e) => format!(
+            "{}/{}",
+            sim_status_name(Some(sim_status)),
+            endpoint_status_name(Some(e))
+        ),
+        None => format!("{}/no endpoint", sim_status_name(Some(sim_status))),
+    }
+}
+
+/// One element of the bulk update's request body: the endpoint id and the fields it sets.
+fn endpoint_patch(item: &BulkItem) -> Option<serde_json::Value> {
+    let id: i64 = item.target.parse().ok()?;
+    let mut patch = serde_json::Map::new();
+    patch.insert("id".into(), json!(id));
+    for change in &item.changes {
+        match change {
+            SubscriptionChange::SetServiceProfile(profile) => {
+                patch.insert("service_profile".into(), json!({"id": profile.parse::<i64>().ok()?}));
+            }
+            SubscriptionChange::SetMode(mode) => {
+                patch.insert("status".into(), json!({"id": target(*mode).1}));
+            }
+        }
+    }
+    Some(serde_json::Value::Object(patch))
+}
+
+/// Whether `endpoint` has everything `item` sets.
+fn in_effect(item: &BulkItem, endpoint: &Endpoint) -> bool {
+    item.changes.iter().all(|change| match change {
+        SubscriptionChange::SetServiceProfile(profile) => {
+            endpoint
+                .service_profile
+                .as_ref()
+                .and_then(|p| p.id)
+                .map(|id| id.to_string())
+                .as_deref()
+                == Some(profile.as_str())
+        }
+        SubscriptionChange::SetMode(mode) => endpoint.status.as_ref().and_then(|s| s.id) == Some(target(*mode).1),
+    })
 }
 
 fn numeric(id: &Option<String>, what: &str, action: &str) -> Result<i64, BackendError> {
@@ -216,20 +288,8 @@ impl EmnifyBackend {
         let client = self.client();
         let sim_id = numeric(&current.id, "the SIM id", "update emnify SIM")?;
         let mut endpoint_id = current.endpoint_id.as_deref().and_then(|i| i.parse::<i64>().ok());
-        let mut endpoint_status = match current.vendor_mode.split('/').nth(1) {
-            Some("Enabled") => Some(ENDPOINT_ENABLED),
-            Some("Disabled") => Some(ENDPOINT_DISABLED),
-            _ => None,
-        };
+        let (mut sim_status, mut endpoint_status) = statuses(current);
         let mut profile_id = current.service_profile_id.clone();
-        let mut sim_status = match current.vendor_mode.split('/').next() {
-            Some("Issued") => SIM_ISSUED,
-            Some("Activated") => SIM_ACTIVATED,
-            Some("Suspended") => SIM_SUSPENDED,
-            Some("Deleted") => SIM_DELETED,
-            Some("FactoryTest") => SIM_FACTORY_TEST,
-            _ => -1,
-        };
         for change in changes {
             match change {
                 SubscriptionChange::SetServiceProfile(profile) => {
@@ -321,21 +381,146 @@ impl EmnifyBackend {
             }
         }
         // emnify applies writes synchronously: the SIM is now what the answers said.
-        let vendor_mode = match endpoint_status {
-            Some(e) => format!(
-                "{}/{}",
-                sim_status_name(Some(sim_status)),
-                endpoint_status_name(Some(e))
-            ),
-            None => format!("{}/no endpoint", sim_status_name(Some(sim_status))),
-        };
         Ok(WriteOutcome::Applied(Box::new(ObservedSubscription {
             mode: mode_of(Some(sim_status), endpoint_status),
-            vendor_mode,
+            vendor_mode: vendor_mode(sim_status, endpoint_status),
             endpoint_id: endpoint_id.map(|i| i.to_string()),
             service_profile_id: profile_id,
             ..current.clone()
         })))
+    }
+
+    /// The endpoint bulk update's item for `changes`, when it can carry all of them: the
+    /// endpoint's status (Active <-> Paused on an Activated SIM) and its service profile, on an
+    /// endpoint that exists. SIM status changes have no bulk route (docs/bulk-writes.md) and
+    /// go through [`Self::update_sim`]. Pure.
+    pub(super) fn endpoint_item(
+        &self,
+        current: &ObservedSubscription,
+        changes: &[SubscriptionChange],
+    ) -> Option<BulkItem> {
+        if !self.bulk_writes || changes.is_empty() {
+            return None;
+        }
+        let endpoint_id: i64 = current.endpoint_id.as_deref()?.parse().ok()?;
+        let (sim_status, endpoint_status) = statuses(current);
+        let mut endpoint_status = endpoint_status?;
+        let mut profile_id = current.service_profile_id.clone();
+        for change in changes {
+            match change {
+                SubscriptionChange::SetServiceProfile(profile) => {
+                    profile.parse::<i64>().ok()?;
+                    profile_id = Some(profile.clone());
+                }
+                SubscriptionChange::SetMode(mode @ (SubscriptionMode::Active | SubscriptionMode::Paused))
+                    if sim_status == SIM_ACTIVATED =>
+                {
+                    endpoint_status = target(*mode).1;
+                }
+                SubscriptionChange::SetMode(_) => return None,
+            }
+        }
+        Some(BulkItem {
+            target: endpoint_id.to_string(),
+            changes: changes.to_vec(),
+            after: ObservedSubscription {
+                mode: mode_of(Some(sim_status), Some(endpoint_status)),
+                vendor_mode: vendor_mode(sim_status, Some(endpoint_status)),
+                service_profile_id: profile_id,
+                ..current.clone()
+            },
+        })
+    }
+
+    /// `PATCH /api/v2/endpoint/multi` (`bulk-update-endpoint`): every item in one request,
+    /// answered 204 for all of them or one error for the request.
+    pub(super) async fn bulk_update_endpoints(&self, items: &[BulkItem]) -> Result<(), BackendError> {
+        let action = match items {
+            [one] => format!(
+                "update emnify endpoint {} in bulk ({})",
+                one.target,
+                super::super::subscription::list_changes(&one.changes)
+            ),
+            _ => format!("update {} emnify endpoints in bulk", items.len()),
+        };
+        let body = items
+            .iter()
+            .map(|item| {
+                endpoint_patch(item).ok_or_else(|| {
+                    BackendError::new(
+                        &action,
+                        ErrorKind::Invalid,
+                        format!("endpoint {:?} is not a numeric emnify id", item.target),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.client()
+            .call(
+                "endpoint.bulk_update",
+                Method::PATCH,
+                "/api/v2/endpoint/multi",
+                None,
+                Some(&serde_json::Value::Array(body)),
+                &action,
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Which items' endpoints have what the item sets (read back after a failed bulk update):
+    /// a few are read one by one, more through one endpoint listing (its pages cost less than a
+    /// read each).
+    pub(super) async fn endpoints_in_effect(&self, items: &[BulkItem]) -> Result<Vec<bool>, BackendError> {
+        let wanted: HashMap<i64, usize> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| Some((item.target.parse().ok()?, i)))
+            .collect();
+        let mut found: Vec<Option<Endpoint>> = vec![None; items.len()];
+        if items.len() <= READ_BACK_ONE_BY_ONE {
+            for (&id, &i) in &wanted {
+                let action = format!("read back emnify endpoint {id}");
+                match self
+                    .client()
+                    .call(
+                        "endpoint.get",
+                        Method::GET,
+                        &format!("/api/v1/endpoint/{id}"),
+                        None,
+                        None,
+                        &action,
+                    )
+                    .await
+                {
+                    Ok(answer) => found[i] = Some(answer.json::<Endpoint>(&action)?),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        } else {
+            self.client()
+                .for_each_page(
+                    "endpoint.list",
+                    "/api/v1/endpoint",
+                    &[],
+                    ENDPOINTS_PER_PAGE,
+                    "read back emnify endpoints after a bulk update",
+                    |page: Vec<Endpoint>| {
+                        for e in page {
+                            if let Some(&i) = e.id.and_then(|id| wanted.get(&id)) {
+                                found[i] = Some(e);
+                            }
+                        }
+                    },
+                )
+                .await?;
+        }
+        Ok(items
+            .iter()
+            .zip(found)
+            .map(|(item, endpoint)| endpoint.is_some_and(|e| in_effect(item, &e)))
+            .collect())
     }
 
     async fn set_sim_status(&self, sim_id: i64, status: i64) -> Result<(), BackendError> {

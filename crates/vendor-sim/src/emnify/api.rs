@@ -108,7 +108,8 @@ impl State {
 
     /// Handles one request below `/api`; the caller has already applied latency and faults.
     pub fn handle(&mut self, req: &ApiRequest) -> ApiResult {
-        let Some(rest) = req.path.strip_prefix("/v1/") else {
+        let bulk = req.path.trim_end_matches('/') == "/v2/endpoint/multi";
+        let Some(rest) = req.path.strip_prefix("/v1/").or(bulk.then_some("")) else {
             return Err(ApiError::emnify(
                 404,
                 1201,
@@ -136,7 +137,101 @@ impl State {
             return self.authenticate(&req.body);
         }
         self.check_bearer(req.authorization.as_deref())?;
+        if bulk {
+            return match method {
+                "PATCH" => self.bulk_update_endpoints(&req.body),
+                _ => Err(ApiError::emnify(
+                    404,
+                    1201,
+                    "NotFound",
+                    format!("{method} /api/v2/endpoint/multi is not simulated"),
+                )),
+            };
+        }
         self.route(method, &segs, req)
+    }
+
+    /// `PATCH /api/v2/endpoint/multi` (`bulk-update-endpoint`): each element is applied as
+    /// `PATCH /api/v1/endpoint/{id}` would apply it [INF: emnify documents the fields, not that
+    /// they behave as the single update's]. More than [`BULK_UPDATE_LIMIT`] elements answer 422
+    /// [INF: the limit is documented, its answer is not]. An element that fails answers for the
+    /// request (its 404 / 409 / 422), and by default nothing of the request is applied [INF:
+    /// emnify does not say; `EmnifyConfig::bulk_partial_apply` keeps the elements before the
+    /// failing one instead].
+    fn bulk_update_endpoints(&mut self, raw: &[u8]) -> ApiResult {
+        let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(raw) else {
+            return Err(ApiError::bad_request(
+                "Request body must be an array of endpoint objects",
+            ));
+        };
+        if items.len() > BULK_UPDATE_LIMIT {
+            return Err(ApiError::validation(
+                format!("At most {BULK_UPDATE_LIMIT} endpoints can be updated in one request"),
+                vec![],
+            ));
+        }
+        let mut parsed = Vec::with_capacity(items.len());
+        for item in items {
+            let Value::Object(body) = item else {
+                return Err(ApiError::bad_request("Every element must be an endpoint object"));
+            };
+            let Some(id) = body.get("id").and_then(as_i64) else {
+                return Err(ApiError::validation(
+                    "Bulk update endpoint validation error",
+                    vec![required("Endpoint", "id")],
+                ));
+            };
+            parsed.push((id, body));
+        }
+        let mut applied = Vec::with_capacity(parsed.len());
+        for (id, body) in &parsed {
+            let saved = self.save_endpoint(*id, body);
+            if let Err(e) = self.patch_endpoint(*id, body) {
+                if !self.config.bulk_partial_apply {
+                    for saved in applied.into_iter().rev() {
+                        self.restore_endpoint(saved);
+                    }
+                }
+                return Err(e);
+            }
+            applied.push(saved);
+        }
+        Ok(Reply::empty(204))
+    }
+
+    /// What a bulk element may change: its endpoint, the SIMs it releases or assigns, the IP
+    /// address it frees.
+    fn save_endpoint(&self, id: i64, body: &Map<String, Value>) -> Saved {
+        let endpoint = self.endpoints.get(&id).cloned();
+        let mut sims: Vec<i64> = endpoint.as_ref().and_then(|e| e.sim).into_iter().collect();
+        sims.extend(body.get("sim").and_then(|s| s.get("id")).and_then(as_i64));
+        Saved {
+            id,
+            sims: sims.into_iter().map(|s| (s, self.sims.get(&s).cloned())).collect(),
+            endpoint,
+        }
+    }
+
+    fn restore_endpoint(&mut self, saved: Saved) {
+        let now = self.endpoints.get(&saved.id).map(|e| e.ip_address);
+        match saved.endpoint {
+            Some(before) => {
+                if now.is_some_and(|ip| ip != before.ip_address) {
+                    now.map(|ip| self.used_ips.remove(&ip));
+                    self.used_ips.insert(before.ip_address);
+                }
+                self.endpoints.insert(saved.id, before);
+            }
+            None => {
+                self.endpoints.remove(&saved.id);
+            }
+        }
+        for (id, sim) in saved.sims {
+            match sim {
+                Some(sim) => self.sims.insert(id, sim),
+                None => self.sims.remove(&id),
+            };
+        }
     }
 
     fn route(&mut self, method: &str, segs: &[&str], req: &ApiRequest) -> ApiResult {
@@ -1392,6 +1487,16 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Elements one `PATCH /api/v2/endpoint/multi` may carry ("up to 2,000 endpoints").
+pub(crate) const BULK_UPDATE_LIMIT: usize = 2000;
+
+/// A bulk element's state before it was applied (see `State::save_endpoint`).
+struct Saved {
+    id: i64,
+    endpoint: Option<Endpoint>,
+    sims: Vec<(i64, Option<super::model::Sim>)>,
 }
 
 fn endpoint_missing(id: i64) -> ApiError {

@@ -80,6 +80,10 @@ pub struct EmnifyConfig {
     /// Keep every `/api` exchange with its JSON bodies ([`EmnifySim::exchanges`]), e.g. to check
     /// requests and answers against emnify's OpenAPI spec. Off by default (memory).
     pub record_exchanges: bool,
+    /// [INF] A `PATCH /api/v2/endpoint/multi` whose element fails keeps the elements applied
+    /// before it (emnify does not document whether a failed bulk update applies part of the
+    /// list). Off: all or nothing.
+    pub bulk_partial_apply: bool,
     pub seed: SeedConfig,
 }
 
@@ -95,6 +99,7 @@ impl Default for EmnifyConfig {
             latency: Duration::ZERO,
             paging_headers: true,
             record_exchanges: false,
+            bulk_partial_apply: false,
             seed: SeedConfig::default(),
         }
     }
@@ -277,6 +282,11 @@ impl EmnifySim {
         }
     }
 
+    /// Bulk requests (`/api/v2/.../multi`) that arrived while another was being served.
+    pub fn bulk_overlaps(&self) -> u64 {
+        self.lock().bulk_overlaps
+    }
+
     /// Total `/api` requests received (all outcomes), excluding `/_sim`.
     pub fn request_count(&self) -> u64 {
         self.lock().request_count
@@ -391,6 +401,7 @@ impl EmnifySim {
             "api_secrets": s.api_secrets.len(),
             "live_auth_tokens": s.live_auth_tokens.len(),
             "pending_faults": s.faults.iter().map(|f| u64::from(f.count)).sum::<u64>(),
+            "bulk_overlaps": s.bulk_overlaps,
             "request_count": s.request_count,
         })
     }
@@ -447,6 +458,8 @@ async fn api_entry(AxumState(sim): AxumState<EmnifySim>, req: Request) -> Respon
     let path = uri.path().to_string();
     let headers = req.headers().clone();
 
+    // bulk requests overlapping another (emnify: "execute bulk operations sequentially")
+    let _bulk = path.starts_with("/api/v2/").then(|| BulkRequest::start(&sim));
     // latency: simulate the round trip to Frankfurt before anything else happens
     let latency = sim.lock().config.latency;
     if !latency.is_zero() {
@@ -499,6 +512,27 @@ async fn api_entry(AxumState(sim): AxumState<EmnifySim>, req: Request) -> Respon
     match result {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// A bulk request being served, from its arrival to its answer.
+struct BulkRequest(EmnifySim);
+
+impl BulkRequest {
+    fn start(sim: &EmnifySim) -> Self {
+        let mut s = sim.lock();
+        if s.bulk_in_flight > 0 {
+            s.bulk_overlaps += 1;
+        }
+        s.bulk_in_flight += 1;
+        BulkRequest(sim.clone())
+    }
+}
+
+impl Drop for BulkRequest {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.bulk_in_flight = s.bulk_in_flight.saturating_sub(1);
     }
 }
 

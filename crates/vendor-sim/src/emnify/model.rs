@@ -348,6 +348,10 @@ pub(crate) struct State {
     pub request_log: VecDeque<(String, String, u16)>,
     /// `/api` exchanges, when `EmnifyConfig::record_exchanges` is on.
     pub exchanges: Vec<super::Exchange>,
+    /// Bulk requests being served, and how many arrived while another was (emnify asks for
+    /// them one after another; the simulator counts instead of guessing an answer).
+    pub bulk_in_flight: usize,
+    pub bulk_overlaps: u64,
 }
 
 pub(crate) const REQUEST_LOG_CAP: usize = 10_000;
@@ -892,6 +896,8 @@ pub(crate) fn seed(config: EmnifyConfig, jwt_key: Vec<u8>) -> State {
         request_count: 0,
         request_log: VecDeque::new(),
         exchanges: Vec::new(),
+        bulk_in_flight: 0,
+        bulk_overlaps: 0,
         config,
         jwt_key,
     }
