@@ -1,18 +1,30 @@
-//! Subscription benchmark: the real reconcile pipeline against the vendor simulators (run as
-//! separate processes, with 20 ms latency per request and the vendors' rate limits scaled up so
-//! a run takes minutes, not hours), for N subscriptions on one account. Prints, side by side for
-//! the bulk sweep and for one read per object: vendor calls per full resync, wall time per resync,
-//! 429s; then the time a mode change on all N takes to converge against the bound
-//! (writes needed) / (write rate limit); and the peak RSS of this process.
+//! Subscription benchmark: `connectivity-operator run` as its own process, against the vendor
+//! simulators (separate processes, 20 ms latency per request, the vendors' rate limits scaled so
+//! the per-object bound of a fleet-wide change is about 100 s whatever N is) and against a
+//! Kubernetes API server: the in-memory one (served over HTTP by this benchmark) and the real
+//! kube-apiserver with etcd that `scripts/control-plane.sh` starts. For N subscriptions on one
+//! account, our way (one inventory sweep per account, bulk writes where the vendor documents them)
+//! and the peers' way (one read and one write per object: `--bulk-observation false
+//! --bulk-writes false`), it prints side by side:
 //!
-//!   cargo bench --bench subscriptions                      # N = 1000 and 10000, emnify and Telenor
-//!   cargo bench --bench subscriptions -- --n 1000 --vendor telenor
+//! - the time from creating N new ConnectivitySubscriptions (server-side apply, as `kubectl apply
+//!   --server-side` sends them) to all `Ready`;
+//! - a full resync (a new operator process, whose resync clock is empty): vendor calls, wall time,
+//!   Kubernetes API writes;
+//! - a fleet-wide mode change (Active -> Paused on all N): vendor write calls, reads, wall time,
+//!   and its ratio to the per-object bound N / write rate; Kubernetes API requests by verb;
+//! - three idle resync intervals (a new operator with `--resync-interval 15s`): API requests by
+//!   verb and vendor calls;
+//! - the operator's peak and idle RSS and CPU seconds; 429s from the vendor and the API server.
 //!
-//! Each scenario runs in its own process. The resyncs drive the reconcile function directly; the
-//! mode change runs `connectivity-operator run` as a separate process against the in-memory
-//! Kubernetes API server (served over HTTP by the benchmark), so the operator's own RSS is what
-//! is reported (idle after start-up, and peak).
+//!   cargo bench --bench subscriptions                     # N = 10000, emnify and Telenor, both API servers, both ways
+//!   cargo bench --bench subscriptions -- --n 10000,100000 --vendor emnify --api real --way ours
+//!
+//! Each scenario runs in its own process. The real API server needs the control-plane binaries
+//! (`bash scripts/control-plane.sh build`, cached outside the repository; built on first use).
 
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,18 +32,22 @@ use std::time::{Duration, Instant};
 use connectivity_operator::controller::{Context, Settings};
 use connectivity_operator::crd::{ConnectivitySubscription, SubscriptionMode};
 use connectivity_operator::metrics::Metrics;
-use connectivity_operator::offline::{Manifest, memory_server, prepare_object};
-use futures::StreamExt;
+use connectivity_operator::offline::memory_server;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_connectivity-operator");
 const NS: &str = "default";
 const LATENCY: &str = "20ms";
-/// Reconciles in flight at once when the benchmark drives a resync itself (the controller's
-/// own concurrency is unbounded by default).
-const CONCURRENCY: usize = 512;
+/// Requests the benchmark itself keeps in flight when it creates or changes objects.
+const CONCURRENCY: usize = 32;
+/// How long a resync interval the idle measurement runs the operator with (three of them).
+const IDLE_RESYNC: Duration = Duration::from_secs(15);
+/// The longest one phase may take before the benchmark reports what it has.
+const PHASE_LIMIT: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Vendor {
@@ -64,6 +80,55 @@ impl Vendor {
             Vendor::Emnify => n.div_ceil(1000).max(1) as u64 + n.div_ceil(2500).max(1) as u64,
             // inventory search at 100 per page
             Vendor::Telenor => n.div_ceil(100).max(1) as u64,
+        }
+    }
+
+    /// The vendor's mode text of a Paused SIM.
+    fn paused(self, wire: &str) -> bool {
+        match self {
+            Vendor::Emnify => wire == "Activated/Disabled",
+            Vendor::Telenor => wire == "PAUSED",
+        }
+    }
+}
+
+/// Which Kubernetes API server.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ApiKind {
+    Memory,
+    Real,
+}
+
+impl ApiKind {
+    fn name(self) -> &'static str {
+        match self {
+            ApiKind::Memory => "memory",
+            ApiKind::Real => "real",
+        }
+    }
+}
+
+/// How the operator observes and writes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Way {
+    /// One sweep per account, bulk writes (the defaults).
+    Ours,
+    /// One read and one write per object, as the peers work.
+    PerObject,
+}
+
+impl Way {
+    fn name(self) -> &'static str {
+        match self {
+            Way::Ours => "ours",
+            Way::PerObject => "per-object",
+        }
+    }
+
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Way::Ours => &[],
+            Way::PerObject => &["--bulk-observation", "false", "--bulk-writes", "false"],
         }
     }
 }
@@ -126,10 +191,6 @@ fn proc_kib(pid: impl std::fmt::Display, field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn rss_kib(field: &str) -> u64 {
-    proc_kib("self", field)
 }
 
 /// A process's RSS now, its peak, and the anonymous and file-backed parts, in MiB.
@@ -226,85 +287,168 @@ fn spawn_operator(
         .expect("operator starts")
 }
 
-/// Waits until the operator answers `/readyz`, then until it has reconciled `n` subscriptions
-/// and made no vendor request for a second.
-async fn settle(http: &reqwest::Client, addr: std::net::SocketAddr, n: usize) {
-    for _ in 0..600 {
-        if http
-            .get(format!("http://{addr}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
+/// A Kubernetes API server for one scenario, and how to read what it served.
+struct ApiServer {
+    kubeconfig: PathBuf,
+    client: kube::Client,
+    memory: Option<memory_apiserver::MemoryApiServer>,
+    /// `control-plane.sh up` folder (real), stopped on drop.
+    control_plane: Option<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl ApiServer {
+    async fn start(kind: ApiKind) -> ApiServer {
+        let dir = tempfile::tempdir().unwrap();
+        match kind {
+            ApiKind::Memory => {
+                let server = memory_server();
+                server.set_recording(false);
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let app = axum::Router::new().fallback_service(server.clone());
+                tokio::spawn(async move { axum::serve(listener, app).await });
+                let kubeconfig = dir.path().join("kubeconfig");
+                std::fs::write(
+                    &kubeconfig,
+                    format!(
+                        "apiVersion: v1\nkind: Config\nclusters: [{{name: mem, cluster: {{server: 'http://{addr}'}}}}]\n\
+                         users: [{{name: mem, user: {{}}}}]\ncontexts: [{{name: mem, context: {{cluster: mem, user: mem, namespace: {NS}}}}}]\n\
+                         current-context: mem\n"
+                    ),
+                )
+                .unwrap();
+                ApiServer {
+                    client: client_for(&kubeconfig).await,
+                    kubeconfig,
+                    memory: Some(server),
+                    control_plane: None,
+                    _dir: dir,
+                }
+            }
+            ApiKind::Real => {
+                let folder = dir.path().join("control-plane");
+                let status = std::process::Command::new("bash")
+                    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane.sh"))
+                    .arg("up")
+                    .arg(&folder)
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("control-plane.sh runs");
+                assert!(status.success(), "control-plane.sh up failed");
+                let kubeconfig = folder.join("kubeconfig");
+                let client = client_for(&kubeconfig).await;
+                install_crds(&client).await;
+                ApiServer {
+                    client,
+                    kubeconfig,
+                    memory: None,
+                    control_plane: Some(folder),
+                    _dir: dir,
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut last = u64::MAX;
-    for _ in 0..600 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let total: u64 = operator_counts(http, addr).await.iter().map(|(_, _, c)| c).sum();
-        let reconciled = operator_reconciles(http, addr, "ConnectivitySubscription").await;
-        if total == last && reconciled >= n as u64 {
-            return;
+
+    /// Requests served so far, by verb, and the 429s among them. In-memory: every request. Real:
+    /// the apiserver's `apiserver_request_total` for the resources the operator uses (our kinds,
+    /// Secrets, Events), not the controller manager's own traffic.
+    async fn served(&self) -> (BTreeMap<String, u64>, u64) {
+        if let Some(server) = &self.memory {
+            let verbs = server.stats().verbs.iter().map(|(v, n)| (v.to_string(), *n)).collect();
+            return (verbs, 0);
         }
-        last = total;
+        let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+        let text = self.client.request_text(request).await.unwrap_or_default();
+        let mut verbs = BTreeMap::new();
+        let mut throttled = 0;
+        for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+            let label = |name: &str| {
+                let key = format!("{name}=\"");
+                line.split_once(&key)
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(v, _)| v.to_string())
+                    .unwrap_or_default()
+            };
+            let Some(n) = line.rsplit_once(' ').and_then(|(_, n)| n.parse::<f64>().ok()) else {
+                continue;
+            };
+            let ours = matches!(
+                label("resource").as_str(),
+                "connectivitysubscriptions" | "serviceprofiles" | "providerconfigs" | "secrets" | "events"
+            );
+            if !ours {
+                continue;
+            }
+            if label("code") == "429" {
+                throttled += n as u64;
+            }
+            *verbs.entry(label("verb")).or_default() += n as u64;
+        }
+        (verbs, throttled)
     }
 }
 
-/// What the API server served since `before`, by verb (only verbs that occurred).
-fn verbs_since(
-    server: &memory_apiserver::MemoryApiServer,
-    before: &std::collections::BTreeMap<&'static str, u64>,
-) -> std::collections::BTreeMap<String, u64> {
-    server
-        .stats()
-        .verbs
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(folder) = &self.control_plane {
+            let _ = std::process::Command::new("bash")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane.sh"))
+                .arg("down")
+                .arg(folder)
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
+async fn client_for(kubeconfig: &Path) -> kube::Client {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+        .await
+        .expect("client config");
+    // The benchmark's own client must not be what limits the API server.
+    config.read_timeout = Some(Duration::from_secs(300));
+    kube::Client::try_from(config).expect("client")
+}
+
+/// The CRDs from the Rust types, applied and `Established`.
+async fn install_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in connectivity_operator::crd::all_crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&crd))
+            .await
+            .expect("CRD applied");
+        for _ in 0..600 {
+            let established = api.get(&name).await.ok().and_then(|c| c.status).is_some_and(|s| {
+                s.conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Verbs served between two readings.
+fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
         .iter()
-        .map(|(verb, n)| (verb.to_string(), n - before.get(verb).copied().unwrap_or(0)))
+        .map(|(verb, n)| (verb.clone(), n - before.get(verb).copied().unwrap_or(0)))
         .filter(|(_, n)| *n > 0)
         .collect()
 }
 
-fn add(server: &memory_apiserver::MemoryApiServer, object: Value) {
-    let mut m = Manifest {
-        source: "bench".into(),
-        object,
-    };
-    prepare_object(&mut m).expect("valid manifest");
-    server.insert(m.object).expect("insert");
-}
-
-#[derive(Default, Debug, Clone)]
-struct Resync {
-    calls: u64,
-    wall: Duration,
-    throttled: u64,
-    /// Kubernetes API writes (POST, PATCH, PUT, DELETE) the resync made.
-    api_writes: u64,
-}
-
-#[derive(Default, Debug, Clone)]
-struct Converge {
-    writes: u64,
-    /// Reads made during the change (sweeps that verify it).
-    reads: u64,
-    /// The operator's write rate limit (the ProviderConfig's `spec.rateLimit`).
-    rate: f64,
-    /// The (scaled) vendor limit the operator stays below.
-    vendor_rate: f64,
-    time: Duration,
-    throttled: u64,
-    /// Kubernetes API requests during the change, by verb.
-    api: std::collections::BTreeMap<String, u64>,
-}
-
-fn count(metrics: &Metrics, pred: impl Fn(&str, &str) -> bool) -> u64 {
-    metrics
-        .vendor_request_counts()
+fn writes(verbs: &BTreeMap<String, u64>) -> u64 {
+    ["POST", "PATCH", "APPLY", "PUT", "DELETE"]
         .iter()
-        .filter(|(_, op, status, _)| pred(op, status))
-        .map(|(_, _, _, c)| c)
+        .filter_map(|v| verbs.get(*v))
         .sum()
 }
 
@@ -312,6 +456,7 @@ fn is_write(op: &str) -> bool {
     matches!(
         op,
         "endpoint.update"
+            | "endpoint.bulk_update"
             | "sim.update"
             | "endpoint.create"
             | "sim.delete"
@@ -320,61 +465,130 @@ fn is_write(op: &str) -> bool {
     )
 }
 
-async fn reconcile_all(ctx: &Arc<Context>, api: &Api<ConnectivitySubscription>, names: &[String]) {
-    futures::stream::iter(names.iter().cloned())
-        .map(|name| {
-            let ctx = ctx.clone();
-            let api = api.clone();
-            async move {
-                let c = api.get(&name).await.expect("object");
-                if let Err(e) = connectivity_operator::controller::managed::reconcile(Arc::new(c), ctx).await {
-                    eprintln!("reconcile of {name} failed: {e}");
-                }
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<()>>()
-        .await;
-}
-
-/// How long a resync interval the idle measurement runs the operator with (three of them).
-const IDLE_RESYNC: Duration = Duration::from_secs(15);
-
-#[derive(Default, Debug, Clone)]
-struct Idle {
-    /// API requests of a new operator's start-up pass, by verb.
-    startup_api: std::collections::BTreeMap<String, u64>,
-    /// API requests during three resync intervals after it, by verb.
-    api: std::collections::BTreeMap<String, u64>,
-    /// Vendor calls in those intervals.
-    vendor_calls: u64,
-}
-
-struct Report {
-    vendor: Vendor,
+/// Watches ConnectivitySubscriptions until `done` holds for `n` of them (or the phase limit);
+/// returns how long that took from `since` and how many it saw done.
+async fn converge(
+    client: &kube::Client,
     n: usize,
-    scale: f64,
-    bulk: Resync,
-    per_object: Resync,
-    converge: Converge,
-    idle: Idle,
-    rss_total_mib: f64,
-    rss_apiserver_mib: f64,
+    since: Instant,
+    done: impl Fn(&ConnectivitySubscription) -> bool,
+    trace: impl Fn(usize),
+) -> (Duration, usize) {
+    let api: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), NS);
+    let mut stream = watcher(api, watcher::Config::default().page_size(500)).boxed();
+    let mut converged: HashSet<String> = HashSet::new();
+    let mut initial: HashSet<String> = HashSet::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    let limit = tokio::time::sleep(PHASE_LIMIT);
+    tokio::pin!(limit);
+    let mut last_change = since.elapsed();
+    while converged.len() < n {
+        tokio::select! {
+            event = stream.try_next() => match event {
+                Ok(Some(watcher::Event::Apply(c) | watcher::Event::InitApply(c))) => {
+                    let name = c.metadata.name.clone().unwrap_or_default();
+                    let was = converged.contains(&name);
+                    if done(&c) { converged.insert(name); } else { converged.remove(&name); }
+                    if was != converged.contains(&c.metadata.name.clone().unwrap_or_default()) {
+                        last_change = since.elapsed();
+                    }
+                }
+                Ok(Some(watcher::Event::Delete(c))) => {
+                    converged.remove(&c.metadata.name.unwrap_or_default());
+                }
+                Ok(Some(watcher::Event::Init)) => initial.clear(),
+                Ok(Some(watcher::Event::InitDone)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("   watch failed ({e}); watching again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+            _ = ticker.tick() => trace(converged.len()),
+            () = &mut limit => {
+                eprintln!("   gave up: {} of {n} converged", converged.len());
+                break;
+            }
+        }
+    }
+    let _ = last_change;
+    (since.elapsed(), converged.len())
 }
 
-async fn scenario(vendor: Vendor, n: usize) -> Report {
-    // Scale the documented limits so the mode change's bound is about 100 s whatever N is: long
-    // enough that fixed delays (the vendor's asynchronous apply, one poll) stay small next to it,
-    // short enough that a run takes minutes.
+/// Ready in the vendor mode `wire` accepts, for the object's current generation.
+fn ready_in(c: &ConnectivitySubscription, wire: impl Fn(&str) -> bool) -> bool {
+    let Some(s) = c.status.as_ref() else { return false };
+    s.observed_generation == c.metadata.generation
+        && s.pending_change.is_none()
+        && s.mode.as_deref().is_some_and(wire)
+        && connectivity_operator::crd::conditions::is_true(&s.conditions, connectivity_operator::crd::conditions::READY)
+}
+
+/// The operator's vendor calls: (total, writes that succeeded, reads, 429s).
+async fn vendor_calls(http: &reqwest::Client, addr: std::net::SocketAddr) -> (u64, u64, u64, u64) {
+    let counts = operator_counts(http, addr).await;
+    let sum = |f: &dyn Fn(&str, &str) -> bool| -> u64 {
+        counts.iter().filter(|(op, s, _)| f(op, s)).map(|(_, _, c)| c).sum()
+    };
+    (
+        sum(&|_, _| true),
+        sum(&|op, s| is_write(op) && s.starts_with('2')),
+        sum(&|op, _| !is_write(op)),
+        sum(&|_, s| s == "429"),
+    )
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[derive(Default, Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Report {
+    vendor: String,
+    n: usize,
+    api: String,
+    way: String,
+    scale: f64,
+    /// The operator's write rate limit (spec.rateLimit: 0.95 x the scaled vendor limit).
+    rate: f64,
+    /// Creating N objects to all Ready: seconds, objects Ready, vendor calls, API requests.
+    apply_secs: f64,
+    apply_ready: usize,
+    apply_vendor_calls: u64,
+    apply_api: BTreeMap<String, u64>,
+    /// Full resync by a new operator process.
+    resync_calls: u64,
+    resync_secs: f64,
+    resync_api: BTreeMap<String, u64>,
+    /// Mode change on all N.
+    change_writes: u64,
+    change_reads: u64,
+    change_secs: f64,
+    change_converged: usize,
+    change_api: BTreeMap<String, u64>,
+    /// Idle: a new operator's start-up pass, then three resync intervals.
+    idle_startup_api: BTreeMap<String, u64>,
+    idle_api: BTreeMap<String, u64>,
+    idle_vendor_calls: u64,
+    vendor_429: u64,
+    api_429: u64,
+    rss_peak_mib: f64,
+    rss_idle_mib: f64,
+    cpu_secs: f64,
+}
+
+async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
+    let trace_on = std::env::var_os("BENCH_TRACE").is_some();
+    // Scale the documented limits so the per-object bound of the mode change is about 100 s
+    // whatever N is: long enough that fixed delays stay small next to it, short enough that a
+    // run takes minutes.
     let scale = (n as f64 / (vendor.documented_rate() * 100.0)).max(1.0);
     let mut sim = start_sim(vendor, n, scale).await;
-    let sim_pid = sim.child.id().unwrap_or_default();
     let url = sim.info["url"].as_str().unwrap().to_string();
-    // The operator stays below the (scaled) vendor limit, as its defaults do for real accounts.
     let rate = vendor.documented_rate() * scale * 0.95;
-    let server = memory_server();
-    server.set_recording(false);
-    let client = kube::Client::new(server.clone(), NS);
+    let server = ApiServer::start(kind).await;
+    let client = server.client.clone();
     let (secret, pc_extra) = match vendor {
         Vendor::Emnify => (
             json!({"applicationToken": sim.info["credentials"]["application_token"]}),
@@ -385,10 +599,22 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
             json!({"telenorIotConnect": {"tokenUrl": sim.info["token_url"]}}),
         ),
     };
-    add(
-        &server,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS}, "stringData": secret}),
-    );
+    let apply = |object: Value| {
+        let client = client.clone();
+        async move {
+            let name = object["metadata"]["name"].as_str().unwrap().to_string();
+            let api_version = object["apiVersion"].as_str().unwrap().to_string();
+            let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+            let kind = object["kind"].as_str().unwrap();
+            let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+            let resource = kube::api::ApiResource::from_gvk(&gvk);
+            let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client, NS, &resource);
+            api.patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&object))
+                .await
+                .expect("server-side apply")
+        }
+    };
+    apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS}, "stringData": secret})).await;
     let mut spec = json!({
         "vendor": if vendor == Vendor::Emnify { "emnify" } else { "telenorIotConnect" },
         "endpoint": url, "credentialsSecretRef": {"name": "creds"},
@@ -397,279 +623,197 @@ async fn scenario(vendor: Vendor, n: usize) -> Report {
     spec.as_object_mut()
         .unwrap()
         .extend(pc_extra.as_object().unwrap().clone());
-    add(
-        &server,
-        json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig", "metadata": {"name": "bench", "namespace": NS}, "spec": spec}),
-    );
+    apply(json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig", "metadata": {"name": "bench", "namespace": NS}, "spec": spec})).await;
 
-    let settings = Settings {
-        pending_poll_interval: Duration::from_secs(2),
-        ..Settings::default()
-    };
-    let metrics = Metrics::new();
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), settings.clone()));
-
-    // The account's SIMs, one object each, desired mode = the mode they are in.
+    // The account's SIMs (read once, here), one object each, desired mode = the mode they are in.
+    let ctx = Arc::new(Context::new(client.clone(), Metrics::new(), Settings::default()));
     let provider = ctx.providers.resolve(&client, NS, "bench").await.expect("provider");
-    let inventory = provider.subscriptions.inventory().await.expect("inventory");
-    let mut names = Vec::new();
-    for (i, sim) in inventory.iter().enumerate() {
-        let name = format!("sim-{i:05}");
-        let mut spec = json!({"providerConfigRef": {"name": "bench"}, "imsi": sim.imsi});
-        if let Some(mode) = sim.mode {
-            spec["mode"] = json!(mode);
-        }
-        add(
-            &server,
-            json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ConnectivitySubscription", "metadata": {"name": name, "namespace": NS}, "spec": spec}),
-        );
-        names.push(name);
-    }
-    assert_eq!(names.len(), n, "the simulator seeded {} SIMs", names.len());
-    let api: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), NS);
-    let rss_apiserver_kib = rss_kib("VmRSS:");
-    eprintln!(
-        "   RSS after loading {n} objects into the in-memory API server: {:.1} MiB",
-        rss_apiserver_kib as f64 / 1024.0
-    );
-
-    // Initial sync (finalizers, first status) with the bulk strategy.
-    reconcile_all(&ctx, &api, &names).await;
-    reconcile_all(&ctx, &api, &names).await;
-
-    eprintln!(
-        "   RSS after the initial sync: {:.1} MiB",
-        rss_kib("VmRSS:") as f64 / 1024.0
-    );
-
-    // A full resync, both strategies.
-    let mut results = Vec::new();
-    // BENCH_SKIP_PER_OBJECT=1 skips the slow per-object resync while iterating on the mode change.
-    let skip_per_object = std::env::var_os("BENCH_SKIP_PER_OBJECT").is_some();
-    for bulk in [true, false] {
-        if !bulk && skip_per_object {
-            results.push(Resync::default());
-            continue;
-        }
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            metrics.clone(),
-            Settings {
-                bulk_observation: bulk,
-                ..settings.clone()
-            },
-        ));
-        // A fresh context has no resync clock: every object is due, as after a restart.
-        let before_writes = server.stats().writes();
-        let before_calls = metrics.vendor_request_total();
-        let before_429 = count(&metrics, |_, s| s == "429");
-        let started = Instant::now();
-        reconcile_all(&ctx, &api, &names).await;
-        results.push(Resync {
-            calls: metrics.vendor_request_total() - before_calls,
-            wall: started.elapsed(),
-            throttled: count(&metrics, |_, s| s == "429") - before_429,
-            api_writes: server.stats().writes() - before_writes,
-        });
-    }
-
-    eprintln!(
-        "   RSS after both resyncs: {:.1} MiB (peak {:.1})",
-        rss_kib("VmRSS:") as f64 / 1024.0,
-        rss_kib("VmHWM:") as f64 / 1024.0
-    );
-
-    // A mode change on all N, converged by the real controllers running as their own process
-    // (`connectivity-operator run`), against the in-memory API server served over HTTP, so that
-    // the operator's own peak RSS can be read.
-    let target = SubscriptionMode::Paused;
-    let wire = |m: &str| match vendor {
-        Vendor::Emnify => m == "Activated/Disabled",
-        Vendor::Telenor => m == "PAUSED",
-    };
-    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_addr = api_listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback_service(server.clone());
-    tokio::spawn(async move { axum::serve(api_listener, app).await });
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: mem, cluster: {{server: 'http://{api_addr}'}}}}]\n\
-             users: [{{name: mem, user: {{}}}}]\ncontexts: [{{name: mem, context: {{cluster: mem, user: mem, namespace: {NS}}}}}]\n\
-             current-context: mem\n"
-        ),
-    )
-    .unwrap();
-    let metrics_addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    // A new process has no resync clock: its start-up pass syncs every SIM (one sweep of the
-    // account, as a long-running operator's resync would), before the change arrives.
-    let mut operator = spawn_operator(&kubeconfig, metrics_addr, &[]);
-    let operator_pid = operator.id().expect("pid");
+    let manifests: Vec<Value> = provider
+        .subscriptions
+        .inventory()
+        .await
+        .expect("inventory")
+        .iter()
+        .enumerate()
+        .map(|(i, sim)| {
+            let mut spec = json!({"providerConfigRef": {"name": "bench"}, "imsi": sim.imsi});
+            if let Some(mode) = sim.mode {
+                spec["mode"] = json!(mode);
+            }
+            json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ConnectivitySubscription",
+                   "metadata": {"name": format!("sim-{i:06}"), "namespace": NS}, "spec": spec})
+        })
+        .collect();
+    drop((provider, ctx));
+    assert_eq!(manifests.len(), n, "the simulator seeded {} SIMs", manifests.len());
     let http = reqwest::Client::new();
-    // Settled: the start-up pass has reconciled every SIM and no vendor request was made for a
-    // second. (Nothing changed, so nothing was written: the count comes from the operator.)
-    settle(&http, metrics_addr, n).await;
-    let vendor_calls_before = operator_counts(&http, metrics_addr).await;
-    let operator_rss_idle = proc_kib(operator_pid, "VmRSS:");
-    if std::env::var_os("BENCH_TRACE").is_some() {
-        eprintln!("   settled: {}", memory_summary(operator_pid));
-    }
-    let mut changes = server.changes();
-    let verbs_before = server.stats().verbs;
+    let mut report = Report {
+        vendor: vendor.name().into(),
+        n,
+        api: kind.name().into(),
+        way: way.name().into(),
+        scale,
+        rate,
+        ..Default::default()
+    };
+
+    // 1. Apply N new objects with the operator running: until all are Ready.
+    let addr = free_addr();
+    let mut operator = spawn_operator(&server.kubeconfig, addr, way.flags());
+    wait_ready(&http, addr).await;
+    let (api_before, _) = server.served().await;
     let started = Instant::now();
-    futures::stream::iter(names.iter().cloned())
-        .map(|name| {
+    futures::stream::iter(manifests)
+        .map(apply)
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    eprintln!("   created {n} objects in {:.1}s", started.elapsed().as_secs_f64());
+    let tracer = |what: &'static str, pid: u32, started: Instant| {
+        move |done: usize| {
+            if trace_on {
+                eprintln!(
+                    "   {what}: t={:>5.0}s {done}/{n} {} cpu {:.1}s",
+                    started.elapsed().as_secs_f64(),
+                    memory_summary(pid),
+                    cpu_secs(&pid.to_string())
+                );
+            }
+        }
+    };
+    let pid = operator.id().unwrap_or_default();
+    let (took, ready) = converge(
+        &client,
+        n,
+        started,
+        |c| ready_in(c, |_| true),
+        tracer("apply", pid, started),
+    )
+    .await;
+    report.apply_secs = took.as_secs_f64();
+    report.apply_ready = ready;
+    report.apply_vendor_calls = vendor_calls(&http, addr).await.0;
+    report.apply_api = delta(&server.served().await.0, &api_before);
+    let _ = operator.kill().await;
+
+    // 2. A full resync: a new operator (empty resync clock) syncs every object.
+    let addr = free_addr();
+    let (api_before, api_429_before) = server.served().await;
+    let started = Instant::now();
+    let mut operator = spawn_operator(&server.kubeconfig, addr, way.flags());
+    let pid = operator.id().unwrap_or_default();
+    let settled_after = settle_timed(&http, addr, n, started).await;
+    report.resync_secs = settled_after.as_secs_f64();
+    report.resync_calls = vendor_calls(&http, addr).await.0;
+    report.resync_api = delta(&server.served().await.0, &api_before);
+    report.rss_idle_mib = proc_kib(pid, "VmRSS:") as f64 / 1024.0;
+
+    // 3. The mode change on all N, with that operator.
+    let calls_before = vendor_calls(&http, addr).await;
+    let (api_before_change, _) = server.served().await;
+    let started = Instant::now();
+    let api: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), NS);
+    futures::stream::iter(0..n)
+        .map(|i| {
             let api = api.clone();
             async move {
                 api.patch(
-                    &name,
+                    &format!("sim-{i:06}"),
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"mode": target}})),
+                    &Patch::Merge(json!({"spec": {"mode": SubscriptionMode::Paused}})),
                 )
                 .await
-                .expect("spec patch");
+                .expect("spec patch")
             }
         })
         .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<()>>()
+        .collect::<Vec<_>>()
         .await;
-    // Converged objects are tracked from the server's change feed (no polling of the store,
-    // which would hold its lock); the trace (BENCH_TRACE=1) prints progress every 5 s:
-    // converged objects, the operator's vendor writes and reads, its RSS and CPU, and what the
-    // API server served.
-    let trace = std::env::var_os("BENCH_TRACE").is_some();
-    let is_converged =
-        |c: &Value| c["status"]["mode"].as_str().is_some_and(wire) && c["status"]["pendingChange"].is_null();
-    let recount = || {
-        server
-            .list("connectivity-operator.dev/v1alpha1", "ConnectivitySubscription")
-            .into_iter()
-            .filter(|c| is_converged(c))
-            .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
-            .collect::<std::collections::HashSet<String>>()
-    };
-    let mut converged = recount();
-    let mut ticker = tokio::time::interval(Duration::from_secs(5));
-    let give_up = tokio::time::sleep(Duration::from_secs(1800));
-    tokio::pin!(give_up);
-    let (mut seen, mut lags) = (0u64, 0u64);
-    while converged.len() < n {
-        tokio::select! {
-            change = changes.next() => match change {
-                Some(Ok(c)) if c.kind() == "ConnectivitySubscription" => {
-                    seen += 1;
-                    let name = c.object()["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                    if !c.is_deleted() && is_converged(c.object()) {
-                        converged.insert(name);
-                    } else {
-                        converged.remove(&name);
-                    }
-                }
-                Some(Ok(_)) => {}
-                // Fell behind: subscribe afresh (at the newest change), then read the store,
-                // which is at least as new; later changes apply on top.
-                Some(Err(_)) => {
-                    lags += 1;
-                    changes = server.changes();
-                    converged = recount();
-                }
-                None => break,
-            },
-            _ = ticker.tick(), if trace => {
-                let counts = operator_counts(&http, metrics_addr).await;
-                let sum = |f: &dyn Fn(&str, &str) -> bool| -> u64 {
-                    counts.iter().filter(|(op, s, _)| f(op, s)).map(|(_, _, c)| c).sum()
-                };
-                let stats = server.stats();
-                eprintln!(
-                    "   t={:>6.1}s converged {:>6}/{n} writes {:>6} reads {:>6} 429s {:>3} {} lists {} items {} watches {} lagged {} cpu s: operator {:.1} sim {:.1} bench {:.1} feed {seen} lags {lags}",
-                    started.elapsed().as_secs_f64(),
-                    converged.len(),
-                    sum(&|op, s| is_write(op) && s.starts_with('2')),
-                    sum(&|op, _| !is_write(op)),
-                    sum(&|_, s| s == "429"),
-                    memory_summary(operator_pid),
-                    stats.lists,
-                    stats.listed_items,
-                    stats.watches,
-                    stats.watches_closed_lagging,
-                    cpu_secs(&operator_pid.to_string()),
-                    cpu_secs(&sim_pid.to_string()),
-                    cpu_secs("self"),
-                );
-            }
-            () = &mut give_up => {
-                eprintln!("gave up waiting: {} of {n} converged", converged.len());
+    let (took, converged) = converge(
+        &client,
+        n,
+        started,
+        |c| ready_in(c, |m| vendor.paused(m)),
+        tracer("change", pid, started),
+    )
+    .await;
+    let calls_after = vendor_calls(&http, addr).await;
+    let (api_after, api_429_after) = server.served().await;
+    report.change_secs = took.as_secs_f64();
+    report.change_converged = converged;
+    report.change_writes = calls_after.1 - calls_before.1;
+    report.change_reads = calls_after.2 - calls_before.2;
+    report.change_api = delta(&api_after, &api_before_change);
+    report.vendor_429 = calls_after.3;
+    report.api_429 = api_429_after - api_429_before;
+    report.rss_peak_mib = proc_kib(pid, "VmHWM:") as f64 / 1024.0;
+    report.cpu_secs = cpu_secs(&pid.to_string());
+    let _ = operator.kill().await;
+
+    // 4. Idle: a new operator with a short resync interval, settled after its start-up pass,
+    // then three resync intervals in which nothing changes in Git or at the vendor. Our way
+    // only: one object at a time, a resync of N takes longer than the interval.
+    if way == Way::PerObject {
+        let _ = sim.child.kill().await;
+        return report;
+    }
+    let addr = free_addr();
+    let (before_start, _) = server.served().await;
+    let resync = format!("{}s", IDLE_RESYNC.as_secs());
+    let mut args: Vec<&str> = vec!["--resync-interval", &resync];
+    args.extend(way.flags());
+    let mut operator = spawn_operator(&server.kubeconfig, addr, &args);
+    settle_timed(&http, addr, n, Instant::now()).await;
+    let (before_idle, _) = server.served().await;
+    report.idle_startup_api = delta(&before_idle, &before_start);
+    let calls_before = vendor_calls(&http, addr).await.0;
+    tokio::time::sleep(IDLE_RESYNC * 3).await;
+    report.idle_api = delta(&server.served().await.0, &before_idle);
+    report.idle_vendor_calls = vendor_calls(&http, addr).await.0 - calls_before;
+    let _ = operator.kill().await;
+    let _ = sim.child.kill().await;
+    drop(server);
+    report
+}
+
+async fn wait_ready(http: &reqwest::Client, addr: std::net::SocketAddr) {
+    for _ in 0..600 {
+        if http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the operator has reconciled `n` subscriptions and made no vendor request for two
+/// seconds; returns when, from `since`, its vendor calls last changed.
+async fn settle_timed(http: &reqwest::Client, addr: std::net::SocketAddr, n: usize, since: Instant) -> Duration {
+    wait_ready(http, addr).await;
+    let mut last = u64::MAX;
+    let mut changed_at = since.elapsed();
+    let mut quiet = 0;
+    let deadline = Instant::now() + PHASE_LIMIT;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let total = vendor_calls(http, addr).await.0;
+        let reconciled = operator_reconciles(http, addr, "ConnectivitySubscription").await;
+        if total != last {
+            changed_at = since.elapsed();
+            last = total;
+            quiet = 0;
+        } else if reconciled >= n as u64 {
+            quiet += 1;
+            if quiet >= 4 {
                 break;
             }
         }
     }
-    let took = started.elapsed();
-    let api = verbs_since(&server, &verbs_before);
-    let operator_rss_peak = proc_kib(operator_pid, "VmHWM:");
-    let counts = operator_counts(&http, metrics_addr).await;
-    // Calls made for the change: totals now minus those of the start-up pass.
-    let since = |pred: &dyn Fn(&str, &str) -> bool| -> u64 {
-        let total =
-            |c: &[(String, String, u64)]| -> u64 { c.iter().filter(|(op, s, _)| pred(op, s)).map(|(_, _, n)| n).sum() };
-        total(&counts) - total(&vendor_calls_before)
-    };
-    let converge = Converge {
-        writes: since(&|op, s| is_write(op) && s.starts_with('2')),
-        reads: since(&|op, _| !is_write(op)),
-        rate,
-        vendor_rate: vendor.documented_rate() * scale,
-        time: took,
-        throttled: since(&|_, s| s == "429"),
-        api,
-    };
-    let _ = operator.kill().await;
-    // Idle: a new operator process with a short resync interval, settled after its start-up
-    // pass (a full resync from an empty resync clock), then three resync intervals in which
-    // nothing changes in Git or at the vendor.
-    let idle_addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let verbs_before_start = server.stats().verbs;
-    let mut idle_operator = spawn_operator(
-        &kubeconfig,
-        idle_addr,
-        &["--resync-interval", &format!("{}s", IDLE_RESYNC.as_secs())],
-    );
-    settle(&http, idle_addr, n).await;
-    let startup_api = verbs_since(&server, &verbs_before_start);
-    let verbs_before_idle = server.stats().verbs;
-    let calls_before_idle: u64 = operator_counts(&http, idle_addr).await.iter().map(|(_, _, c)| c).sum();
-    tokio::time::sleep(IDLE_RESYNC * 3).await;
-    let idle = Idle {
-        startup_api,
-        api: verbs_since(&server, &verbs_before_idle),
-        vendor_calls: operator_counts(&http, idle_addr)
-            .await
-            .iter()
-            .map(|(_, _, c)| c)
-            .sum::<u64>()
-            - calls_before_idle,
-    };
-    let _ = idle_operator.kill().await;
-    let _ = sim.child.kill().await;
-    Report {
-        vendor,
-        n,
-        scale,
-        bulk: results[0].clone(),
-        per_object: results[1].clone(),
-        converge,
-        idle,
-        rss_total_mib: operator_rss_peak as f64 / 1024.0,
-        rss_apiserver_mib: operator_rss_idle as f64 / 1024.0,
-    }
+    changed_at
 }
 
 fn main() {
@@ -680,213 +824,166 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let parse_vendor = |x: &str| match x {
-        "emnify" => Some(Vendor::Emnify),
-        "telenor" => Some(Vendor::Telenor),
-        _ => None,
+    let list = |flag: &str, default: &str| -> Vec<String> {
+        value(flag)
+            .unwrap_or_else(|| default.to_string())
+            .split(',')
+            .map(str::to_string)
+            .collect()
     };
     // One scenario in this process: print its figures as one JSON line.
     if let Some(one) = value("--one") {
-        let (v, n) = one.split_once(':').expect("--one vendor:n");
-        let vendor = parse_vendor(v).expect("vendor");
-        let n: usize = n.parse().expect("n");
+        let parts: Vec<&str> = one.split(':').collect();
+        let vendor = match parts[0] {
+            "emnify" => Vendor::Emnify,
+            _ => Vendor::Telenor,
+        };
+        let n: usize = parts[1].parse().expect("n");
+        let kind = if parts[2] == "real" {
+            ApiKind::Real
+        } else {
+            ApiKind::Memory
+        };
+        let way = if parts[3] == "per-object" {
+            Way::PerObject
+        } else {
+            Way::Ours
+        };
         connectivity_operator::install_crypto_provider();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let r = runtime.block_on(scenario(vendor, n));
-        print_one(&r);
-        println!(
-            "RESULT {}",
-            json!({
-                "scale": r.scale,
-                "bulk": [r.bulk.calls, r.bulk.wall.as_secs_f64(), r.bulk.throttled, r.bulk.api_writes],
-                "per_object": [r.per_object.calls, r.per_object.wall.as_secs_f64(), r.per_object.throttled, r.per_object.api_writes],
-                "api": r.converge.api,
-                "idle": {"startup": r.idle.startup_api, "api": r.idle.api, "vendor_calls": r.idle.vendor_calls},
-                "converge": [r.converge.writes, r.converge.rate, r.converge.time.as_secs_f64(), r.converge.throttled, r.converge.reads, r.converge.vendor_rate],
-                "rss": [r.rss_total_mib, r.rss_apiserver_mib],
-            })
-        );
+        let r = runtime.block_on(scenario(vendor, n, kind, way));
+        println!("RESULT {}", serde_json::to_string(&r).unwrap());
         return;
     }
-    let ns: Vec<usize> = value("--n").map_or(vec![1000, 10_000], |v| {
-        v.split(',').filter_map(|x| x.parse().ok()).collect()
-    });
-    let vendors: Vec<Vendor> = value("--vendor").map_or(vec![Vendor::Emnify, Vendor::Telenor], |v| {
-        v.split(',').filter_map(parse_vendor).collect()
-    });
+    let ns: Vec<usize> = list("--n", "10000").iter().filter_map(|x| x.parse().ok()).collect();
+    let vendors = list("--vendor", "emnify,telenor");
+    let apis = list("--api", "memory,real");
+    let ways = list("--way", "ours,per-object");
     let me = std::env::current_exe().expect("own path");
-    let mut reports = Vec::new();
+    let mut reports: Vec<Report> = Vec::new();
     for vendor in &vendors {
         for n in &ns {
-            eprintln!("== {} N={n}", vendor.name());
-            // Each scenario in a fresh process, so figures and RSS do not carry over.
-            let out = std::process::Command::new(&me)
-                .args(["--one", &format!("{}:{n}", vendor.name())])
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("scenario runs");
-            let text = String::from_utf8_lossy(&out.stdout);
-            let Some(line) = text.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
-                eprintln!("scenario {} N={n} failed: {text}", vendor.name());
-                continue;
-            };
-            let v: Value = serde_json::from_str(line).expect("result JSON");
-            let f = |key: &str, i: usize| v[key][i].as_f64().unwrap_or_default();
-            reports.push(Report {
-                vendor: *vendor,
-                n: *n,
-                scale: v["scale"].as_f64().unwrap_or_default(),
-                bulk: Resync {
-                    calls: f("bulk", 0) as u64,
-                    wall: Duration::from_secs_f64(f("bulk", 1)),
-                    throttled: f("bulk", 2) as u64,
-                    api_writes: f("bulk", 3) as u64,
-                },
-                per_object: Resync {
-                    calls: f("per_object", 0) as u64,
-                    wall: Duration::from_secs_f64(f("per_object", 1)),
-                    throttled: f("per_object", 2) as u64,
-                    api_writes: f("per_object", 3) as u64,
-                },
-                converge: Converge {
-                    writes: f("converge", 0) as u64,
-                    rate: f("converge", 1),
-                    time: Duration::from_secs_f64(f("converge", 2)),
-                    throttled: f("converge", 3) as u64,
-                    reads: f("converge", 4) as u64,
-                    vendor_rate: f("converge", 5),
-                    api: serde_json::from_value(v["api"].clone()).unwrap_or_default(),
-                },
-                idle: Idle {
-                    startup_api: serde_json::from_value(v["idle"]["startup"].clone()).unwrap_or_default(),
-                    api: serde_json::from_value(v["idle"]["api"].clone()).unwrap_or_default(),
-                    vendor_calls: v["idle"]["vendor_calls"].as_u64().unwrap_or_default(),
-                },
-                rss_total_mib: f("rss", 0),
-                rss_apiserver_mib: f("rss", 1),
-            });
+            for api in &apis {
+                for way in &ways {
+                    let key = format!("{vendor}:{n}:{api}:{way}");
+                    eprintln!("== {key}");
+                    // Each scenario in a fresh process, so figures and RSS do not carry over.
+                    let out = std::process::Command::new(&me)
+                        .args(["--one", &key])
+                        .stderr(Stdio::inherit())
+                        .output()
+                        .expect("scenario runs");
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+                        Some(line) => {
+                            let r: Report = serde_json::from_str(line).expect("result JSON");
+                            eprintln!("   {}", line);
+                            reports.push(r);
+                        }
+                        None => eprintln!("scenario {key} failed: {text}"),
+                    }
+                }
+            }
         }
     }
-    println!("\nFull resync (vendor calls, wall time, 429s received, Kubernetes API writes):");
+    print_tables(&reports);
+}
+
+fn print_tables(reports: &[Report]) {
+    let pages = |r: &Report| match r.vendor.as_str() {
+        "emnify" => Vendor::Emnify.sweep_pages(r.n),
+        _ => Vendor::Telenor.sweep_pages(r.n),
+    };
     println!(
-        "{:<8} {:>6} {:>6} | {:>12} {:>9} {:>8} {:>5} {:>10} | {:>12} {:>9} {:>5} {:>10}",
-        "vendor",
-        "N",
-        "scale",
-        "bulk calls",
-        "target",
-        "wall s",
-        "429",
-        "k8s writes",
-        "per-obj calls",
-        "wall s",
-        "429",
-        "k8s writes"
+        "\nApply N new ConnectivitySubscriptions (server-side apply, {CONCURRENCY} at a time) until all are Ready; full resync by a new operator process:"
     );
-    for r in &reports {
+    println!(
+        "{:<8} {:>6} {:<6} {:<10} | {:>9} {:>7} {:>8} {:>9} | {:>8} {:>9} {:>8} {:>10}",
+        "vendor", "N", "api", "way", "apply s", "ready", "calls", "k8s wr", "resync", "target", "wall s", "k8s writes"
+    );
+    for r in reports {
         println!(
-            "{:<8} {:>6} {:>5.1}x | {:>12} {:>9} {:>8.1} {:>5} {:>10} | {:>12} {:>9.1} {:>5} {:>10}",
-            r.vendor.name(),
+            "{:<8} {:>6} {:<6} {:<10} | {:>9.1} {:>7} {:>8} {:>9} | {:>8} {:>9} {:>8.1} {:>10}",
+            r.vendor,
             r.n,
-            r.scale,
-            r.bulk.calls,
-            format!("<= {}", r.vendor.sweep_pages(r.n) + 2),
-            r.bulk.wall.as_secs_f64(),
-            r.bulk.throttled,
-            r.bulk.api_writes,
-            r.per_object.calls,
-            r.per_object.wall.as_secs_f64(),
-            r.per_object.throttled,
-            r.per_object.api_writes
+            r.api,
+            r.way,
+            r.apply_secs,
+            r.apply_ready,
+            r.apply_vendor_calls,
+            writes(&r.apply_api),
+            r.resync_calls,
+            format!("<= {}", pages(r) + 2),
+            r.resync_secs,
+            writes(&r.resync_api)
         );
     }
-    println!("\nMode change on all N (bulk), converged by `connectivity-operator run` in its own process:");
     println!(
-        "bound = writes / the operator's write rate limit (spec.rateLimit, 0.95 x the vendor's); \
-         the last ratio is against the vendor's own limit"
+        "\nMode change Active -> Paused on all N. bound = N / the operator's write rate limit (spec.rateLimit, 0.95 x the vendor's), \
+         the per-object way's floor; targets for emnify at 10,000: <= 10 write calls, ratio <= 0.05"
     );
     println!(
-        "{:<8} {:>6} | {:>7} {:>6} {:>7} {:>8} {:>8} {:>6} {:>9} {:>5} | {:>13} {:>13}",
+        "{:<8} {:>6} {:<6} {:<10} | {:>7} {:>6} {:>7} {:>8} {:>8} {:>7} {:>9} | {:>5} {:>7} | {:>9} {:>9} {:>7}",
         "vendor",
         "N",
+        "api",
+        "way",
         "writes",
         "reads",
         "rate/s",
         "bound s",
         "took s",
         "ratio",
-        "vs vendor",
-        "429",
-        "peak RSS MiB",
-        "idle RSS MiB"
+        "converged",
+        "429v",
+        "429api",
+        "peak MiB",
+        "idle MiB",
+        "cpu s"
     );
-    for r in &reports {
-        let bound = r.converge.writes as f64 / r.converge.rate;
-        let vendor_bound = r.converge.writes as f64 / r.converge.vendor_rate.max(f64::EPSILON);
+    for r in reports {
+        let bound = r.n as f64 / r.rate.max(f64::EPSILON);
         println!(
-            "{:<8} {:>6} | {:>7} {:>6} {:>7.1} {:>8.1} {:>8.1} {:>6.2} {:>9.2} {:>5} | {:>13.1} {:>13.1}",
-            r.vendor.name(),
+            "{:<8} {:>6} {:<6} {:<10} | {:>7} {:>6} {:>7.1} {:>8.1} {:>8.1} {:>7.3} {:>9} | {:>5} {:>7} | {:>9.1} {:>9.1} {:>7.1}",
+            r.vendor,
             r.n,
-            r.converge.writes,
-            r.converge.reads,
-            r.converge.rate,
+            r.api,
+            r.way,
+            r.change_writes,
+            r.change_reads,
+            r.rate,
             bound,
-            r.converge.time.as_secs_f64(),
-            r.converge.time.as_secs_f64() / bound.max(f64::EPSILON),
-            r.converge.time.as_secs_f64() / vendor_bound.max(f64::EPSILON),
-            r.converge.throttled,
-            r.rss_total_mib,
-            r.rss_apiserver_mib
+            r.change_secs,
+            r.change_secs / bound,
+            r.change_converged,
+            r.vendor_429,
+            r.api_429,
+            r.rss_peak_mib,
+            r.rss_idle_mib,
+            r.cpu_secs
         );
     }
-    let verbs = |api: &std::collections::BTreeMap<String, u64>| {
-        let writes: u64 = ["POST", "PATCH", "PUT", "DELETE"]
-            .iter()
-            .filter_map(|v| api.get(*v))
-            .sum();
+    let verbs = |api: &BTreeMap<String, u64>| {
         let all: Vec<String> = api.iter().map(|(verb, n)| format!("{verb} {n}")).collect();
-        format!("writes {writes:>6} ({})", all.join(", "))
+        format!("writes {:>7} ({})", writes(api), all.join(", "))
     };
-    println!("\nKubernetes API requests by verb (writes = POST + PATCH + PUT + DELETE):");
-    for r in &reports {
+    println!(
+        "\nKubernetes API requests by verb (writes = POST + PATCH + APPLY + PUT + DELETE; the apply and the change include the benchmark's own N requests):"
+    );
+    for r in reports {
+        let row = format!("{:<8} {:>6} {:<6} {:<10}", r.vendor, r.n, r.api, r.way);
+        println!("{row} | apply:                  {}", verbs(&r.apply_api));
+        println!("{row} | full resync:            {}", verbs(&r.resync_api));
+        println!("{row} | mode change:            {}", verbs(&r.change_api));
+        println!("{row} | new operator start-up:  {}", verbs(&r.idle_startup_api));
         println!(
-            "{:<8} {:>6} | mode change:            {} (PATCH includes the benchmark's {} spec patches)",
-            r.vendor.name(),
-            r.n,
-            verbs(&r.converge.api),
-            r.n
-        );
-        println!(
-            "{:<8} {:>6} | new operator start-up:  {}",
-            r.vendor.name(),
-            r.n,
-            verbs(&r.idle.startup_api)
-        );
-        println!(
-            "{:<8} {:>6} | 3 idle resyncs ({}s):   {}; vendor calls {}",
-            r.vendor.name(),
-            r.n,
+            "{row} | 3 idle resyncs ({}s):   {}; vendor calls {}",
             IDLE_RESYNC.as_secs(),
-            verbs(&r.idle.api),
-            r.idle.vendor_calls
+            verbs(&r.idle_api),
+            r.idle_vendor_calls
         );
     }
-}
-
-fn print_one(r: &Report) {
-    eprintln!(
-        "   resync bulk: {} calls in {:.1}s ({} x 429); per object: {} calls in {:.1}s ({} x 429); converge: {} writes in {:.1}s; operator peak RSS {:.1} MiB",
-        r.bulk.calls,
-        r.bulk.wall.as_secs_f64(),
-        r.bulk.throttled,
-        r.per_object.calls,
-        r.per_object.wall.as_secs_f64(),
-        r.per_object.throttled,
-        r.converge.writes,
-        r.converge.time.as_secs_f64(),
-        r.rss_total_mib
-    );
 }

@@ -78,10 +78,13 @@ enum Command {
         /// service profile) in bulk, batched per account; `false`: one request per SIM.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         bulk_writes: bool,
-        /// How long the first change of a bulk write waits for others (unless the vendor's
-        /// maximum per call is reached first).
+        /// A bulk write goes out once no further change arrived for this long (or at the
+        /// vendor's maximum per call, or after --bulk-write-max-delay).
         #[arg(long, default_value = "200ms", value_parser = parse_duration)]
         bulk_write_window: Duration,
+        /// The longest the first change of a bulk write waits while more keep arriving.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        bulk_write_max_delay: Duration,
         /// Observe subscriptions through one inventory sweep per account; `false`: one read per
         /// SIM (the way the peers work; for comparisons).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -248,6 +251,7 @@ async fn cli_main() -> anyhow::Result<()> {
             provider_cache_ttl,
             bulk_writes,
             bulk_write_window,
+            bulk_write_max_delay,
             bulk_observation,
             leader_election,
             leader_election_namespace,
@@ -266,6 +270,7 @@ async fn cli_main() -> anyhow::Result<()> {
                 provider_cache_ttl,
                 bulk_writes,
                 bulk_write_window,
+                bulk_write_max_delay,
                 bulk_observation,
                 ..Settings::default()
             };

@@ -22,6 +22,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures::future::BoxFuture;
 
 use super::inventory::Inventories;
@@ -29,6 +31,14 @@ use crate::backend::{BackendError, BulkItem, ErrorKind, ObservedSubscription, Su
 
 /// An object: (namespace, name).
 pub type ObjectKey = (String, String);
+
+/// When a batch goes out: once no change arrived for `window`, or its first change has waited
+/// `max_delay`, or the vendor's maximum is reached.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub window: Duration,
+    pub max_delay: Duration,
+}
 
 /// What became of a submission.
 #[derive(Debug)]
@@ -54,6 +64,9 @@ struct Answered {
 #[derive(Default)]
 struct Account {
     queue: VecDeque<Entry>,
+    /// When the oldest queued item and the newest arrived.
+    oldest: Option<Instant>,
+    newest: Option<Instant>,
     /// Objects whose item is in the call that is out.
     sending: HashSet<ObjectKey>,
     answered: HashMap<ObjectKey, Answered>,
@@ -86,6 +99,9 @@ impl Account {
             return (Submitted::Queued, false);
         }
         self.queue.push_back(Entry { object, item });
+        let now = Instant::now();
+        self.oldest.get_or_insert(now);
+        self.newest = Some(now);
         let start = !self.flushing;
         self.flushing = true;
         (Submitted::Queued, start)
@@ -99,8 +115,27 @@ impl Account {
         if batch.is_empty() {
             self.flushing = false;
         }
+        // What stays waited since before this batch; it is sent with the next one.
+        if self.queue.is_empty() {
+            self.oldest = None;
+            self.newest = None;
+        }
         self.sending.extend(batch.iter().map(|e| e.object.clone()));
         batch
+    }
+
+    /// How long until the queue should go out (`None`: now, or nothing waits): when it holds a
+    /// full batch, has been quiet for `window` (no item arrived), or its oldest item has waited
+    /// `max_delay`. Changes that keep arriving (a fleet-wide change applied object by object)
+    /// are collected until one of those, instead of going out every `window`.
+    fn due_in(&self, limit: usize, window: Duration, max_delay: Duration, now: Instant) -> Option<Duration> {
+        let (oldest, newest) = (self.oldest?, self.newest?);
+        if self.queue.len() >= limit {
+            return None;
+        }
+        let quiet = window.checked_sub(now.saturating_duration_since(newest))?;
+        let waited = max_delay.checked_sub(now.saturating_duration_since(oldest))?;
+        Some(quiet.min(waited)).filter(|d| !d.is_zero())
     }
 
     /// Record each item's answer; returns the objects to wake.
@@ -151,34 +186,30 @@ impl Batches {
     pub fn in_flight(&self, account: &str, object: &ObjectKey) -> bool {
         self.with(account, |a| a.sending.contains(object))
     }
-
-    fn queued(&self, account: &str) -> usize {
-        self.with(account, |a| a.queue.len())
-    }
 }
 
 impl Inventories {
     /// Hand `item` for `object` on `account` to the account's bulk writes (see the module doc).
-    /// `window` is how long the first item of a batch waits for others.
+    /// `timing` says when a batch goes out.
     pub fn submit(
         self: &Arc<Self>,
         account: &str,
         backend: Arc<dyn SubscriptionBackend>,
         object: ObjectKey,
         item: BulkItem,
-        window: Duration,
+        timing: Timing,
     ) -> Submitted {
         let (submitted, start) = self.batches.with(account, |a| a.submit(object, item));
         if start {
             let inventories = self.clone();
             let account = account.to_string();
-            tokio::spawn(async move { inventories.flush(account, backend, window).await });
+            tokio::spawn(async move { inventories.flush(account, backend, timing).await });
         }
         submitted
     }
 
     /// The account's flush task: one bulk call at a time until nothing waits.
-    async fn flush(self: Arc<Self>, account: String, backend: Arc<dyn SubscriptionBackend>, window: Duration) {
+    async fn flush(self: Arc<Self>, account: String, backend: Arc<dyn SubscriptionBackend>, timing: Timing) {
         let limit = backend.bulk_limit().max(1);
         let mut interrupted = Interrupted {
             inventories: &self,
@@ -186,8 +217,10 @@ impl Inventories {
             batch: Vec::new(),
         };
         loop {
-            if self.batches.queued(&account) < limit {
-                tokio::time::sleep(window).await;
+            while let Some(wait) = self.batches.with(&account, |a| {
+                a.due_in(limit, timing.window, timing.max_delay, Instant::now())
+            }) {
+                tokio::time::sleep(wait).await;
             }
             let batch = self.batches.with(&account, |a| a.take(limit));
             if batch.is_empty() {
@@ -365,6 +398,45 @@ mod tests {
         assert!(matches!(s, Submitted::Queued));
         assert!(!start, "the flush task of the first batch is still running");
         assert!(a.answered.is_empty());
+    }
+
+    #[test]
+    fn a_batch_goes_out_when_quiet_full_or_waited_long_enough() {
+        let window = Duration::from_millis(200);
+        let max_delay = Duration::from_secs(5);
+        let ms = Duration::from_millis;
+        let mut a = Account::default();
+        let t0 = Instant::now();
+        assert_eq!(a.due_in(10, window, max_delay, t0), None, "nothing waits");
+        a.submit(key("a"), item("1", SubscriptionMode::Paused));
+        let t0 = a.oldest.unwrap();
+        assert_eq!(
+            a.due_in(10, window, max_delay, t0 + ms(50)),
+            Some(ms(150)),
+            "waits for quiet"
+        );
+        assert_eq!(
+            a.due_in(10, window, max_delay, t0 + ms(200)),
+            None,
+            "quiet for the window: out"
+        );
+        // A steady trickle keeps it collecting, up to the maximum delay.
+        a.newest = Some(t0 + ms(4900));
+        assert_eq!(a.due_in(10, window, max_delay, t0 + ms(4950)), Some(ms(50)));
+        assert_eq!(
+            a.due_in(10, window, max_delay, t0 + ms(5000)),
+            None,
+            "waited long enough"
+        );
+        // A full batch goes at once.
+        a.newest = Some(t0);
+        assert_eq!(a.due_in(1, window, max_delay, t0), None);
+        // What is left after a take keeps its arrival times; an empty queue forgets them.
+        a.submit(key("b"), item("2", SubscriptionMode::Paused));
+        a.take(1);
+        assert!(a.oldest.is_some());
+        a.take(1);
+        assert!(a.oldest.is_none() && a.newest.is_none());
     }
 
     #[test]

@@ -62,9 +62,11 @@ pub struct Settings {
     /// through its bulk write, batched per account (default). `false` writes each SIM with its
     /// own request: the baseline the benchmark compares against.
     pub bulk_writes: bool,
-    /// How long the first change of a bulk write waits for others before it is sent (unless the
-    /// vendor's maximum is reached first).
+    /// A bulk write goes out once no further change arrived for this long (or at the vendor's
+    /// maximum per call, or after `bulk_write_max_delay`).
     pub bulk_write_window: Duration,
+    /// The longest the first change of a bulk write waits while more keep arriving.
+    pub bulk_write_max_delay: Duration,
     /// How long a resolved ProviderConfig (and its credentials Secret) is reused before both are
     /// read again; a ProviderConfig change is picked up at once, a rotated Secret within this.
     pub provider_cache_ttl: Duration,
@@ -83,6 +85,7 @@ impl Default for Settings {
             bulk_observation: true,
             bulk_writes: true,
             bulk_write_window: Duration::from_millis(200),
+            bulk_write_max_delay: Duration::from_secs(5),
             verify_timeout: Duration::from_secs(180),
             max_concurrent_reconciles: 64,
             provider_cache_ttl: Duration::from_secs(30),

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 
-use super::batch::Submitted;
+use super::batch::{Submitted, Timing};
 use super::inventory::{ReadInput, WriteWait};
 use super::managed::{self, Cleaned, Facts, Managed, Outcome, Schedule, StepError};
 use super::resolve::{Provider, ResolveError};
@@ -472,15 +472,18 @@ impl ConnectivitySubscription {
             .bulk_writes
             .then(|| backend.bulk_item(&observed, &changes))
             .flatten();
-        let window = ctx.settings.bulk_write_window;
+        let timing = Timing {
+            window: ctx.settings.bulk_write_window,
+            max_delay: ctx.settings.bulk_write_max_delay,
+        };
         let queued = Outcome::Queued {
             recheck: match ctx.inventories.wakeable() {
-                true => WAKE_GUARD,
-                false => window * 2,
+                true => WAKE_GUARD.max(timing.max_delay * 2),
+                false => timing.window * 2,
             },
         };
         let written = match bulk {
-            Some(item) => match ctx.inventories.submit(&key, backend.clone(), object, item, window) {
+            Some(item) => match ctx.inventories.submit(&key, backend.clone(), object, item, timing) {
                 Submitted::Queued => return Ok(queued),
                 Submitted::Done(result) => result.map(WriteOutcome::Applied),
             },

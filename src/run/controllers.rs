@@ -10,7 +10,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
-use super::watch::{bare_ref, trimmed_controller};
+use super::watch::{Synced, bare_ref, trimmed_controller};
 use crate::controller::Context;
 use crate::controller::managed::{Managed, error_policy, reconcile};
 use crate::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile};
@@ -67,17 +67,14 @@ where
         .boxed()
 }
 
-/// The controllers of every kind for one scope (a namespace, or all), and the ServiceProfile
-/// store whose readiness `/readyz` waits for.
+/// The controllers of every kind for one scope (a namespace, or all), and their caches'
+/// readiness, which `/readyz` waits for.
 pub(super) fn controllers_for<F, Fut>(
     client: &Client,
     ns: Option<&str>,
     ctx: &Arc<Context>,
     stopped: &F,
-) -> (
-    Vec<BoxFuture<'static, ()>>,
-    kube::runtime::reflector::Store<ServiceProfile>,
-)
+) -> (Vec<BoxFuture<'static, ()>>, Vec<Synced>)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -88,15 +85,16 @@ where
     let config = watcher::Config::default();
     let controller_config =
         kube::runtime::controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
+    let (pc_controller, pc_synced) = trimmed_controller(api::<ProviderConfig>(client, ns), config.clone());
     let pc_controller = drain(
         "ProviderConfig",
-        trimmed_controller(api::<ProviderConfig>(client, ns), config.clone())
+        pc_controller
             .with_config(controller_config.clone())
             .graceful_shutdown_on(stopped())
             .run(reconcile, error_policy, ctx.clone()),
     );
-    let sp_controller =
-        trimmed_controller(api::<ServiceProfile>(client, ns), config.clone()).with_config(controller_config.clone());
+    let (sp_controller, sp_synced) = trimmed_controller(api::<ServiceProfile>(client, ns), config.clone());
+    let sp_controller = sp_controller.with_config(controller_config.clone());
     let sp_store = sp_controller.store();
     let sp_controller = sp_controller
         // A ProviderConfig that appears, changes or becomes Ready re-triggers its ServiceProfiles.
@@ -108,8 +106,9 @@ where
         .graceful_shutdown_on(stopped())
         .run(reconcile, error_policy, ctx.clone());
     let sp_controller = drain("ServiceProfile", sp_controller);
-    let csub_controller =
-        trimmed_controller(api::<ConnectivitySubscription>(client, ns), config.clone()).with_config(controller_config);
+    let (csub_controller, csub_synced) =
+        trimmed_controller(api::<ConnectivitySubscription>(client, ns), config.clone());
+    let csub_controller = csub_controller.with_config(controller_config);
     let csub_store = csub_controller.store();
     let (wake, woken) = futures::channel::mpsc::unbounded();
     ctx.inventories.add_waker(ns.map(str::to_string), wake);
@@ -132,5 +131,8 @@ where
         .graceful_shutdown_on(stopped())
         .run(reconcile, error_policy, ctx.clone());
     let csub_controller = drain("ConnectivitySubscription", csub_controller);
-    (vec![pc_controller, sp_controller, csub_controller], sp_store)
+    (
+        vec![pc_controller, sp_controller, csub_controller],
+        vec![pc_synced, sp_synced, csub_synced],
+    )
 }

@@ -151,17 +151,17 @@ pub async fn run_until(
         options.namespaces.iter().cloned().map(Some).collect()
     };
     let mut controllers: Vec<BoxFuture<'static, ()>> = Vec::new();
-    let mut stores = Vec::new();
+    let mut caches = Vec::new();
     for scope in &scopes {
-        let (futures, store) = controllers_for(&client, scope.as_deref(), &ctx, &stopped);
+        let (futures, synced) = controllers_for(&client, scope.as_deref(), &ctx, &stopped);
         controllers.extend(futures);
-        stores.push(store);
+        caches.extend(synced);
     }
     {
         let state = state.clone();
         tokio::spawn(async move {
-            for store in stores {
-                if store.wait_until_ready().await.is_err() {
+            for mut synced in caches {
+                if synced.wait_for(|done| *done).await.is_err() {
                     return;
                 }
             }

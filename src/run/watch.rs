@@ -96,11 +96,18 @@ impl Triggers {
 /// [`spec_or_metadata`] changes ([`Triggers`]), with requests by namespace and name
 /// ([`bare_ref`]); requeues and the other watches do the rest. Watch errors are logged and
 /// retried with kube's default backoff.
-pub(super) fn trimmed_controller<K>(api: Api<K>, config: watcher::Config) -> Controller<K>
+///
+/// The receiver turns `true` once the cache holds the first complete list (`/readyz`). Not the
+/// store's `wait_until_ready`: kube-runtime 5's store readiness is a oneshot receiver that keeps
+/// one waker, so a second task waiting on it beside the controller's own wait is never woken
+/// (or, the other way round, the controller is not): `/readyz` then stayed `caches not synced`
+/// for good, measured with `cargo bench --bench subscriptions`.
+pub(super) fn trimmed_controller<K>(api: Api<K>, config: watcher::Config) -> (Controller<K>, Synced)
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let mut triggers = Triggers::default();
     let requests = watcher(api, config)
         .default_backoff()
@@ -112,6 +119,11 @@ where
             }
         })
         .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                synced_tx.send_replace(true);
+            }
+        })
         .filter_map(move |event| {
             let request = match event {
                 Ok(event) => triggers.on(event).map(|obj| bare_ref(&obj)),
@@ -122,8 +134,14 @@ where
             };
             futures::future::ready(request)
         });
-    Controller::for_stream(futures::stream::pending(), reader).reconcile_on(requests)
+    (
+        Controller::for_stream(futures::stream::pending(), reader).reconcile_on(requests),
+        synced,
+    )
 }
+
+/// Turns `true` when a controller's cache holds its first complete list.
+pub(super) type Synced = tokio::sync::watch::Receiver<bool>;
 
 #[cfg(test)]
 mod tests {
