@@ -565,6 +565,8 @@ struct Report {
     change_writes: u64,
     change_reads: u64,
     change_secs: f64,
+    /// When the benchmark's last spec patch was accepted (the change cannot be done before).
+    change_patched_secs: f64,
     change_converged: usize,
     change_api: BTreeMap<String, u64>,
     /// Idle: a new operator's start-up pass, then three resync intervals.
@@ -729,6 +731,7 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
+    report.change_patched_secs = started.elapsed().as_secs_f64();
     let (took, converged) = converge(
         &client,
         n,
@@ -923,10 +926,11 @@ fn print_tables(reports: &[Report]) {
     }
     println!(
         "\nMode change Active -> Paused on all N. bound = N / the operator's write rate limit (spec.rateLimit, 0.95 x the vendor's), \
-         the per-object way's floor; targets for emnify at 10,000: <= 10 write calls, ratio <= 0.05"
+         the per-object way's floor; targets for emnify at 10,000: <= 10 write calls, ratio <= 0.05; \
+         patched s: when the benchmark's last spec patch was accepted (the change cannot converge before)"
     );
     println!(
-        "{:<8} {:>6} {:<6} {:<10} | {:>7} {:>6} {:>7} {:>8} {:>8} {:>7} {:>9} | {:>5} {:>7} | {:>9} {:>9} {:>7}",
+        "{:<8} {:>6} {:<6} {:<10} | {:>7} {:>6} {:>7} {:>8} {:>8} {:>7} {:>9} {:>9} | {:>5} {:>7} | {:>9} {:>9} {:>7}",
         "vendor",
         "N",
         "api",
@@ -937,6 +941,7 @@ fn print_tables(reports: &[Report]) {
         "bound s",
         "took s",
         "ratio",
+        "patched s",
         "converged",
         "429v",
         "429api",
@@ -947,7 +952,7 @@ fn print_tables(reports: &[Report]) {
     for r in reports {
         let bound = r.n as f64 / r.rate.max(f64::EPSILON);
         println!(
-            "{:<8} {:>6} {:<6} {:<10} | {:>7} {:>6} {:>7.1} {:>8.1} {:>8.1} {:>7.3} {:>9} | {:>5} {:>7} | {:>9.1} {:>9.1} {:>7.1}",
+            "{:<8} {:>6} {:<6} {:<10} | {:>7} {:>6} {:>7.1} {:>8.1} {:>8.1} {:>7.3} {:>9.1} {:>9} | {:>5} {:>7} | {:>9.1} {:>9.1} {:>7.1}",
             r.vendor,
             r.n,
             r.api,
@@ -958,6 +963,7 @@ fn print_tables(reports: &[Report]) {
             bound,
             r.change_secs,
             r.change_secs / bound,
+            r.change_patched_secs,
             r.change_converged,
             r.vendor_429,
             r.api_429,

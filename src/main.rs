@@ -80,10 +80,10 @@ enum Command {
         bulk_writes: bool,
         /// A bulk write goes out once no further change arrived for this long (or at the
         /// vendor's maximum per call, or after --bulk-write-max-delay).
-        #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+        #[arg(long, default_value = "500ms", value_parser = parse_duration)]
         bulk_write_window: Duration,
         /// The longest the first change of a bulk write waits while more keep arriving.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
         bulk_write_max_delay: Duration,
         /// Observe subscriptions through one inventory sweep per account; `false`: one read per
         /// SIM (the way the peers work; for comparisons).
