@@ -255,25 +255,7 @@ impl EmnifyBackend {
             return Ok(None);
         };
         let endpoint = match sim.endpoint.as_ref().and_then(|e| e.id) {
-            Some(id) => {
-                let action = format!("get emnify endpoint {id}");
-                match self
-                    .client()
-                    .call(
-                        "endpoint.get",
-                        Method::GET,
-                        &format!("/api/v1/endpoint/{id}"),
-                        None,
-                        None,
-                        &action,
-                    )
-                    .await
-                {
-                    Ok(answer) => Some(answer.json::<Endpoint>(&action)?),
-                    Err(e) if e.is_not_found() => None,
-                    Err(e) => return Err(e),
-                }
-            }
+            Some(id) => self.endpoint(id, &format!("get emnify endpoint {id}")).await?,
             None => None,
         };
         Ok(Some(observed(&sim, endpoint.as_ref())))
@@ -432,6 +414,26 @@ impl EmnifyBackend {
         })
     }
 
+    /// One endpoint (`None`: emnify has no such endpoint).
+    async fn endpoint(&self, id: i64, action: &str) -> Result<Option<Endpoint>, BackendError> {
+        match self
+            .client()
+            .call(
+                "endpoint.get",
+                Method::GET,
+                &format!("/api/v1/endpoint/{id}"),
+                None,
+                None,
+                action,
+            )
+            .await
+        {
+            Ok(answer) => Ok(Some(answer.json::<Endpoint>(action)?)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `PATCH /api/v2/endpoint/multi` (`bulk-update-endpoint`): every item in one request,
     /// answered 204 for all of them or one error for the request.
     pub(super) async fn bulk_update_endpoints(&self, items: &[BulkItem]) -> Result<(), BackendError> {
@@ -480,23 +482,7 @@ impl EmnifyBackend {
         let mut found: Vec<Option<Endpoint>> = vec![None; items.len()];
         if items.len() <= READ_BACK_ONE_BY_ONE {
             for (&id, &i) in &wanted {
-                let action = format!("read back emnify endpoint {id}");
-                match self
-                    .client()
-                    .call(
-                        "endpoint.get",
-                        Method::GET,
-                        &format!("/api/v1/endpoint/{id}"),
-                        None,
-                        None,
-                        &action,
-                    )
-                    .await
-                {
-                    Ok(answer) => found[i] = Some(answer.json::<Endpoint>(&action)?),
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e),
-                }
+                found[i] = self.endpoint(id, &format!("read back emnify endpoint {id}")).await?;
             }
         } else {
             self.client()
