@@ -80,7 +80,7 @@ pub struct EmnifyConfig {
     /// Keep every `/api` exchange with its JSON bodies ([`EmnifySim::exchanges`]), e.g. to check
     /// requests and answers against emnify's OpenAPI spec. Off by default (memory).
     pub record_exchanges: bool,
-    /// [INF] A `PATCH /api/v2/endpoint/multi` whose element fails keeps the elements applied
+    /// Inferred: a `PATCH /api/v2/endpoint/multi` whose element fails keeps the elements applied
     /// before it (emnify does not document whether a failed bulk update applies part of the
     /// list). Off: all or nothing.
     pub bulk_partial_apply: bool,
