@@ -443,6 +443,9 @@ fn offline_settings() -> Settings {
         min_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(5),
         pending_poll_interval: Duration::from_millis(500),
+        // Objects are driven one at a time here: nothing to batch, and a queued write's answer
+        // would arrive after `drive` has moved on.
+        bulk_writes: false,
         ..Settings::default()
     }
 }

@@ -194,3 +194,65 @@ async fn sim_command_prints_one_json_line() {
     assert!(auth["auth_token"].as_str().is_some_and(|t| t.split('.').count() == 3));
     child.kill().await.unwrap();
 }
+
+/// `apply` of a mode change drives the SIM there and prints it Ready: offline objects are written
+/// one at a time (no bulk write, whose answer would come after the run moved on).
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_pauses_an_emnify_sim() {
+    let sim = EmnifySim::new(EmnifyConfig::default())
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let token = sim.credentials()["application_token"].as_str().unwrap().to_string();
+    connectivity_operator::install_crypto_provider();
+    let http = reqwest::Client::new();
+    let auth: Value = http
+        .post(format!("{}/api/v1/authenticate", sim.url))
+        .json(&serde_json::json!({"application_token": token}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = auth["auth_token"].as_str().unwrap().to_string();
+    let endpoints: Value = http
+        .get(format!("{}/api/v1/endpoint?per_page=1", sim.url))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (endpoint, imsi) = (&endpoints[0]["id"], endpoints[0]["sim"]["imsi"].as_str().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sim.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{applicationToken: {token}}}\n---\n\
+             apiVersion: connectivity-operator.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: acct}}\n\
+             spec: {{vendor: emnify, endpoint: '{}', credentialsSecretRef: {{name: creds}}}}\n---\n\
+             apiVersion: connectivity-operator.dev/v1alpha1\nkind: ConnectivitySubscription\nmetadata: {{name: tracker}}\n\
+             spec: {{providerConfigRef: {{name: acct}}, imsi: '{imsi}', mode: Paused}}\n",
+            sim.url
+        ),
+    )
+    .unwrap();
+    let out = run(&["apply", "-f", dir.path().to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let docs = documents(&out.stdout);
+    let csub = docs.iter().find(|d| d["kind"] == "ConnectivitySubscription").unwrap();
+    assert_eq!(csub["status"]["mode"], "Activated/Disabled", "{csub}");
+    assert_eq!(condition(csub, "Ready")["status"], "True", "{csub}");
+    let after: Value = http
+        .get(format!("{}/api/v1/endpoint/{endpoint}", sim.url))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["status"]["id"], 1, "the endpoint is Disabled");
+}
