@@ -984,6 +984,10 @@ fn print_tables(reports: &[Report]) {
         println!("{row} | apply:                  {}", verbs(&r.apply_api));
         println!("{row} | full resync:            {}", verbs(&r.resync_api));
         println!("{row} | mode change:            {}", verbs(&r.change_api));
+        if r.way == Way::PerObject.name() {
+            println!("{row} | idle: not measured (one object at a time, a resync outlasts the 15 s interval)");
+            continue;
+        }
         println!("{row} | new operator start-up:  {}", verbs(&r.idle_startup_api));
         println!(
             "{row} | 3 idle resyncs ({}s):   {}; vendor calls {}",
