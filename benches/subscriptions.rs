@@ -477,27 +477,20 @@ async fn converge(
     let api: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), NS);
     let mut stream = watcher(api, watcher::Config::default().page_size(500)).boxed();
     let mut converged: HashSet<String> = HashSet::new();
-    let mut initial: HashSet<String> = HashSet::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     let limit = tokio::time::sleep(PHASE_LIMIT);
     tokio::pin!(limit);
-    let mut last_change = since.elapsed();
     while converged.len() < n {
         tokio::select! {
             event = stream.try_next() => match event {
                 Ok(Some(watcher::Event::Apply(c) | watcher::Event::InitApply(c))) => {
                     let name = c.metadata.name.clone().unwrap_or_default();
-                    let was = converged.contains(&name);
                     if done(&c) { converged.insert(name); } else { converged.remove(&name); }
-                    if was != converged.contains(&c.metadata.name.clone().unwrap_or_default()) {
-                        last_change = since.elapsed();
-                    }
                 }
                 Ok(Some(watcher::Event::Delete(c))) => {
                     converged.remove(&c.metadata.name.unwrap_or_default());
                 }
-                Ok(Some(watcher::Event::Init)) => initial.clear(),
-                Ok(Some(watcher::Event::InitDone)) => {}
+                Ok(Some(watcher::Event::Init | watcher::Event::InitDone)) => {}
                 Ok(None) => break,
                 Err(e) => {
                     eprintln!("   watch failed ({e}); watching again");
@@ -511,7 +504,6 @@ async fn converge(
             }
         }
     }
-    let _ = last_change;
     (since.elapsed(), converged.len())
 }
 

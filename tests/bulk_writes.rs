@@ -20,19 +20,12 @@ use vendor_sim::emnify::{EmnifyConfig, Exchange, SeedConfig};
 
 const BULK_PATH: &str = "/api/v2/endpoint/multi";
 
-async fn wait_for<F, Fut>(what: &str, mut check: F)
+async fn wait_for<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    // Bounded so the test ends by itself; the controllers converge in well under a second.
-    for _ in 0..600 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
+    common::wait_for(what, Duration::from_secs(30), check).await
 }
 
 /// A harness whose simulator has `endpoints` endpoints and records its exchanges, with the

@@ -13,19 +13,12 @@ use connectivity_operator::metrics::Metrics;
 use connectivity_operator::run::{RunOptions, run_until};
 use serde_json::json;
 
-async fn wait_for<F, Fut>(what: &str, mut check: F)
+async fn wait_for<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    // Bounded wait so the test ends by itself; the controllers normally converge in milliseconds.
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
+    common::wait_for(what, Duration::from_secs(15), check).await
 }
 
 #[tokio::test]

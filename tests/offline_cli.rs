@@ -1,6 +1,8 @@
 //! The `apply` and `plan` commands as a user runs them: the binary on manifest folders, with the
 //! embedded simulators (`--simulate`) or against an emnify endpoint given in the ProviderConfig.
 
+mod common;
+
 use std::path::Path;
 use std::process::Output;
 
@@ -205,26 +207,7 @@ async fn apply_pauses_an_emnify_sim() {
         .unwrap();
     let token = sim.credentials()["application_token"].as_str().unwrap().to_string();
     connectivity_operator::install_crypto_provider();
-    let http = reqwest::Client::new();
-    let auth: Value = http
-        .post(format!("{}/api/v1/authenticate", sim.url))
-        .json(&serde_json::json!({"application_token": token}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bearer = auth["auth_token"].as_str().unwrap().to_string();
-    let endpoints: Value = http
-        .get(format!("{}/api/v1/endpoint?per_page=1", sim.url))
-        .bearer_auth(&bearer)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let endpoints = common::emnify_get(&sim, "/api/v1/endpoint?per_page=1").await;
     let (endpoint, imsi) = (&endpoints[0]["id"], endpoints[0]["sim"]["imsi"].as_str().unwrap());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -245,14 +228,6 @@ async fn apply_pauses_an_emnify_sim() {
     let csub = docs.iter().find(|d| d["kind"] == "ConnectivitySubscription").unwrap();
     assert_eq!(csub["status"]["mode"], "Activated/Disabled", "{csub}");
     assert_eq!(condition(csub, "Ready")["status"], "True", "{csub}");
-    let after: Value = http
-        .get(format!("{}/api/v1/endpoint/{endpoint}", sim.url))
-        .bearer_auth(&bearer)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = common::emnify_get(&sim, &format!("/api/v1/endpoint/{endpoint}")).await;
     assert_eq!(after["status"]["id"], 1, "the endpoint is Disabled");
 }

@@ -166,7 +166,17 @@ pub struct Batches {
 impl Batches {
     fn with<T>(&self, account: &str, f: impl FnOnce(&mut Account) -> T) -> T {
         let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        f(accounts.entry(account.to_string()).or_default())
+        match accounts.get_mut(account) {
+            Some(a) => f(a),
+            None => f(accounts.entry(account.to_string()).or_default()),
+        }
+    }
+
+    /// `f` on the account if it ever had a bulk write; `None` otherwise, without creating one
+    /// (every resync asks, most accounts never batch).
+    fn existing<T>(&self, account: &str, f: impl FnOnce(&mut Account) -> T) -> Option<T> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        accounts.get_mut(account).map(f)
     }
 
     /// Drop what is kept for `object` (its answer, a queued item): it was deleted, or its next
@@ -176,15 +186,16 @@ impl Batches {
         account: &str,
         object: &ObjectKey,
     ) -> Option<(BulkItem, Result<ObservedSubscription, BackendError>)> {
-        self.with(account, |a| {
+        self.existing(account, |a| {
             a.queue.retain(|e| &e.object != object);
             a.answered.remove(object).map(|x| (x.item, x.result))
         })
+        .flatten()
     }
 
     /// Whether `object` has an item in the bulk call that is out.
     pub fn in_flight(&self, account: &str, object: &ObjectKey) -> bool {
-        self.with(account, |a| a.sending.contains(object))
+        self.existing(account, |a| a.sending.contains(object)).unwrap_or(false)
     }
 }
 

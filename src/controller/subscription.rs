@@ -19,6 +19,7 @@ use super::managed::{self, Cleaned, Facts, Managed, Outcome, Schedule, StepError
 use super::resolve::{Provider, ResolveError};
 use super::status::event;
 use super::{Context, key_of};
+use crate::backend::subscription::list_changes;
 use crate::backend::{
     BackendError, DesiredSubscription, ErrorKind, ObservedSubscription, SimIdentity, SubscriptionChange,
     SubscriptionProfile, WriteOutcome,
@@ -436,7 +437,7 @@ impl ConnectivitySubscription {
             Decision::Apply(changes) => changes,
             Decision::InSync => {
                 if let Some((item, Ok(_))) = answered {
-                    let note = format!("{vendor}: {} (bulk write)", list(&item.changes));
+                    let note = format!("{vendor}: {} (bulk write)", list_changes(&item.changes));
                     event(ctx, self, EventType::Normal, Reason::Updated, "Update", note).await;
                 }
                 status.pending_change = None;
@@ -446,13 +447,13 @@ impl ConnectivitySubscription {
                 });
             }
             Decision::Report(changes) => {
-                let message = format!("observe-only; would {}", list(&changes));
+                let message = format!("observe-only; would {}", list_changes(&changes));
                 return Ok(Outcome::not_ready(Reason::Drifted, message));
             }
             Decision::TerminationNotConfirmed => return Err(Error::TerminationNotConfirmed),
             Decision::Irreversible(desired) => return Err(Error::Terminated { vendor, desired }),
             Decision::AwaitPending(changes) => {
-                let message = format!("waiting for {vendor} to apply: {}", list(&changes));
+                let message = format!("waiting for {vendor} to apply: {}", list_changes(&changes));
                 return Ok(Outcome::Pending { message });
             }
         };
@@ -499,7 +500,7 @@ impl ConnectivitySubscription {
         match written {
             Ok(WriteOutcome::Applied(after)) => {
                 ctx.inventories.record(&key, &after).await;
-                let note = format!("{vendor}: {}", list(&changes));
+                let note = format!("{vendor}: {}", list_changes(&changes));
                 event(ctx, self, EventType::Normal, Reason::Updated, "Update", note).await;
                 *status = with_observed(std::mem::take(status), &after, ctx.clock.now());
                 status.pending_change = None;
@@ -511,7 +512,7 @@ impl ConnectivitySubscription {
                 })
             }
             Ok(WriteOutcome::Accepted) => {
-                let message = format!("{vendor} accepted: {}; applied asynchronously", list(&changes));
+                let message = format!("{vendor} accepted: {}; applied asynchronously", list_changes(&changes));
                 let pending = pending(PendingOutcome::Accepted);
                 Ok(self
                     .in_flight(
@@ -617,10 +618,6 @@ fn recorded_profile(
     (status.endpoint_id.is_some() && status.endpoint_id == observed.endpoint_id)
         .then(|| status.service_profile_id.clone())
         .flatten()
-}
-
-fn list(changes: &[SubscriptionChange]) -> String {
-    crate::backend::subscription::list_changes(changes)
 }
 
 fn with_observed(

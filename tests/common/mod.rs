@@ -367,3 +367,19 @@ async fn emnify_tariff_profile(sim: &RunningSim) -> i64 {
         .as_i64()
         .unwrap()
 }
+
+/// Wait (polling every 50 ms, at most `limit`) until `check` holds; panics naming `what` after.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
