@@ -1,7 +1,10 @@
 //! What our own code saves where a crate's would do the same job: heap retained at fleet scale
 //! by (1) the packed subscription inventory against a plain `Vec<ObservedSubscription>` with two
 //! `HashMap<String, usize>` indexes, (2) our trigger filter against kube's `predicate_filter`,
-//! (3) our event recorder against kube's `Recorder`. Each is fed the same N objects; what it
+//! (3) our event recorder against kube's `Recorder`, (4) the controller's cache of settled
+//! subscriptions with our metadata trim against `managedFields` stripped only (what
+//! controller-runtime's `TransformStripManagedFields` keeps), and where one cached object's
+//! bytes go. Each is fed the same N objects; what it
 //! retains is measured as the bytes its drop frees (a counting global allocator), so whatever
 //! else lives in the process does not count.
 //!
@@ -14,11 +17,11 @@ use cap::Cap;
 use connectivity_operator::backend::{InventoryBuilder, ObservedSubscription};
 use connectivity_operator::controller::events::EventRecorder;
 use connectivity_operator::crd::{ConnectivitySubscription, SubscriptionMode};
-use connectivity_operator::run::watch::Triggers;
+use connectivity_operator::run::watch::{Triggers, trim};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 
 #[global_allocator]
 static ALLOC: Cap<System> = Cap::new(System, usize::MAX);
@@ -64,6 +67,94 @@ fn subscription(i: usize) -> ConnectivitySubscription {
         }
     }))
     .expect("a valid subscription")
+}
+
+/// A settled subscription as the API server sends it: status written by the operator, our
+/// finalizer, kubectl's last-applied copy, an Argo CD tracking label and annotation, and the
+/// field managers of kubectl and the operator.
+fn settled(i: usize) -> ConnectivitySubscription {
+    let spec = serde_json::json!({"providerConfigRef": {"name": "emnify"}, "imsi": format!("2420100{i:08}"), "mode": "Active"});
+    let name = format!("sim-{i:06}");
+    let last_applied = serde_json::json!({"apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ConnectivitySubscription",
+        "metadata": {"name": name, "namespace": "fleet"}, "spec": spec});
+    let fields = |m: &str, sub: &str, f: serde_json::Value| {
+        serde_json::json!({"manager": m, "operation": "Apply",
+        "apiVersion": "connectivity-operator.dev/v1alpha1", "time": "2026-11-30T10:00:00Z", "fieldsType": "FieldsV1",
+        "subresource": sub, "fieldsV1": f})
+    };
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "connectivity-operator.dev/v1alpha1",
+        "kind": "ConnectivitySubscription",
+        "metadata": {
+            "name": name,
+            "namespace": "fleet",
+            "uid": format!("6a1f0c2e-{i:04x}-4b7a-9d3e-5c2b8e1f{i:04x}"),
+            "generation": 1,
+            "resourceVersion": format!("{}", 100_000 + i),
+            "creationTimestamp": "2026-11-30T10:00:00Z",
+            "finalizers": [connectivity_operator::crd::FINALIZER],
+            "labels": {"app.kubernetes.io/instance": "fleet"},
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": last_applied.to_string(),
+                "argocd.argoproj.io/tracking-id": format!("fleet:connectivity-operator.dev/ConnectivitySubscription:fleet/{name}"),
+            },
+            "managedFields": [
+                fields("argocd-controller", "", serde_json::json!({"f:spec": {"f:imsi": {}, "f:mode": {}, "f:providerConfigRef": {"f:name": {}}}})),
+                fields("connectivity-operator", "status", serde_json::json!({"f:status": {"f:conditions": {}, "f:mode": {}, "f:iccid": {}, "f:imsi": {}}})),
+            ],
+        },
+        "spec": spec,
+        "status": {
+            "mode": "Activated/Enabled",
+            "iccid": format!("894701{i:014}"),
+            "imsi": format!("2420100{i:08}"),
+            "msisdn": format!("4790{i:08}"),
+            "serviceProfileId": "81730",
+            "id": format!("{}", 10_000_000 + i),
+            "endpointId": format!("{}", 20_000_000 + i),
+            "firstActivationDate": "2026-03-01T10:00:00.000+0000",
+            "observedGeneration": 1,
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Available", "message": "the SIM is Active (Activated/Enabled)",
+                 "lastTransitionTime": "2026-11-30T10:00:05Z", "observedGeneration": 1},
+                {"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "message": "",
+                 "lastTransitionTime": "2026-11-30T10:00:05Z", "observedGeneration": 1},
+            ],
+            "lastObservedTime": "2026-11-30T10:00:05Z",
+        }
+    }))
+    .expect("a valid subscription")
+}
+
+fn cache(n: usize) {
+    let fill = |shape: fn(&mut ConnectivitySubscription)| {
+        let (reader, mut writer) = reflector::store::<ConnectivitySubscription>();
+        for i in 0..n {
+            let mut obj = settled(i);
+            shape(&mut obj);
+            writer.apply_watcher_event(&watcher::Event::Apply(obj));
+        }
+        retained((reader, writer))
+    };
+    let ours = fill(|o| trim(&mut o.metadata));
+    let theirs = fill(|o| o.metadata.managed_fields = None);
+    row(
+        "subscription cache",
+        ours,
+        theirs,
+        "reflector store, managedFields stripped",
+    );
+    let mut one = settled(1);
+    trim(&mut one.metadata);
+    let inline = std::mem::size_of::<ConnectivitySubscription>();
+    let metadata = retained(std::mem::take(&mut one.metadata));
+    let status = retained(one.status.take());
+    let spec = retained(one);
+    println!(
+        "  per cached object {} bytes: {inline} inline (the struct), heap {metadata} metadata, {spec} spec, {status} status; \
+         the rest is the store's map entry and the Arc",
+        ours / n.max(1)
+    );
 }
 
 fn reference(i: usize) -> ObjectReference {
@@ -177,6 +268,7 @@ fn main() {
         .expect("a runtime");
     println!("heap retained for {n} objects (freed when dropped):");
     inventory(n);
+    cache(n);
     runtime.block_on(triggers(n));
     runtime.block_on(events(n));
 }

@@ -567,6 +567,10 @@ struct Report {
     idle_vendor_calls: u64,
     vendor_429: u64,
     api_429: u64,
+    /// Peak RSS of the operator that took the N new objects to Ready.
+    #[serde(default)]
+    rss_apply_peak_mib: f64,
+    /// Peak RSS of the operator that did the full resync and the mode change.
     rss_peak_mib: f64,
     rss_idle_mib: f64,
     cpu_secs: f64,
@@ -688,6 +692,7 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
     report.apply_ready = ready;
     report.apply_vendor_calls = vendor_calls(&http, addr).await.0;
     report.apply_api = delta(&server.served().await.0, &api_before);
+    report.rss_apply_peak_mib = proc_kib(pid, "VmHWM:") as f64 / 1024.0;
     let _ = operator.kill().await;
 
     // 2. A full resync: a new operator (empty resync clock) syncs every object.
@@ -962,6 +967,26 @@ fn print_tables(reports: &[Report]) {
             r.rss_peak_mib,
             r.rss_idle_mib,
             r.cpu_secs
+        );
+    }
+    println!(
+        "\nOperator memory per SIM (RSS / N, the process's fixed part included; where the bytes go: \
+         `cargo bench --bench footprint`):"
+    );
+    for r in reports {
+        let per = |mib: f64| mib * 1024.0 * 1024.0 / r.n.max(1) as f64;
+        println!(
+            "{:<8} {:>6} {:<6} {:<10} | apply: peak {:>6.1} MiB {:>5.0} B/SIM | resync + change: peak {:>6.1} MiB {:>5.0} B/SIM, idle {:>6.1} MiB {:>5.0} B/SIM",
+            r.vendor,
+            r.n,
+            r.api,
+            r.way,
+            r.rss_apply_peak_mib,
+            per(r.rss_apply_peak_mib),
+            r.rss_peak_mib,
+            per(r.rss_peak_mib),
+            r.rss_idle_mib,
+            per(r.rss_idle_mib)
         );
     }
     let verbs = |api: &BTreeMap<String, u64>| {

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, NS, condition};
+use connectivity_operator::controller::managed::Managed;
 use connectivity_operator::crd::ConditionStatus;
 use connectivity_operator::crd::conditions::{READY, SYNCED};
 use serde_json::json;
@@ -137,8 +138,15 @@ async fn in_sync_resync_makes_no_vendor_writes() {
     assert_eq!(h.vendor_requests().len(), before, "nothing due: no vendor call");
     assert_eq!(
         action,
-        kube::runtime::controller::Action::requeue(Duration::from_secs(599)),
-        "requeued for the rest of the interval, not a full one"
+        kube::runtime::controller::Action::await_change(),
+        "no timer per object: the resync driver wakes it"
+    );
+    let sp = h.sp("fleet").await;
+    assert!(!sp.schedule(&h.ctx).resync_due(h.ctx.clock.now()), "not due after 1 s");
+    h.advance(Duration::from_secs(599));
+    assert!(
+        sp.schedule(&h.ctx).resync_due(h.ctx.clock.now()),
+        "due once the interval has passed"
     );
     // When the resync interval has passed, an in-sync profile is only read.
     h.resync_due("fleet").await;
@@ -148,12 +156,11 @@ async fn in_sync_resync_makes_no_vendor_writes() {
         h.vendor_requests()[before..].iter().all(|(m, _, _)| m == "GET"),
         "a resync of an in-sync profile only reads"
     );
-    assert_eq!(
-        format!("{action:?}"),
-        format!(
-            "{:?}",
-            kube::runtime::controller::Action::requeue(Duration::from_secs(600))
-        )
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    let sp = h.sp("fleet").await;
+    assert!(
+        !sp.schedule(&h.ctx).resync_due(h.ctx.clock.now()),
+        "the resync restarted the interval"
     );
 }
 
@@ -193,13 +200,15 @@ async fn resync_interval_comes_from_the_annotation() {
         "spec": {"providerConfigRef": {"name": "emnify"}, "emnify": {}}
     }));
     h.reconcile_sp("fast").await.unwrap();
-    let action = h.reconcile_sp("fast").await.unwrap();
-    assert_eq!(
-        format!("{action:?}"),
-        format!(
-            "{:?}",
-            kube::runtime::controller::Action::requeue(Duration::from_secs(90))
-        )
+    h.reconcile_sp("fast").await.unwrap();
+    let sp = h.sp("fast").await;
+    assert_eq!(sp.schedule(&h.ctx).every, Duration::from_secs(90));
+    h.advance(Duration::from_secs(89));
+    assert!(!sp.schedule(&h.ctx).resync_due(h.ctx.clock.now()));
+    h.advance(Duration::from_secs(1));
+    assert!(
+        sp.schedule(&h.ctx).resync_due(h.ctx.clock.now()),
+        "due after the annotation's 90 s"
     );
 }
 

@@ -118,6 +118,18 @@ pub struct Schedule {
     pub every: Duration,
 }
 
+impl Schedule {
+    /// Whether the resync driver (`run::resync`) should wake this object at `now`: it settled
+    /// after a sync by this process and has rested for `every`. Objects never synced here are
+    /// the watch's (its first list triggers each), failing ones the retry policy's. Pure.
+    pub fn resync_due(&self, now: DateTime<Utc>) -> bool {
+        self.settled
+            && self
+                .since
+                .is_some_and(|since| (now - since).to_std().is_ok_and(|rested| rested >= self.every))
+    }
+}
+
 /// What a successful act step leaves the object as.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -396,8 +408,11 @@ async fn sync<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error<K::Err
     if obj.management_policy() == ManagementPolicy::Paused {
         return pause(obj, ctx).await;
     }
-    if let Some(wait) = not_due(obj, ctx) {
-        return Ok(Action::requeue(wait));
+    match not_due(obj, ctx) {
+        // Resting: the resync driver wakes it when due, so no timer per object.
+        Some(NotDue::Resting) => return Ok(Action::await_change()),
+        Some(NotDue::Held(wait)) => return Ok(Action::requeue(wait)),
+        None => {}
     }
     let mut status = obj.status().cloned().unwrap_or_default();
     match steps(obj, ctx, &mut status).await {
@@ -447,8 +462,16 @@ async fn pause<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error<K::Er
     Ok(Action::await_change())
 }
 
-/// The resync gate, then the kind's hold: how long until a sync is due (`None`: now).
-fn not_due<K: Managed>(obj: &K, ctx: &Context) -> Option<Duration> {
+/// Why a reconcile does not sync now.
+enum NotDue {
+    /// Settled and not due for a resync.
+    Resting,
+    /// Due, but the kind holds it back for at most this long.
+    Held(Duration),
+}
+
+/// The resync gate, then the kind's hold (`None`: sync now).
+fn not_due<K: Managed>(obj: &K, ctx: &Context) -> Option<NotDue> {
     let schedule = obj.schedule(ctx);
     let observed_generation = obj.status().and_then(ManagedStatus::observed_generation);
     next_sync_in(
@@ -459,7 +482,8 @@ fn not_due<K: Managed>(obj: &K, ctx: &Context) -> Option<Duration> {
         schedule.every,
         ctx.clock.now(),
     )
-    .or_else(|| obj.hold(ctx))
+    .map(|_| NotDue::Resting)
+    .or_else(|| obj.hold(ctx).map(NotDue::Held))
 }
 
 /// Under the finalizer: the kind's delete step, then the Event that says what it did.
@@ -505,7 +529,8 @@ fn update_status<K: Managed>(obj: &K, status: &mut K::Status, outcome: &Outcome,
             let ready = condition(READY, *ready, *reason, message.clone(), obj);
             let synced = condition(SYNCED, true, Reason::ReconcileSuccess, "", obj);
             record(obj, status, vec![ready, synced]);
-            Action::requeue(ctx.resync_for(obj.meta().annotations.as_ref()))
+            // The resync driver wakes it when its interval has passed.
+            Action::await_change()
         }
         Outcome::Pending { message } => {
             let ready = condition(READY, false, Reason::Pending, message.clone(), obj);

@@ -10,6 +10,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
+use super::resync::due_resyncs;
 use super::watch::{Synced, bare_ref, trimmed_controller};
 use crate::controller::Context;
 use crate::controller::managed::{Managed, error_policy, reconcile};
@@ -86,10 +87,12 @@ where
     let controller_config =
         kube::runtime::controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
     let (pc_controller, pc_synced) = trimmed_controller(api::<ProviderConfig>(client, ns), config.clone());
+    let pc_store = pc_controller.store();
     let pc_controller = drain(
         "ProviderConfig",
         pc_controller
             .with_config(controller_config.clone())
+            .reconcile_on(due_resyncs(pc_store, ctx.clone()))
             .graceful_shutdown_on(stopped())
             .run(reconcile, error_policy, ctx.clone()),
     );
@@ -103,6 +106,7 @@ where
             config.clone(),
             referencing(sp_store.clone(), Managed::account),
         )
+        .reconcile_on(due_resyncs(sp_store, ctx.clone()))
         .graceful_shutdown_on(stopped())
         .run(reconcile, error_policy, ctx.clone());
     let sp_controller = drain("ServiceProfile", sp_controller);
@@ -124,8 +128,9 @@ where
         .watches(
             api::<ProviderConfig>(client, ns),
             config,
-            referencing(csub_store, Managed::account),
+            referencing(csub_store.clone(), Managed::account),
         )
+        .reconcile_on(due_resyncs(csub_store, ctx.clone()))
         // Pending changes that waited for their account's writes to finish.
         .reconcile_on(woken.map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)))
         .graceful_shutdown_on(stopped())

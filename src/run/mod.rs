@@ -1,11 +1,12 @@
 //! `connectivity-operator run`: the wiring. Serves `/healthz`, `/readyz` and `/metrics`
 //! (`run/http.rs`), waits for leadership when asked (`run/leader.rs`), starts the kube-runtime
 //! controllers of every kind per watched namespace (`run/controllers.rs`, fed by the trimmed
-//! watches of `run/watch.rs`) and shuts down gracefully.
+//! watches of `run/watch.rs` and the resync driver of `run/resync.rs`) and shuts down gracefully.
 
 mod controllers;
 mod http;
 mod leader;
+mod resync;
 pub mod watch;
 
 use std::net::SocketAddr;
