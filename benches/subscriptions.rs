@@ -244,7 +244,7 @@ async fn operator_counts(http: &reqwest::Client, addr: std::net::SocketAddr) -> 
 }
 
 /// `connectivity-operator run` in its own process against the benchmark's API server.
-/// BENCH_OPERATOR_WRAP runs it under a profiler, e.g. "heaptrack -o /tmp/op" (its RSS figures are
+/// BENCH_OPERATOR_WRAP runs it under a profiler, e.g. "heaptrack" (its RSS figures are
 /// then the wrapper's).
 fn spawn_operator(
     kubeconfig: &std::path::Path,
@@ -259,7 +259,8 @@ fn spawn_operator(
     let mut operator = match wrap.split_first() {
         Some((program, args)) => {
             let mut c = tokio::process::Command::new(program);
-            c.args(args).arg(BIN);
+            // Its own process group, so that `stop` reaches the operator under the wrapper.
+            c.args(args).arg(BIN).process_group(0);
             c
         }
         None => tokio::process::Command::new(BIN),
@@ -285,6 +286,20 @@ fn spawn_operator(
         .kill_on_drop(true)
         .spawn()
         .expect("operator starts")
+}
+
+/// Stops an operator. Under BENCH_OPERATOR_WRAP, SIGTERM to its process group first: killing
+/// the wrapper alone left the operator running and the profiler without its data.
+async fn stop(operator: &mut tokio::process::Child) {
+    if std::env::var_os("BENCH_OPERATOR_WRAP").is_some()
+        && let Some(pid) = operator.id()
+    {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &format!("-{pid}")])
+            .status();
+        let _ = tokio::time::timeout(Duration::from_secs(120), operator.wait()).await;
+    }
+    let _ = operator.kill().await;
 }
 
 /// A Kubernetes API server for one scenario, and how to read what it served.
@@ -693,7 +708,7 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
     report.apply_vendor_calls = vendor_calls(&http, addr).await.0;
     report.apply_api = delta(&server.served().await.0, &api_before);
     report.rss_apply_peak_mib = proc_kib(pid, "VmHWM:") as f64 / 1024.0;
-    let _ = operator.kill().await;
+    stop(&mut operator).await;
 
     // 2. A full resync: a new operator (empty resync clock) syncs every object.
     let addr = free_addr();
@@ -748,7 +763,7 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
     report.api_429 = api_429_after - api_429_before;
     report.rss_peak_mib = proc_kib(pid, "VmHWM:") as f64 / 1024.0;
     report.cpu_secs = cpu_secs(&pid.to_string());
-    let _ = operator.kill().await;
+    stop(&mut operator).await;
 
     // 4. Idle: a new operator with a short resync interval, settled after its start-up pass,
     // then three resync intervals in which nothing changes in Git or at the vendor. Our way
@@ -770,7 +785,7 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
     tokio::time::sleep(IDLE_RESYNC * 3).await;
     report.idle_api = delta(&server.served().await.0, &before_idle);
     report.idle_vendor_calls = vendor_calls(&http, addr).await.0 - calls_before;
-    let _ = operator.kill().await;
+    stop(&mut operator).await;
     let _ = sim.child.kill().await;
     drop(server);
     report
