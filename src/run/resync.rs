@@ -2,8 +2,8 @@
 //!
 //! A settled object used to ask kube's controller to come back after the resync interval
 //! (`Action::requeue`), which keeps an entry per object in the controller's scheduler, two
-//! copies of its reconcile request and a delay-queue slot: about 700 bytes per object, 70 MiB at
-//! 100,000 subscriptions (heaptrack, `cargo bench --bench subscriptions`). Now a settled object
+//! copies of its reconcile request and a delay-queue slot: about 700 bytes per object (heaptrack
+//! under `cargo bench --bench subscriptions` at 10,000 subscriptions), 70 MiB at 100,000. Now a settled object
 //! waits for a change (`Action::await_change`), and this driver looks through the controller's
 //! cache every tick and wakes the objects whose resync is due ([`Schedule::resync_due`]), like
 //! controller-runtime's informer `SyncPeriod`. The objects of one account fall due together, so

@@ -80,9 +80,9 @@ fn target(mode: SubscriptionMode) -> (i64, i64) {
 }
 
 /// What an observation reads of an endpoint. The sweep keeps one per endpoint of the account
-/// until the SIM pages arrive: 56 bytes, where a whole [`Endpoint`] (with its inline SIM) is
-/// several hundred, which at 100,000 endpoints was the largest part of the operator's peak
-/// memory.
+/// until the SIM pages arrive: 64 bytes, where a whole [`Endpoint`] (with its inline SIM) is
+/// several hundred; with whole endpoints this map was 7.5 of the operator's 40.6 MiB peak heap
+/// at 10,000 SIMs (heaptrack).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct EndpointFacts {
     id: Option<i64>,
