@@ -62,13 +62,19 @@ async fn quickstart_applies_with_simulate() {
     assert!(stderr.contains("Created"), "events are listed on stderr: {stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn plan_apply_plan_against_an_emnify_endpoint() {
+/// An emnify simulator on a free port, and its application token.
+async fn emnify_sim() -> (vendor_sim::emnify::RunningSim, String) {
     let sim = EmnifySim::new(EmnifyConfig::default())
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let token = sim.credentials()["application_token"].as_str().unwrap().to_string();
+    (sim, token)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_apply_plan_against_an_emnify_endpoint() {
+    let (sim, token) = emnify_sim().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("account.yaml"),
@@ -201,11 +207,7 @@ async fn sim_command_prints_one_json_line() {
 /// one at a time (no bulk write, whose answer would come after the run moved on).
 #[tokio::test(flavor = "multi_thread")]
 async fn apply_pauses_an_emnify_sim() {
-    let sim = EmnifySim::new(EmnifyConfig::default())
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let token = sim.credentials()["application_token"].as_str().unwrap().to_string();
+    let (sim, token) = emnify_sim().await;
     connectivity_operator::install_crypto_provider();
     let endpoints = common::emnify_get(&sim, "/api/v1/endpoint?per_page=1").await;
     let (endpoint, imsi) = (&endpoints[0]["id"], endpoints[0]["sim"]["imsi"].as_str().unwrap());

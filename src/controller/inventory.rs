@@ -18,7 +18,7 @@
 //! Why our own code and not a cache crate: the sweep is held once per account, packed (10,000
 //! SIMs take 1.74 MiB, 3.7x less than plain structs and maps: `cargo bench --bench footprint --
 //! --n 10000`), replaced rather than merged, and dropped before the next is read (the operator's
-//! peak RSS through a fleet-wide change on 10,000 SIMs is ~62 MiB: `cargo bench --bench
+//! peak RSS through a fleet-wide change on 10,000 SIMs is ~60 MiB: `cargo bench --bench
 //! subscriptions -- --n 10000 --vendor emnify --way ours`); and what decides freshness is the sweep's start time against
 //! the object's last observation, which no general-purpose TTL cache expresses.
 

@@ -123,10 +123,7 @@ impl Schedule {
     /// after a sync by this process and has rested for `every`. Objects never synced here are
     /// the watch's (its first list triggers each), failing ones the retry policy's. Pure.
     pub fn resync_due(&self, now: DateTime<Utc>) -> bool {
-        self.settled
-            && self
-                .since
-                .is_some_and(|since| (now - since).to_std().is_ok_and(|rested| rested >= self.every))
+        self.settled && self.since.is_some() && resting_for(self.since, self.every, now).is_none()
     }
 }
 
@@ -574,8 +571,15 @@ pub fn next_sync_in(
     if !synced || observed_generation != generation {
         return None;
     }
-    let elapsed = (now - last_sync?).to_std().ok()?;
-    resync.checked_sub(elapsed).filter(|left| !left.is_zero())
+    resting_for(last_sync, resync, now)
+}
+
+/// How much longer an object synced at `since` rests before its resync (`None`: due now, also
+/// when it was never synced here or the clock went back). The one rule of the resync gate and
+/// the resync driver.
+fn resting_for(since: Option<DateTime<Utc>>, every: Duration, now: DateTime<Utc>) -> Option<Duration> {
+    let elapsed = (now - since?).to_std().ok()?;
+    every.checked_sub(elapsed).filter(|left| !left.is_zero())
 }
 
 /// The status step's write: nothing when `status` is what the object already has (a resync
@@ -687,6 +691,24 @@ mod tests {
         assert_eq!(own.reason(), Reason::FinalizerFailed);
         assert_eq!(own.retry_after(), None);
         assert!(own.step().is_none());
+    }
+
+    #[test]
+    fn the_driver_wakes_settled_objects_synced_here_once_their_interval_has_passed() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let at = |s| t0 + chrono::Duration::seconds(s);
+        let every = Duration::from_secs(600);
+        let schedule = |settled, since| Schedule { settled, since, every };
+        assert!(!schedule(true, Some(t0)).resync_due(at(599)));
+        assert!(schedule(true, Some(t0)).resync_due(at(600)));
+        assert!(
+            !schedule(false, Some(t0)).resync_due(at(900)),
+            "failing: the retry policy's"
+        );
+        assert!(
+            !schedule(true, None).resync_due(at(900)),
+            "never synced here: the watch's"
+        );
     }
 
     #[test]
