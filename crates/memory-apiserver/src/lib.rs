@@ -385,6 +385,13 @@ impl MemoryApiServer {
         }
     }
 
+    /// How long changes stay in the watch history beyond its 10,000-change floor (75 s by
+    /// default, like the real watch cache); zero keeps the count only, so a test can make a
+    /// version "compacted" without waiting.
+    pub fn set_history_window(&self, window: std::time::Duration) {
+        self.lock().history_window = window;
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.lock().requests.clear();

@@ -581,13 +581,11 @@ fn list(
         Some(t) => t.rv,
         None => state.rv,
     };
-    let after = |k: &ObjKey| {
-        token
-            .as_ref()
-            .is_none_or(|t| (k.namespace.as_str(), k.name.as_str()) > (t.namespace.as_str(), t.name.as_str()))
-    };
     let (items, remaining, last) = {
-        let mut selected = matching(state, rt, namespace, &selector).filter(|(k, _)| after(k));
+        let after = token.as_ref().map(|t| (t.namespace.as_str(), t.name.as_str()));
+        let mut selected = state
+            .of_kind_after(&rt.group, &rt.kind, namespace, after)
+            .filter(|(_, obj)| selector.matches(obj));
         let mut items = Vec::new();
         let mut last = None;
         for (key, obj) in selected.by_ref() {

@@ -17,9 +17,14 @@ use tokio::sync::broadcast;
 
 use crate::{RecordedRequest, ResourceType, status::ApiError};
 
-/// How many changes are kept for watches resuming from an older `resourceVersion`; older
-/// resumes get `410 Expired` and relist, as with etcd compaction.
+/// How many changes are kept for watches resuming from an older `resourceVersion` (and for
+/// continue tokens); older resumes get `410 Expired` and relist, as with etcd compaction.
 const HISTORY_LIMIT: usize = 10_000;
+/// Changes younger than this are kept beyond [`HISTORY_LIMIT`]: the real watch cache keeps at
+/// least 75 s of events (`eventFreshDuration`) and etcd compacts every 5 minutes, so under a
+/// burst of writes a paginated list of 100,000 objects and the watch that follows it still
+/// resume, where a count alone expired them in a few seconds and the client relisted forever.
+pub(crate) const HISTORY_WINDOW: std::time::Duration = std::time::Duration::from_secs(75);
 /// Buffer of the live watch channel; a watcher lagging further behind gets `410 Expired`.
 const BROADCAST_CAPACITY: usize = 4_096;
 
@@ -59,6 +64,8 @@ pub(crate) enum ChangeType {
 #[derive(Debug)]
 pub(crate) struct Change {
     pub rv: u64,
+    /// When it happened, for the history's time window.
+    pub at: std::time::Instant,
     pub group: String,
     pub kind: String,
     pub namespace: String,
@@ -136,6 +143,8 @@ pub(crate) struct State {
     pub history: VecDeque<Arc<Change>>,
     /// Changes at or below this version were dropped from `history`.
     pub history_floor: u64,
+    /// Changes younger than this are kept beyond the count limit ([`HISTORY_WINDOW`]).
+    pub history_window: std::time::Duration,
     pub events: broadcast::Sender<Arc<Change>>,
     pub requests: Vec<RecordedRequest>,
     /// Whether requests are recorded (on by default; long runs such as benchmarks turn it off).
@@ -154,6 +163,7 @@ impl State {
             rv: 0,
             history: VecDeque::new(),
             history_floor: 0,
+            history_window: HISTORY_WINDOW,
             events,
             requests: Vec::new(),
             recording: true,
@@ -170,15 +180,34 @@ impl State {
         kind: &str,
         namespace: Option<&str>,
     ) -> impl Iterator<Item = (&'s ObjKey, &'s Value)> + 's {
-        let start = ObjKey {
+        self.of_kind_after(group, kind, namespace, None)
+    }
+
+    /// [`State::of_kind`] from just after `(namespace, name)`: where a list's next page starts,
+    /// found in the ordered store (a scan from the first object made every page cost the whole
+    /// kind, and a 100,000-object list outlived the kept history).
+    pub fn of_kind_after<'s>(
+        &'s self,
+        group: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
+    ) -> impl Iterator<Item = (&'s ObjKey, &'s Value)> + 's {
+        use std::ops::Bound;
+        let key = |ns: &str, name: &str| ObjKey {
             group: group.to_string(),
             kind: kind.to_string(),
-            namespace: namespace.unwrap_or_default().to_string(),
-            name: String::new(),
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        };
+        let start = match after {
+            // A token from another namespace than the one asked for cannot be past it.
+            Some((ns, name)) if namespace.is_none_or(|want| want <= ns) => Bound::Excluded(key(ns, name)),
+            _ => Bound::Included(key(namespace.unwrap_or_default(), "")),
         };
         let namespace = namespace.map(str::to_string);
-        let (group, kind) = (start.group.clone(), start.kind.clone());
-        self.objects.range(start..).take_while(move |(k, _)| {
+        let (group, kind) = (group.to_string(), kind.to_string());
+        self.objects.range((start, Bound::Unbounded)).take_while(move |(k, _)| {
             k.group == group && k.kind == kind && namespace.as_ref().is_none_or(|ns| k.namespace == *ns)
         })
     }
@@ -232,6 +261,7 @@ impl State {
     fn emit(&mut self, change: ChangeType, key: &ObjKey, object: Value, previous: Option<Value>) {
         let change = Arc::new(Change {
             rv: self.rv,
+            at: std::time::Instant::now(),
             group: key.group.clone(),
             kind: key.kind.clone(),
             namespace: key.namespace.clone(),
@@ -240,7 +270,12 @@ impl State {
             previous,
         });
         self.history.push_back(change.clone());
-        while self.history.len() > HISTORY_LIMIT {
+        while self.history.len() > HISTORY_LIMIT
+            && self
+                .history
+                .front()
+                .is_some_and(|oldest| oldest.at.elapsed() >= self.history_window)
+        {
             if let Some(dropped) = self.history.pop_front() {
                 self.history_floor = dropped.rv;
             }

@@ -801,7 +801,28 @@ async fn dry_run_preconditions_delete_collection_and_garbage_collection() {
 #[tokio::test]
 async fn watch_from_compacted_resource_version_is_gone() {
     let (server, client, _) = setup();
-    // More changes than the history keeps, so resourceVersion 1 has been "compacted".
+    for i in 0..10_050 {
+        server
+            .insert(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("young-{i}")}}))
+            .unwrap();
+    }
+    // More changes than the count keeps, but all younger than the time window: still served.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let replayed = cms
+        .watch(&WatchParams::default().timeout(1), "1")
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    assert_eq!(
+        replayed.iter().filter(|e| matches!(e, WatchEvent::Added(_))).count(),
+        10_049,
+        "every change after resourceVersion 1"
+    );
+    // More changes than the history keeps (and no time window), so resourceVersion 1 has been
+    // "compacted".
+    server.set_history_window(std::time::Duration::ZERO);
     for i in 0..10_050 {
         server
             .insert(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i}")}}))
@@ -821,7 +842,64 @@ async fn watch_from_compacted_resource_version_is_gone() {
     );
     // A watcher recovers by relisting.
     let listed = cms.list(&ListParams::default()).await.unwrap();
-    assert_eq!(listed.items.len(), 10_050);
+    assert_eq!(listed.items.len(), 20_100);
+}
+
+/// Pages continue from the last object served, across namespaces for an all-namespaces list,
+/// even when that object was deleted in between (each page starts in the ordered store where the
+/// last one ended, instead of scanning the kind from its first object).
+#[tokio::test]
+async fn pages_continue_after_the_last_object_across_namespaces() {
+    let (_server, client, _) = setup();
+    for (ns, name) in [("a", "w1"), ("a", "w2"), ("b", "w0"), ("b", "w3"), ("c", "w9")] {
+        Api::<Widget>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &widget(name, 1))
+            .await
+            .unwrap();
+    }
+    let all: Api<Widget> = Api::all(client.clone());
+    let label = |l: &kube::core::ObjectList<Widget>| {
+        l.items
+            .iter()
+            .map(|w| format!("{}/{}", w.namespace().unwrap(), w.name_any()))
+            .collect::<Vec<_>>()
+    };
+    let first = all.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(label(&first), ["a/w1", "a/w2"]);
+    // The page's last object goes away: the next page still starts after it.
+    Api::<Widget>::namespaced(client.clone(), "a")
+        .delete("w2", &Default::default())
+        .await
+        .unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    let second = all
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(label(&second), ["b/w0", "b/w3"]);
+    let third = all
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(second.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(label(&third), ["c/w9"]);
+    // A namespaced list pages within its namespace only.
+    let b: Api<Widget> = Api::namespaced(client.clone(), "b");
+    let page = b.list(&ListParams::default().limit(1)).await.unwrap();
+    assert_eq!(label(&page), ["b/w0"]);
+    let rest = b
+        .list(
+            &ListParams::default()
+                .limit(1)
+                .continue_token(page.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(label(&rest), ["b/w3"]);
+    assert_eq!(rest.metadata.continue_.as_deref().unwrap_or(""), "");
 }
 
 #[tokio::test]
@@ -919,6 +997,20 @@ async fn continue_token_older_than_the_history_is_gone() {
     }
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     let first = cms.list(&ListParams::default().limit(1)).await.unwrap();
+    // Within the history's time window the token stays good however many changes followed.
+    for i in 0..10_050 {
+        server
+            .insert(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("young-{i}")}}))
+            .unwrap();
+    }
+    let token = first.metadata.continue_.as_deref().unwrap();
+    let second = cms
+        .list(&ListParams::default().limit(1).continue_token(token))
+        .await
+        .unwrap();
+    assert_eq!(second.items[0].metadata.name.as_deref(), Some("cm-1"));
+    // Without the window, 10,000 changes later it has been "compacted".
+    server.set_history_window(std::time::Duration::ZERO);
     for i in 0..10_050 {
         server
             .insert(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("later-{i}")}}))
