@@ -20,6 +20,7 @@ COPY . .
 RUN set -eu; \
     mkdir -p /recipe/src; \
     cp Cargo.toml Cargo.lock /recipe/; \
+    cp -r .cargo /recipe/; \
     printf 'fn main() {}\n' >/recipe/src/main.rs; \
     touch /recipe/src/lib.rs; \
     for manifest in crates/*/Cargo.toml; do \
@@ -31,6 +32,9 @@ RUN set -eu; \
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
+# make builds jemalloc, the operator's allocator (tikv-jemalloc-sys runs its configure script);
+# the version is bookworm's, as the Rust image is.
+RUN apt-get update && apt-get install -y --no-install-recommends make=4.3-4.1 && rm -rf /var/lib/apt/lists/*
 # 1. Dependencies only: this layer is rebuilt only when a manifest or Cargo.lock changes.
 COPY --from=planner /recipe/ ./
 RUN cargo build --release --locked --bin connectivity-operator
@@ -54,10 +58,6 @@ LABEL org.opencontainers.image.title="connectivity-operator" \
       org.opencontainers.image.source="https://github.com/connectivity-operator/connectivity-operator"
 COPY --from=builder /out/connectivity-operator /usr/local/bin/connectivity-operator
 USER 65532:65532
-# One glibc malloc arena: glibc otherwise gives each allocating thread its own (up to 8 per core)
-# and keeps freed memory in them. Measured at 10,000 emnify SIMs: peak RSS 55.8 MiB with one arena,
-# 61.7 MiB with two, the same convergence time. The chart sets it too, and so does the benchmark.
-ENV MALLOC_ARENA_MAX=1
 # /healthz, /readyz and /metrics (run --metrics-addr); the demo simulators listen on 8081-8083.
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/connectivity-operator"]

@@ -277,8 +277,6 @@ fn spawn_operator(
         ])
         .args(extra)
         .env("KUBECONFIG", kubeconfig)
-        // As the image and the chart run it.
-        .env("MALLOC_ARENA_MAX", "1")
         .env(
             "RUST_LOG",
             std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
