@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 fn cond(c: &ConnectivitySubscription, type_: &str) -> (ConditionStatus, String, String) {
     let status = c.status.as_ref().expect("status");
     let found = conditions::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} in {status:?}"));
-    (found.status, found.reason.clone(), found.message.clone())
+    (found.status, found.reason.to_string(), found.message.clone())
 }
 
 /// Seeded emnify SIMs: (SIM with an Activated endpoint, Issued SIM without endpoint).
@@ -58,8 +58,11 @@ async fn emnify_sim_is_paused_and_moved_to_the_referenced_profile() {
     assert_eq!(status.service_profile_id.as_deref(), Some(profile.as_str()));
     assert_eq!(status.imsi.as_deref(), sim["imsi"].as_str());
     assert!(status.iccid.is_some() && status.msisdn.is_some());
-    assert_eq!(status.id, Some(sim["id"].to_string()));
-    assert_eq!(status.endpoint_id, Some(sim["endpoint"]["id"].to_string()));
+    assert_eq!(status.id.as_deref(), Some(sim["id"].to_string().as_str()));
+    assert_eq!(
+        status.endpoint_id.as_deref(),
+        Some(sim["endpoint"]["id"].to_string().as_str())
+    );
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(cond(&c, READY).0, ConditionStatus::True);
     let endpoint = emnify_get(&h.sim, &format!("/api/v1/endpoint/{}", sim["endpoint"]["id"])).await;
@@ -141,8 +144,8 @@ async fn service_profile_reference_must_exist_and_be_ready() {
     let c = h.csub("t1").await;
     assert_eq!(cond(&c, READY).0, ConditionStatus::True);
     assert_eq!(
-        c.status.unwrap().service_profile_id,
-        h.sp("later").await.status.unwrap().id
+        c.status.unwrap().service_profile_id.as_deref(),
+        h.sp("later").await.status.unwrap().id.as_deref()
     );
 }
 

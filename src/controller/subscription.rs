@@ -5,6 +5,7 @@
 //! -> act (vendor write; asynchronous vendors leave a pending change) -> delete (`Deactivate` or
 //! `Orphan`, never terminate).
 
+use compact_str::CompactString;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -347,7 +348,7 @@ impl Managed for ConnectivitySubscription {
             mode: csub.spec.mode,
             service_profile_id: facts.resolved.profile_id.as_deref(),
             observed: &facts.observed,
-            pending: csub.status.as_ref().and_then(|s| s.pending_change.as_ref()),
+            pending: csub.status.as_ref().and_then(|s| s.pending_change.as_deref()),
             termination_confirmed: csub.termination_confirmed(),
             policy: csub.spec.management_policy,
             now: facts.now,
@@ -554,7 +555,7 @@ impl ConnectivitySubscription {
         message: String,
     ) -> Outcome {
         event(ctx, self, type_, reason, "Update", message.clone()).await;
-        status.pending_change = Some(pending);
+        status.pending_change = Some(Box::new(pending));
         Outcome::Pending { message }
     }
 }
@@ -594,17 +595,17 @@ fn pending_change(
 fn gone_after_termination(status: Option<&ConnectivitySubscriptionStatus>) -> Option<ObservedSubscription> {
     let status = status.filter(|s| s.terminated_at.is_some())?;
     Some(ObservedSubscription {
-        imsi: status.imsi.clone(),
-        iccid: status.iccid.clone(),
-        msisdn: status.msisdn.clone(),
+        imsi: owned(&status.imsi),
+        iccid: owned(&status.iccid),
+        msisdn: owned(&status.msisdn),
         imei: None,
-        id: status.id.clone(),
+        id: owned(&status.id),
         endpoint_id: None,
         vendor_mode: "terminated (no longer listed by the vendor)".into(),
         mode: Some(SubscriptionMode::Terminated),
         equivalent: Vec::new(),
         service_profile_id: None,
-        first_activation_date: status.first_activation_date.clone(),
+        first_activation_date: owned(&status.first_activation_date),
     })
 }
 
@@ -615,9 +616,19 @@ fn recorded_profile(
     observed: &ObservedSubscription,
 ) -> Option<String> {
     let status = status?;
-    (status.endpoint_id.is_some() && status.endpoint_id == observed.endpoint_id)
-        .then(|| status.service_profile_id.clone())
+    (status.endpoint_id.is_some() && status.endpoint_id.as_deref() == observed.endpoint_id.as_deref())
+        .then(|| owned(&status.service_profile_id))
         .flatten()
+}
+
+/// A status text as an owned `String` (status keeps short texts inline, `CompactString`).
+fn owned(text: &Option<CompactString>) -> Option<String> {
+    text.as_deref().map(str::to_string)
+}
+
+/// An observed text as status keeps it.
+fn compact(text: &Option<String>) -> Option<CompactString> {
+    text.as_deref().map(CompactString::from)
 }
 
 fn with_observed(
@@ -625,15 +636,15 @@ fn with_observed(
     o: &ObservedSubscription,
     now: DateTime<Utc>,
 ) -> ConnectivitySubscriptionStatus {
-    status.mode = Some(o.vendor_mode.clone());
-    status.imsi = o.imsi.clone().or(status.imsi);
-    status.iccid = o.iccid.clone().or(status.iccid);
-    status.msisdn = o.msisdn.clone().or(status.msisdn);
-    status.imei = o.imei.clone().or(status.imei);
-    status.service_profile_id = o.service_profile_id.clone();
-    status.id = o.id.clone().or(status.id);
-    status.endpoint_id = o.endpoint_id.clone();
-    status.first_activation_date = o.first_activation_date.clone().or(status.first_activation_date);
+    status.mode = Some(o.vendor_mode.as_str().into());
+    status.imsi = compact(&o.imsi).or(status.imsi);
+    status.iccid = compact(&o.iccid).or(status.iccid);
+    status.msisdn = compact(&o.msisdn).or(status.msisdn);
+    status.imei = compact(&o.imei).or(status.imei);
+    status.service_profile_id = compact(&o.service_profile_id);
+    status.id = compact(&o.id).or(status.id);
+    status.endpoint_id = compact(&o.endpoint_id);
+    status.first_activation_date = compact(&o.first_activation_date).or(status.first_activation_date);
     if o.mode == Some(SubscriptionMode::Terminated) {
         status.terminated_at = status.terminated_at.or(Some(now));
     }

@@ -7,6 +7,7 @@
 //! and a misspelt status does not compile, and `reason` comes from [`crate::reason::Reason`].
 
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -29,11 +30,11 @@ pub enum ConditionStatus {
 pub struct Condition {
     /// Condition type: `Ready` or `Synced`.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: CompactString,
     /// `True`, `False` or `Unknown`.
     pub status: ConditionStatus,
     /// Machine-readable PascalCase reason, e.g. `Available`, `InUse`, `SecretNotFound`.
-    pub reason: String,
+    pub reason: CompactString,
     /// Human-readable explanation.
     #[serde(default)]
     pub message: String,
@@ -53,9 +54,9 @@ impl Condition {
         generation: Option<i64>,
     ) -> Self {
         Condition {
-            type_: type_.to_string(),
+            type_: type_.into(),
             status,
-            reason: reason.as_str().to_string(),
+            reason: reason.as_str().into(),
             message: message.into(),
             last_transition_time: Utc::now(),
             observed_generation: generation,

@@ -2,6 +2,7 @@
 //! optionally the service profile) is applied at the vendor; the vendor's own mode value and the
 //! SIM's identifiers are written back into status.
 
+use compact_str::CompactString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -69,10 +70,10 @@ pub struct ConnectivitySubscriptionSpec {
     pub management_policy: ManagementPolicy,
     /// emnify settings, used when the SIM has no endpoint (device) yet and one must be created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub emnify: Option<EmnifySubscription>,
+    pub emnify: Option<Box<EmnifySubscription>>,
     /// BICS SIM for Things settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bics_sft: Option<BicsSubscription>,
+    pub bics_sft: Option<Box<BicsSubscription>>,
 }
 
 /// BICS SIM for Things settings of a subscription.
@@ -145,6 +146,10 @@ pub struct EmnifySubscription {
     pub endpoint_name: Option<String>,
 }
 
+// Every cached object holds one, so at fleet scale its bytes count: the short texts (ids, IMSI,
+// ICCID, the vendor's mode) are `CompactString`s, inline up to 24 bytes instead of a heap
+// allocation each, and the rarely-set pending change is boxed, as are the spec's vendor sections
+// (the schema is a plain string and object either way; crds/ shows no change).
 /// Observed state of a ConnectivitySubscription.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -152,39 +157,39 @@ pub struct ConnectivitySubscriptionStatus {
     /// The vendor's own mode value, e.g. `ACTIVE_NO_BILLING` (Telenor) or `Activated/Enabled`
     /// (emnify SIM status / endpoint status).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    pub mode: Option<CompactString>,
     /// ICCID as the vendor reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iccid: Option<String>,
+    pub iccid: Option<CompactString>,
     /// IMSI as the vendor reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub imsi: Option<String>,
+    pub imsi: Option<CompactString>,
     /// MSISDN (phone number with country code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub msisdn: Option<String>,
+    pub msisdn: Option<CompactString>,
     /// IMEI of the device, when the vendor reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub imei: Option<String>,
+    pub imei: Option<CompactString>,
     /// Id of the vendor service profile / service policy the SIM uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_profile_id: Option<String>,
+    pub service_profile_id: Option<CompactString>,
     /// The vendor's id of the SIM object, where it has one (emnify SIM id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub id: Option<CompactString>,
     /// The vendor's id of the device / endpoint the SIM belongs to, where it has one (emnify).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_id: Option<String>,
+    pub endpoint_id: Option<CompactString>,
     /// When the operator first saw the SIM terminated. A terminated SIM that the vendor no longer
     /// lists (emnify deletes it) keeps reporting `Terminated` instead of `SimNotFound`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminated_at: Option<chrono::DateTime<chrono::Utc>>,
     /// When the SIM was first activated, as the vendor reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_activation_date: Option<String>,
+    pub first_activation_date: Option<CompactString>,
     /// A change the vendor accepted but has not applied yet (asynchronous vendors), or whose
     /// outcome is unknown (a write that timed out). The operator observes before it retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_change: Option<PendingChange>,
+    pub pending_change: Option<Box<PendingChange>>,
     /// `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
