@@ -845,6 +845,17 @@ async fn watch_from_compacted_resource_version_is_gone() {
     assert_eq!(listed.items.len(), 20_100);
 }
 
+/// The page after `previous` (its continue token), `limit` items at most.
+async fn next_page<K>(api: &Api<K>, limit: u32, previous: &kube::core::ObjectList<K>) -> kube::core::ObjectList<K>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let token = previous.metadata.continue_.as_deref().expect("a continue token");
+    api.list(&ListParams::default().limit(limit).continue_token(token))
+        .await
+        .unwrap()
+}
+
 /// Pages continue from the last object served, across namespaces for an all-namespaces list,
 /// even when that object was deleted in between (each page starts in the ordered store where the
 /// last one ended, instead of scanning the kind from its first object).
@@ -877,27 +888,13 @@ async fn pages_continue_after_the_last_object_across_namespaces() {
         .await
         .unwrap();
     assert_eq!(label(&second), ["b/w0", "b/w3"]);
-    let third = all
-        .list(
-            &ListParams::default()
-                .limit(2)
-                .continue_token(second.metadata.continue_.as_deref().unwrap()),
-        )
-        .await
-        .unwrap();
+    let third = next_page(&all, 2, &second).await;
     assert_eq!(label(&third), ["c/w9"]);
     // A namespaced list pages within its namespace only.
     let b: Api<Widget> = Api::namespaced(client.clone(), "b");
     let page = b.list(&ListParams::default().limit(1)).await.unwrap();
     assert_eq!(label(&page), ["b/w0"]);
-    let rest = b
-        .list(
-            &ListParams::default()
-                .limit(1)
-                .continue_token(page.metadata.continue_.as_deref().unwrap()),
-        )
-        .await
-        .unwrap();
+    let rest = next_page(&b, 1, &page).await;
     assert_eq!(label(&rest), ["b/w3"]);
     assert_eq!(rest.metadata.continue_.as_deref().unwrap_or(""), "");
 }
@@ -937,14 +934,7 @@ async fn lists_are_paginated_with_limit_and_continue() {
     assert_eq!(names(&second), ["w2", "w3"]);
     assert_eq!(second.items[1].spec.size, 30);
     assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
-    let third = widgets
-        .list(
-            &ListParams::default()
-                .limit(2)
-                .continue_token(second.metadata.continue_.as_deref().unwrap()),
-        )
-        .await
-        .unwrap();
+    let third = next_page(&widgets, 2, &second).await;
     assert_eq!(names(&third), ["w4"]);
     assert_eq!(third.metadata.continue_.as_deref().unwrap_or(""), "");
     let replayed: Vec<_> = widgets
