@@ -489,9 +489,10 @@ fn matching<'s>(
     rt: &'s ResourceType,
     namespace: Option<&'s str>,
     selector: &'s Selector,
+    after: Option<(&'s str, &'s str)>,
 ) -> impl Iterator<Item = (&'s ObjKey, &'s Value)> + 's {
     state
-        .of_kind(&rt.group, &rt.kind, namespace)
+        .of_kind_after(&rt.group, &rt.kind, namespace, after)
         .filter(move |(_, obj)| selector.matches(obj))
 }
 
@@ -583,9 +584,7 @@ fn list(
     };
     let (items, remaining, last) = {
         let after = token.as_ref().map(|t| (t.namespace.as_str(), t.name.as_str()));
-        let mut selected = state
-            .of_kind_after(&rt.group, &rt.kind, namespace, after)
-            .filter(|(_, obj)| selector.matches(obj));
+        let mut selected = matching(state, rt, namespace, &selector, after);
         let mut items = Vec::new();
         let mut last = None;
         for (key, obj) in selected.by_ref() {
@@ -619,7 +618,7 @@ fn delete_collection(
 ) -> Result<http::Response<ResponseBody>, ApiError> {
     let selector = selector(req)?;
     let options = delete_options(req)?;
-    let keys: Vec<ObjKey> = matching(state, rt, namespace, &selector)
+    let keys: Vec<ObjKey> = matching(state, rt, namespace, &selector, None)
         .map(|(k, _)| k.clone())
         .collect();
     let mut items = Vec::new();
