@@ -205,6 +205,80 @@ fn memory_summary(pid: u32) -> String {
     )
 }
 
+/// The operator's allocator figures from its `/metrics` (live and resident heap), in MiB.
+async fn heap_summary(http: &reqwest::Client, addr: std::net::SocketAddr) -> String {
+    let text = match http.get(format!("http://{addr}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+            / 1024.0
+    };
+    format!(
+        "heap {:>6.1} live / {:>6.1} resident",
+        gauge("connectivity_operator_heap_allocated_bytes"),
+        gauge("connectivity_operator_heap_resident_bytes")
+    )
+}
+
+/// BENCH_TRACE: one line every 5 s about an operator process, whatever the benchmark is doing
+/// (creating, patching, waiting): phase, objects converged, RSS, heap, CPU.
+struct Trace {
+    phase: Arc<std::sync::Mutex<(&'static str, Instant)>>,
+    converged: Arc<std::sync::atomic::AtomicUsize>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Trace {
+    fn start(pid: u32, addr: std::net::SocketAddr, n: usize, phase: &'static str) -> Trace {
+        let mut trace = Trace {
+            phase: Arc::new(std::sync::Mutex::new((phase, Instant::now()))),
+            converged: Arc::default(),
+            task: None,
+        };
+        if std::env::var_os("BENCH_TRACE").is_none() {
+            return trace;
+        }
+        let (shared, converged) = (trace.phase.clone(), trace.converged.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut ticker = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                ticker.tick().await;
+                let (phase, since) = *shared.lock().unwrap();
+                eprintln!(
+                    "   {phase}: t={:>5.0}s {}/{n} {} {} cpu {:.1}s",
+                    since.elapsed().as_secs_f64(),
+                    converged.load(std::sync::atomic::Ordering::Relaxed),
+                    memory_summary(pid),
+                    heap_summary(&http, addr).await,
+                    cpu_secs(&pid.to_string())
+                );
+            }
+        });
+        trace.task = Some(task);
+        trace
+    }
+
+    fn phase(&self, phase: &'static str) {
+        *self.phase.lock().unwrap() = (phase, Instant::now());
+        self.converged.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
 fn cpu_secs(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -485,12 +559,11 @@ async fn converge(
     n: usize,
     since: Instant,
     done: impl Fn(&ConnectivitySubscription) -> bool,
-    trace: impl Fn(usize),
+    progress: &std::sync::atomic::AtomicUsize,
 ) -> (Duration, usize) {
     let api: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), NS);
     let mut stream = watcher(api, watcher::Config::default().page_size(500)).boxed();
     let mut converged: HashSet<String> = HashSet::new();
-    let mut ticker = tokio::time::interval(Duration::from_secs(5));
     let limit = tokio::time::sleep(PHASE_LIMIT);
     tokio::pin!(limit);
     while converged.len() < n {
@@ -499,6 +572,7 @@ async fn converge(
                 Ok(Some(watcher::Event::Apply(c) | watcher::Event::InitApply(c))) => {
                     let name = c.metadata.name.clone().unwrap_or_default();
                     if done(&c) { converged.insert(name); } else { converged.remove(&name); }
+                    progress.store(converged.len(), std::sync::atomic::Ordering::Relaxed);
                 }
                 Ok(Some(watcher::Event::Delete(c))) => {
                     converged.remove(&c.metadata.name.unwrap_or_default());
@@ -510,7 +584,6 @@ async fn converge(
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
-            _ = ticker.tick() => trace(converged.len()),
             () = &mut limit => {
                 eprintln!("   gave up: {} of {n} converged", converged.len());
                 break;
@@ -590,7 +663,6 @@ struct Report {
 }
 
 async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
-    let trace_on = std::env::var_os("BENCH_TRACE").is_some();
     // Scale the documented limits so the per-object bound of the mode change is about 100 s
     // whatever N is: long enough that fixed delays stay small next to it, short enough that a
     // run takes minutes.
@@ -672,6 +744,7 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
     let addr = free_addr();
     let mut operator = spawn_operator(&server.kubeconfig, addr, way.flags());
     wait_ready(&http, addr).await;
+    let trace = Trace::start(operator.id().unwrap_or_default(), addr, n, "create");
     let (api_before, _) = server.served().await;
     let started = Instant::now();
     futures::stream::iter(manifests)
@@ -680,27 +753,10 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
         .collect::<Vec<_>>()
         .await;
     eprintln!("   created {n} objects in {:.1}s", started.elapsed().as_secs_f64());
-    let tracer = |what: &'static str, pid: u32, started: Instant| {
-        move |done: usize| {
-            if trace_on {
-                eprintln!(
-                    "   {what}: t={:>5.0}s {done}/{n} {} cpu {:.1}s",
-                    started.elapsed().as_secs_f64(),
-                    memory_summary(pid),
-                    cpu_secs(&pid.to_string())
-                );
-            }
-        }
-    };
+    trace.phase("apply");
     let pid = operator.id().unwrap_or_default();
-    let (took, ready) = converge(
-        &client,
-        n,
-        started,
-        |c| ready_in(c, |_| true),
-        tracer("apply", pid, started),
-    )
-    .await;
+    let (took, ready) = converge(&client, n, started, |c| ready_in(c, |_| true), &trace.converged).await;
+    drop(trace);
     report.apply_secs = took.as_secs_f64();
     report.apply_ready = ready;
     report.apply_vendor_calls = vendor_calls(&http, addr).await.0;
@@ -714,6 +770,7 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
     let started = Instant::now();
     let mut operator = spawn_operator(&server.kubeconfig, addr, way.flags());
     let pid = operator.id().unwrap_or_default();
+    let trace = Trace::start(pid, addr, n, "resync");
     let settled_after = settle_timed(&http, addr, n, started).await;
     report.resync_secs = settled_after.as_secs_f64();
     report.resync_calls = vendor_calls(&http, addr).await.0;
@@ -724,6 +781,7 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
     let calls_before = vendor_calls(&http, addr).await;
     let (api_before_change, _) = server.served().await;
     let started = Instant::now();
+    trace.phase("patch");
     let api: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), NS);
     futures::stream::iter(0..n)
         .map(|i| {
@@ -742,14 +800,16 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
         .collect::<Vec<_>>()
         .await;
     report.change_patched_secs = started.elapsed().as_secs_f64();
+    trace.phase("change");
     let (took, converged) = converge(
         &client,
         n,
         started,
         |c| ready_in(c, |m| vendor.paused(m)),
-        tracer("change", pid, started),
+        &trace.converged,
     )
     .await;
+    drop(trace);
     let calls_after = vendor_calls(&http, addr).await;
     let (api_after, api_429_after) = server.served().await;
     report.change_secs = took.as_secs_f64();
@@ -776,6 +836,7 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
     let mut args: Vec<&str> = vec!["--resync-interval", &resync];
     args.extend(way.flags());
     let mut operator = spawn_operator(&server.kubeconfig, addr, &args);
+    let _trace = Trace::start(operator.id().unwrap_or_default(), addr, n, "idle");
     settle_timed(&http, addr, n, Instant::now()).await;
     let (before_idle, _) = server.served().await;
     report.idle_startup_api = delta(&before_idle, &before_start);

@@ -24,6 +24,23 @@ use connectivity_operator::run::{LeaderElection, RunOptions, run};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's live and resident bytes for `/metrics` (its statistics are a snapshot refreshed by
+/// advancing the epoch).
+#[cfg(not(target_env = "msvc"))]
+fn heap_stats() -> Option<connectivity_operator::metrics::HeapStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some(connectivity_operator::metrics::HeapStats {
+        allocated: stats::allocated::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+    })
+}
+
+#[cfg(target_env = "msvc")]
+fn heap_stats() -> Option<connectivity_operator::metrics::HeapStats> {
+    None
+}
+
 #[derive(Parser)]
 #[command(
     name = "connectivity-operator",
@@ -297,7 +314,7 @@ async fn cli_main() -> anyhow::Result<()> {
                 namespaces,
                 leader_election,
             };
-            run(client, options, Metrics::new()).await?;
+            run(client, options, Metrics::with_heap_stats(heap_stats)).await?;
             Ok(())
         }
         Command::Sim {

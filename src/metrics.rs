@@ -8,6 +8,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -45,6 +46,25 @@ pub struct Metrics {
     vendor_requests: Family<VendorLabels, Counter>,
     vendor_latency: Family<VendorOpLabels, Histogram>,
     vendor_total: Arc<AtomicU64>,
+    heap: Option<Heap>,
+}
+
+/// What the process's allocator holds, in bytes (the operator binary's jemalloc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Bytes in live allocations.
+    pub allocated: u64,
+    /// Bytes in pages the allocator keeps mapped and resident (live allocations, freed
+    /// memory not yet returned to the system, and its own metadata).
+    pub resident: u64,
+}
+
+/// The allocator's figures, read again at each `/metrics` scrape.
+#[derive(Clone)]
+struct Heap {
+    read: fn() -> Option<HeapStats>,
+    allocated: Gauge,
+    resident: Gauge,
 }
 
 impl Default for Metrics {
@@ -55,6 +75,16 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// Also exports `heap_allocated_bytes` and `heap_resident_bytes`, read with `read` at each
+    /// scrape (the binary passes its allocator's statistics; the library cannot know them).
+    pub fn with_heap_stats(read: fn() -> Option<HeapStats>) -> Self {
+        Self::build(Some(read))
+    }
+
+    fn build(heap: Option<fn() -> Option<HeapStats>>) -> Self {
         let mut registry = Registry::with_prefix("connectivity_operator");
         let reconciles = Family::<KindLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
@@ -86,6 +116,24 @@ impl Metrics {
             "Vendor API request latency, by vendor and operation",
             vendor_latency.clone(),
         );
+        let heap = heap.map(|read| {
+            let heap = Heap {
+                read,
+                allocated: Gauge::default(),
+                resident: Gauge::default(),
+            };
+            registry.register(
+                "heap_allocated_bytes",
+                "Bytes in the operator's live heap allocations",
+                heap.allocated.clone(),
+            );
+            registry.register(
+                "heap_resident_bytes",
+                "Bytes of heap pages the allocator holds resident (live, freed but not yet returned, metadata)",
+                heap.resident.clone(),
+            );
+            heap
+        });
         Metrics {
             registry: Arc::new(registry),
             reconciles,
@@ -94,6 +142,7 @@ impl Metrics {
             vendor_requests,
             vendor_latency,
             vendor_total: Arc::new(AtomicU64::new(0)),
+            heap,
         }
     }
 
@@ -142,6 +191,12 @@ impl Metrics {
 
     /// OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        if let Some(heap) = &self.heap
+            && let Some(stats) = (heap.read)()
+        {
+            heap.allocated.set(i64::try_from(stats.allocated).unwrap_or(i64::MAX));
+            heap.resident.set(i64::try_from(stats.resident).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         // Encoding into a String cannot fail for these metric types.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
