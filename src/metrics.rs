@@ -222,3 +222,35 @@ pub fn parse_vendor_request_counts(text: &str) -> Vec<(String, String, String, u
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauge(text: &str, name: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    #[test]
+    fn heap_gauges_are_read_at_each_scrape_and_absent_without_an_allocator_reader() {
+        use std::sync::atomic::AtomicU64;
+        static LIVE: AtomicU64 = AtomicU64::new(5 << 20);
+        let metrics = Metrics::with_heap_stats(|| {
+            Some(HeapStats {
+                allocated: LIVE.load(Ordering::Relaxed),
+                resident: 9 << 20,
+            })
+        });
+        let text = metrics.encode();
+        assert_eq!(gauge(&text, "connectivity_operator_heap_allocated_bytes"), Some(5 << 20));
+        assert_eq!(gauge(&text, "connectivity_operator_heap_resident_bytes"), Some(9 << 20));
+        LIVE.store(7 << 20, Ordering::Relaxed);
+        let text = metrics.encode();
+        assert_eq!(gauge(&text, "connectivity_operator_heap_allocated_bytes"), Some(7 << 20));
+
+        let text = Metrics::new().encode();
+        assert_eq!(gauge(&text, "connectivity_operator_heap_allocated_bytes"), None);
+        assert!(!text.contains("heap_resident"), "{text}");
+    }
+}
