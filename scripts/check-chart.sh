@@ -149,7 +149,8 @@ dockerfile_lint() {
     "$TOOLS/venv/bin/hadolint" Dockerfile && echo "hadolint: Dockerfile clean"
 }
 
-PACKAGING_SCRIPTS=(scripts/tools.sh scripts/sync-chart-crds.sh scripts/check-chart.sh scripts/e2e-kind.sh)
+PACKAGING_SCRIPTS=(scripts/tools.sh scripts/sync-chart-crds.sh scripts/check-chart.sh scripts/e2e-kind.sh
+    scripts/control-plane.sh scripts/test.sh scripts/chaos.sh)
 lint_scripts() {
     if ! command -v shellcheck >/dev/null 2>&1; then
         echo "shellcheck not installed: skipped"

@@ -8,6 +8,10 @@
 #   bash scripts/control-plane.sh up DIR         start in DIR (state, logs, DIR/kubeconfig); returns
 #                                                when /readyz answers; processes keep running
 #   bash scripts/control-plane.sh down DIR       stop what `up DIR` started
+#   bash scripts/control-plane.sh restart-apiserver DIR
+#                                                kill kube-apiserver with SIGKILL (a crash) and start
+#                                                it again on the same port, etcd and certificates;
+#                                                returns when /readyz answers (chaos runs)
 #   bash scripts/control-plane.sh run -- CMD...  up in a temporary folder, run CMD with KUBECONFIG
 #                                                (and CONTROL_PLANE_DIR) set, down on exit
 #
@@ -59,9 +63,9 @@ build() {
             die "the Go module proxy did not serve k8s.io/kubernetes v$K8S_VERSION (try another K8S_VERSION)"
         fi
         replaces=()
-        for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\) => \./staging/.*#\1#p' kubernetes.mod); do
+        while read -r m; do
             replaces+=(-replace "$m=$m@v0.${K8S_VERSION#1.}")
-        done
+        done < <(sed -n 's#^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\) => \./staging/.*#\1#p' kubernetes.mod)
         [ ${#replaces[@]} -gt 0 ] || die "no staging modules found in k8s.io/kubernetes v$K8S_VERSION's go.mod"
         go mod edit "${replaces[@]}" -require "k8s.io/kubernetes@v$K8S_VERSION"
         go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" \
@@ -77,6 +81,7 @@ build() {
             k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
     )
     mod=$(cd "$work/k8s" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+    # shellcheck disable=SC2016 # a literal ${ETCD_VERSION:-...} is what the file holds
     etcd_version=$(sed -n 's/^ETCD_VERSION=\${ETCD_VERSION:-\([0-9.]*\)}.*/\1/p' "$mod/hack/lib/etcd.sh")
     [ -n "$etcd_version" ] || die "could not read the pinned etcd version from $mod/hack/lib/etcd.sh"
     log "building etcd v$etcd_version (pinned by Kubernetes v$K8S_VERSION)"
@@ -175,6 +180,7 @@ up() {
     etcd_port=$(free_port)
     peer_port=$(free_port)
     free_port >"$DIR/apiserver.port"
+    echo "$BIN" >"$DIR/bin"
     echo "$etcd_port" >"$DIR/etcd.port"
 
     # Test data only: fsync off keeps a 2-core CI machine fast.
@@ -228,6 +234,17 @@ stop_pid() { # pidfile
     rm -f "$1"
 }
 
+restart_apiserver() {
+    [ -f "$DIR/kube-apiserver.pid" ] || die "$DIR holds no running control plane (up it first)"
+    BIN=$(cat "$DIR/bin")
+    local pid
+    pid=$(cat "$DIR/kube-apiserver.pid")
+    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$DIR/kube-apiserver.pid"
+    start_apiserver
+}
+
 down() {
     [ -d "$DIR" ] || return 0
     stop_pid "$DIR/kube-controller-manager.pid"
@@ -241,6 +258,7 @@ case "$cmd" in
 build) build ;;
 up) DIR=${1:?usage: control-plane.sh up DIR}; up ;;
 down) DIR=${1:?usage: control-plane.sh down DIR}; down ;;
+restart-apiserver) DIR=${1:?usage: control-plane.sh restart-apiserver DIR}; restart_apiserver ;;
 run)
     [ "${1:-}" = "--" ] && shift
     [ $# -gt 0 ] || die "usage: control-plane.sh run -- CMD..."

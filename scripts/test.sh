@@ -84,6 +84,11 @@ step "cluster tier: CRDs, chart, RBAC, operator process, namespace deletion, lea
 bash scripts/control-plane.sh run -- \
     cargo test --locked --test e2e_cluster -- --ignored --test-threads=1
 
+step "chaos run (short): faults at every vendor, operator SIGKILLs, an apiserver restart; invariants"
+# The full run (1,000 ServiceProfiles, 10,000 subscriptions) is scripts/chaos.sh.
+bash scripts/control-plane.sh run -- \
+    cargo test --locked --test chaos -- --ignored --exact chaos_short --nocapture
+
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 

@@ -123,7 +123,6 @@ enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
-    /// Run a vendor simulator; prints one JSON line with its URL and credentials.
     /// Rewrite the files generated from the sources (the README's reasons table and the Argo CD
     /// health checks' reason tables, from src/reason.rs); `--check` only reports drift.
     Generate {
@@ -134,6 +133,7 @@ enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+    /// Run a vendor simulator; prints one JSON line with its URL and credentials.
     Sim {
         /// Which vendor to simulate.
         #[arg(long, value_enum, default_value_t = SimVendor::Emnify)]
@@ -170,6 +170,11 @@ enum Command {
         /// default: answers carry what the vendor documents.
         #[arg(long)]
         inferred: bool,
+        /// Seeded random faults on every API call, as JSON, e.g. '{"seed": 1, "server_error":
+        /// 0.1, "stall": 0.05, "stall_ms": 15000, "stall_applied": 0.5}' (fields: crates/vendor-sim/README.md,
+        /// "Chaos"); `POST /_sim/chaos` changes them while the simulator runs.
+        #[arg(long, value_parser = parse_chaos)]
+        chaos: Option<vendor_sim::chaos::ChaosConfig>,
     },
     /// Reconcile manifests (ProviderConfig, Secret, ServiceProfile) without a cluster and print
     /// every object with its resulting status. Exit 0 when all are synced, 1 otherwise.
@@ -201,6 +206,14 @@ enum SimVendor {
     BicsSft,
 }
 
+/// `--chaos`: a [`vendor_sim::chaos::ChaosConfig`] as JSON, checked.
+fn parse_chaos(text: &str) -> Result<vendor_sim::chaos::ChaosConfig, String> {
+    let config: vendor_sim::chaos::ChaosConfig =
+        serde_json::from_str(text).map_err(|e| format!("not a chaos config: {e}"))?;
+    config.check()?;
+    Ok(config)
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     crd::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration (e.g. 90s, 10m, 1h, 250ms)"))
 }
@@ -217,6 +230,18 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The exit code of `apply` / `plan`: theirs, or the error's (printed first, with its causes).
+fn offline_exit(result: Result<i32, offline::OfflineError>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // The message carries its cause's text already; the chain would repeat it.
+            eprintln!("Error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
 /// A simulator's shutdown, whichever vendor it plays.
 type SimShutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
@@ -228,8 +253,19 @@ fn main() -> anyhow::Result<()> {
         .block_on(cli_main())
 }
 
+/// Exit code of a command line that cannot be parsed (sysexits' EX_USAGE), distinct from every
+/// code `apply` and `plan` give (0-3).
+const EXIT_USAGE: i32 = 64;
+
 async fn cli_main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     connectivity_operator::install_crypto_provider();
     match cli.command {
         Command::Generate { check, root } => {
@@ -329,8 +365,10 @@ async fn cli_main() -> anyhow::Result<()> {
             subscriptions,
             async_delay,
             inferred,
+            chaos,
         } => {
             init_logging(cli.log_format);
+            let chaos = chaos.unwrap_or_default();
             // The vendor's documented limit scaled (or none), for the BICS and Telenor simulators.
             let scaled = |limit: Option<(f64, u32)>| {
                 limit.filter(|_| !no_rate_limits).map(|(rate, burst)| {
@@ -355,7 +393,9 @@ async fn cli_main() -> anyhow::Result<()> {
                         },
                         ..Default::default()
                     };
-                    let sim = vendor_sim::emnify::EmnifySim::new(config)
+                    let sim = vendor_sim::emnify::EmnifySim::new(config);
+                    sim.set_chaos(chaos.clone()).map_err(anyhow::Error::msg)?;
+                    let sim = sim
                         .serve(listen)
                         .await
                         .context("failed to start the emnify simulator")?;
@@ -380,7 +420,9 @@ async fn cli_main() -> anyhow::Result<()> {
                         },
                         ..defaults
                     };
-                    let sim = vendor_sim::bics::BicsSim::new(config)
+                    let sim = vendor_sim::bics::BicsSim::new(config);
+                    sim.set_chaos(chaos.clone()).map_err(anyhow::Error::msg)?;
+                    let sim = sim
                         .serve(listen)
                         .await
                         .context("failed to start the BICS SIM for Things simulator")?;
@@ -405,7 +447,9 @@ async fn cli_main() -> anyhow::Result<()> {
                         },
                         ..defaults
                     };
-                    let sim = vendor_sim::telenor::TelenorSim::new(config)
+                    let sim = vendor_sim::telenor::TelenorSim::new(config);
+                    sim.set_chaos(chaos.clone()).map_err(anyhow::Error::msg)?;
+                    let sim = sim
                         .serve(listen)
                         .await
                         .context("failed to start the Telenor IoT Connect simulator")?;
@@ -420,7 +464,7 @@ async fn cli_main() -> anyhow::Result<()> {
         }
         Command::Apply { paths, simulate } => {
             init_logging(cli.log_format);
-            let code = offline::apply(
+            let result = offline::apply(
                 &OfflineOptions {
                     paths,
                     simulate,
@@ -428,12 +472,12 @@ async fn cli_main() -> anyhow::Result<()> {
                 },
                 &mut std::io::stdout(),
             )
-            .await?;
-            std::process::exit(code);
+            .await;
+            std::process::exit(offline_exit(result));
         }
         Command::Plan { paths, simulate } => {
             init_logging(cli.log_format);
-            let code = offline::plan(
+            let result = offline::plan(
                 &OfflineOptions {
                     paths,
                     simulate,
@@ -441,11 +485,11 @@ async fn cli_main() -> anyhow::Result<()> {
                 },
                 &mut std::io::stdout(),
             )
-            .await?;
-            if code == 1 {
-                bail!("some objects could not be planned");
+            .await;
+            if matches!(result, Ok(1)) {
+                eprintln!("Error: some objects could not be planned");
             }
-            std::process::exit(code);
+            std::process::exit(offline_exit(result));
         }
     }
 }

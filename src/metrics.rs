@@ -243,11 +243,17 @@ mod tests {
             })
         });
         let text = metrics.encode();
-        assert_eq!(gauge(&text, "connectivity_operator_heap_allocated_bytes"), Some(5 << 20));
+        assert_eq!(
+            gauge(&text, "connectivity_operator_heap_allocated_bytes"),
+            Some(5 << 20)
+        );
         assert_eq!(gauge(&text, "connectivity_operator_heap_resident_bytes"), Some(9 << 20));
         LIVE.store(7 << 20, Ordering::Relaxed);
         let text = metrics.encode();
-        assert_eq!(gauge(&text, "connectivity_operator_heap_allocated_bytes"), Some(7 << 20));
+        assert_eq!(
+            gauge(&text, "connectivity_operator_heap_allocated_bytes"),
+            Some(7 << 20)
+        );
 
         let text = Metrics::new().encode();
         assert_eq!(gauge(&text, "connectivity_operator_heap_allocated_bytes"), None);

@@ -20,6 +20,7 @@ use crate::controller::{Context, Settings, managed, provider_config, service_pro
 use crate::crd::conditions::{self, READY, SYNCED};
 use crate::crd::{ConnectivitySubscription, ProviderConfig, ServiceProfile, VendorApi};
 use crate::metrics::Metrics;
+use serde::Deserialize as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -27,12 +28,20 @@ pub enum OfflineError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("failed to parse {path}: {source}")]
     Parse { path: PathBuf, source: serde_yaml::Error },
+    #[error("failed to parse {path} as JSON: {source}")]
+    ParseJson { path: PathBuf, source: serde_json::Error },
     #[error("{path}: document {index} is not a Kubernetes object (no apiVersion/kind)")]
     NotAnObject { path: PathBuf, index: usize },
-    #[error("{what} {name} is invalid: {source}")]
+    #[error("{path}: document {index} is a List without an `items` list")]
+    ListWithoutItems { path: PathBuf, index: usize },
+    #[error("{path}: document {index}, item {item} of its List, is not a Kubernetes object (no apiVersion/kind)")]
+    ListItemNotAnObject { path: PathBuf, index: usize, item: usize },
+    #[error("{what} {name} is invalid: {field}: {source}")]
     Invalid {
         what: String,
         name: String,
+        /// Where in the object, e.g. `spec.imsi` (`.` for the object itself).
+        field: String,
         source: serde_json::Error,
     },
     #[error("{what} {name} is invalid: {message}")]
@@ -61,6 +70,29 @@ pub enum OfflineError {
     Render(#[from] serde_yaml::Error),
 }
 
+impl OfflineError {
+    /// The exit code of `apply` / `plan` for this error (README, "Offline mode"): 3 when the
+    /// input cannot be used as it is (unreadable, not YAML or JSON, not a Kubernetes object, or an
+    /// object the API server would refuse), 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Read { .. }
+            | Self::Parse { .. }
+            | Self::ParseJson { .. }
+            | Self::NotAnObject { .. }
+            | Self::ListWithoutItems { .. }
+            | Self::ListItemNotAnObject { .. }
+            | Self::Invalid { .. }
+            | Self::Rejected { .. }
+            | Self::Load { .. } => EXIT_BAD_INPUT,
+            Self::Simulator { .. } | Self::ReadBack { .. } | Self::Output(_) | Self::Render(_) => 1,
+        }
+    }
+}
+
+/// `apply` / `plan` exit code for input that cannot be used (see [`OfflineError::exit_code`]).
+pub const EXIT_BAD_INPUT: i32 = 3;
+
 /// A manifest with the file it came from.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -69,16 +101,17 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    fn kind(&self) -> &str {
+    pub fn kind(&self) -> &str {
         self.object["kind"].as_str().unwrap_or("")
     }
-    fn api_version(&self) -> &str {
+    pub fn api_version(&self) -> &str {
         self.object["apiVersion"].as_str().unwrap_or("")
     }
-    fn name(&self) -> String {
+    pub fn name(&self) -> String {
         self.object["metadata"]["name"].as_str().unwrap_or("").to_string()
     }
-    fn namespace(&self) -> String {
+    /// `default` when the manifest names none.
+    pub fn namespace(&self) -> String {
         self.object["metadata"]["namespace"]
             .as_str()
             .unwrap_or("default")
@@ -99,31 +132,58 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<Vec<Manifest>, OfflineError> 
             path: file.clone(),
             source,
         })?;
-        for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let value: Value = serde::Deserialize::deserialize(doc).map_err(|source| OfflineError::Parse {
-                path: file.clone(),
-                source,
-            })?;
+        // JSON files strictly as JSON (as kubectl reads them); YAML otherwise. Both refuse a key
+        // twice in one mapping rather than keep either value.
+        let json = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let documents: Vec<Value> = if json {
+            serde_json::Deserializer::from_str(&text)
+                .into_iter::<StrictValue>()
+                .map(|d| d.map(|d| d.0))
+                .collect::<Result<_, _>>()
+                .map_err(|source| OfflineError::ParseJson {
+                    path: file.clone(),
+                    source,
+                })?
+        } else {
+            serde_yaml::Deserializer::from_str(&text)
+                .map(|doc| StrictValue::deserialize(doc).map(|d| d.0))
+                .collect::<Result<_, _>>()
+                .map_err(|source| OfflineError::Parse {
+                    path: file.clone(),
+                    source,
+                })?
+        };
+        for (index, value) in documents.into_iter().enumerate() {
             if value.is_null() {
                 continue;
             }
-            if value
-                .get("kind")
-                .and_then(Value::as_str)
-                .is_some_and(|k| k.ends_with("List"))
-                && let Some(items) = value.get("items").and_then(Value::as_array)
-            {
-                out.extend(items.iter().map(|o| Manifest {
-                    source: file.clone(),
-                    object: o.clone(),
-                }));
-                continue;
-            }
-            if value.get("apiVersion").is_none() || value.get("kind").is_none() {
+            if !is_object(&value) {
                 return Err(OfflineError::NotAnObject {
                     path: file.clone(),
                     index: index + 1,
                 });
+            }
+            if value["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
+                let Some(items) = value.get("items").and_then(Value::as_array) else {
+                    return Err(OfflineError::ListWithoutItems {
+                        path: file.clone(),
+                        index: index + 1,
+                    });
+                };
+                for (item, object) in items.iter().enumerate() {
+                    if !is_object(object) {
+                        return Err(OfflineError::ListItemNotAnObject {
+                            path: file.clone(),
+                            index: index + 1,
+                            item: item + 1,
+                        });
+                    }
+                    out.push(Manifest {
+                        source: file.clone(),
+                        object: object.clone(),
+                    });
+                }
+                continue;
             }
             out.push(Manifest {
                 source: file.clone(),
@@ -132,6 +192,83 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<Vec<Manifest>, OfflineError> 
         }
     }
     Ok(out)
+}
+
+/// A JSON value deserialized from YAML or JSON that refuses a key twice in one mapping (serde's
+/// maps keep the last value silently; kubectl refuses such a file as ambiguous).
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a YAML or JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // NaN and infinities have no JSON form: null, as serde_json does.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(StrictValue(key)) = map.next_key()? {
+            let key = match key {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let StrictValue(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "key `{key}` appears twice in one mapping"
+                )));
+            }
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A mapping with string `apiVersion` and `kind`.
+fn is_object(value: &Value) -> bool {
+    value.get("apiVersion").is_some_and(Value::is_string) && value.get("kind").is_some_and(Value::is_string)
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), OfflineError> {
@@ -380,6 +517,13 @@ fn point_at(
 /// Make a manifest look as the API server would store it: namespace filled, `stringData` folded
 /// into `data`, our kinds checked against their types with schema defaults applied.
 pub fn prepare_object(m: &mut Manifest) -> Result<(), OfflineError> {
+    if !m.object["metadata"].is_object() || !m.object["metadata"]["name"].is_string() {
+        return Err(OfflineError::Rejected {
+            what: m.kind().to_string(),
+            name: m.name(),
+            message: format!("metadata must be a mapping with a name (in {})", m.source.display()),
+        });
+    }
     normalise(&mut m.object);
     validate(m)
 }
@@ -408,22 +552,27 @@ fn normalise(obj: &mut Value) {
 /// Check our objects deserialize into the Rust types (the schema the API server would enforce)
 /// and apply the schema defaults the API server would fill in.
 fn validate(m: &mut Manifest) -> Result<(), OfflineError> {
-    let invalid = |source| OfflineError::Invalid {
+    let invalid = |field: String, source| OfflineError::Invalid {
         what: m.kind().to_string(),
         name: m.name(),
+        field,
         source,
     };
+    // Into the Rust type, naming the field that does not fit.
+    fn typed<T: serde::de::DeserializeOwned>(object: &Value) -> Result<T, (String, serde_json::Error)> {
+        serde_path_to_error::deserialize(object.clone()).map_err(|e| (e.path().to_string(), e.into_inner()))
+    }
     match m.kind() {
         "ProviderConfig" if m.api_version() == crate::crd::API_VERSION => {
-            let pc: ProviderConfig = serde_json::from_value(m.object.clone()).map_err(invalid)?;
-            m.object["spec"] = serde_json::to_value(&pc.spec).map_err(invalid)?;
+            let pc: ProviderConfig = typed(&m.object).map_err(|(f, e)| invalid(f, e))?;
+            m.object["spec"] = serde_json::to_value(&pc.spec).map_err(|e| invalid("spec".into(), e))?;
         }
         "ServiceProfile" => {
-            let sp: ServiceProfile = serde_json::from_value(m.object.clone()).map_err(invalid)?;
-            m.object["spec"] = serde_json::to_value(&sp.spec).map_err(invalid)?;
+            let sp: ServiceProfile = typed(&m.object).map_err(|(f, e)| invalid(f, e))?;
+            m.object["spec"] = serde_json::to_value(&sp.spec).map_err(|e| invalid("spec".into(), e))?;
         }
         "ConnectivitySubscription" => {
-            let c: ConnectivitySubscription = serde_json::from_value(m.object.clone()).map_err(invalid)?;
+            let c: ConnectivitySubscription = typed(&m.object).map_err(|(f, e)| invalid(f, e))?;
             if c.spec.imsi.is_none() && c.spec.iccid.is_none() {
                 return Err(OfflineError::Rejected {
                     what: m.kind().to_string(),
@@ -431,7 +580,7 @@ fn validate(m: &mut Manifest) -> Result<(), OfflineError> {
                     message: "set spec.imsi or spec.iccid (or both)".into(),
                 });
             }
-            m.object["spec"] = serde_json::to_value(&c.spec).map_err(invalid)?;
+            m.object["spec"] = serde_json::to_value(&c.spec).map_err(|e| invalid("spec".into(), e))?;
         }
         _ => {}
     }
@@ -460,69 +609,120 @@ const MAX_PENDING_WAIT: Duration = Duration::from_secs(60);
 /// `apply`: reconcile every object, print each with its status as YAML. Returns the exit code:
 /// 0 when every object is Synced, 1 otherwise.
 pub async fn apply(options: &OfflineOptions, out: &mut impl Write) -> Result<i32, OfflineError> {
-    let (cluster, manifests) = prepare(options).await?;
-    let ctx = Arc::new(Context::new(cluster.client.clone(), Metrics::new(), offline_settings()));
-    for m in manifests.iter().filter(|m| m.kind() == "ProviderConfig") {
-        let api: Api<ProviderConfig> = Api::namespaced(cluster.client.clone(), &m.namespace());
-        drive(
-            &api,
-            &m.name(),
-            &ctx,
-            managed::reconcile,
-            |pc: &ProviderConfig| {
-                pc.status
-                    .as_ref()
-                    .map(|s| (s.observed_generation, s.conditions.clone()))
-            },
-            |e: &managed::Error<provider_config::Error>| !e.is_permanent(),
-        )
-        .await?;
+    let run = OfflineRun::start(options).await?;
+    run.reconcile(|_| true).await?;
+    run.report(out)
+}
+
+/// An offline run: the manifests loaded into the in-memory cluster, and the operator's context.
+/// `apply` is `start`, `reconcile` of everything, `report`; tests reconcile in steps (e.g. to
+/// count the vendor calls one object costs: `ctx.metrics.vendor_request_total()`).
+pub struct OfflineRun {
+    pub cluster: OfflineCluster,
+    pub manifests: Vec<Manifest>,
+    pub ctx: Arc<Context>,
+}
+
+impl OfflineRun {
+    pub async fn start(options: &OfflineOptions) -> Result<OfflineRun, OfflineError> {
+        let (cluster, manifests) = prepare(options).await?;
+        let ctx = Arc::new(Context::new(cluster.client.clone(), Metrics::new(), offline_settings()));
+        Ok(OfflineRun {
+            cluster,
+            manifests,
+            ctx,
+        })
     }
-    for m in manifests.iter().filter(|m| m.kind() == "ServiceProfile") {
-        let api: Api<ServiceProfile> = Api::namespaced(cluster.client.clone(), &m.namespace());
-        drive(
-            &api,
-            &m.name(),
-            &ctx,
-            managed::reconcile,
-            |sp: &ServiceProfile| {
-                sp.status
-                    .as_ref()
-                    .map(|s| (s.observed_generation, s.conditions.clone()))
-            },
-            |e: &managed::Error<service_profile::Error>| !e.is_permanent(),
-        )
-        .await?;
-    }
-    for m in manifests.iter().filter(|m| m.kind() == "ConnectivitySubscription") {
-        let api: Api<ConnectivitySubscription> = Api::namespaced(cluster.client.clone(), &m.namespace());
-        drive(
-            &api,
-            &m.name(),
-            &ctx,
-            managed::reconcile,
-            |c: &ConnectivitySubscription| c.status.as_ref().map(|s| (s.observed_generation, s.conditions.clone())),
-            |e: &managed::Error<subscription::Error>| !e.is_permanent(),
-        )
-        .await?;
-    }
-    let mut all_synced = true;
-    for m in manifests.iter().filter(|m| m.kind() != "Secret") {
-        let (api_version, kind) = (m.api_version().to_string(), m.kind().to_string());
-        let Some(mut obj) = cluster.server.get(&api_version, &kind, Some(&m.namespace()), &m.name()) else {
-            continue;
+
+    /// Reconcile the objects `which` selects, ProviderConfigs first, then ServiceProfiles, then
+    /// ConnectivitySubscriptions, each until its status reflects its generation or it fails for good.
+    pub async fn reconcile(&self, which: impl Fn(&Manifest) -> bool) -> Result<(), OfflineError> {
+        let (client, ctx) = (&self.cluster.client, &self.ctx);
+        let of = |kind: &'static str| {
+            self.manifests
+                .iter()
+                .filter(move |m| m.kind() == kind)
+                .filter(|m| which(m))
         };
-        let conditions: Vec<conditions::Condition> =
-            serde_json::from_value(obj["status"]["conditions"].clone()).unwrap_or_default();
-        all_synced &= conditions::is_true(&conditions, SYNCED);
-        if let Some(meta) = obj["metadata"].as_object_mut() {
-            meta.remove("managedFields");
+        for m in of("ProviderConfig") {
+            let api: Api<ProviderConfig> = Api::namespaced(client.clone(), &m.namespace());
+            drive(
+                &api,
+                &m.name(),
+                ctx,
+                managed::reconcile,
+                |pc: &ProviderConfig| {
+                    pc.status
+                        .as_ref()
+                        .map(|s| (s.observed_generation, s.conditions.clone()))
+                },
+                |e: &managed::Error<provider_config::Error>| !e.is_permanent(),
+            )
+            .await?;
         }
-        writeln!(out, "---")?;
-        write!(out, "{}", serde_yaml::to_string(&obj)?)?;
+        for m in of("ServiceProfile") {
+            let api: Api<ServiceProfile> = Api::namespaced(client.clone(), &m.namespace());
+            drive(
+                &api,
+                &m.name(),
+                ctx,
+                managed::reconcile,
+                |sp: &ServiceProfile| {
+                    sp.status
+                        .as_ref()
+                        .map(|s| (s.observed_generation, s.conditions.clone()))
+                },
+                |e: &managed::Error<service_profile::Error>| !e.is_permanent(),
+            )
+            .await?;
+        }
+        for m in of("ConnectivitySubscription") {
+            let api: Api<ConnectivitySubscription> = Api::namespaced(client.clone(), &m.namespace());
+            drive(
+                &api,
+                &m.name(),
+                ctx,
+                managed::reconcile,
+                |c: &ConnectivitySubscription| c.status.as_ref().map(|s| (s.observed_generation, s.conditions.clone())),
+                |e: &managed::Error<subscription::Error>| !e.is_permanent(),
+            )
+            .await?;
+        }
+        Ok(())
     }
-    print_events(&cluster.server);
-    Ok(if all_synced { 0 } else { 1 })
+
+    /// Every object (but Secrets) as it is now, with its status; Events on stderr. The exit code
+    /// of `apply`: 0 when every object is Synced, 1 otherwise.
+    pub fn report(&self, out: &mut impl Write) -> Result<i32, OfflineError> {
+        let mut all_synced = true;
+        for m in self.manifests.iter().filter(|m| m.kind() != "Secret") {
+            let Some(mut obj) = self.object(m) else {
+                continue;
+            };
+            let conditions: Vec<conditions::Condition> =
+                serde_json::from_value(obj["status"]["conditions"].clone()).unwrap_or_default();
+            all_synced &= conditions::is_true(&conditions, SYNCED);
+            if let Some(meta) = obj["metadata"].as_object_mut() {
+                meta.remove("managedFields");
+            }
+            writeln!(out, "---")?;
+            write!(out, "{}", serde_yaml::to_string(&obj)?)?;
+        }
+        print_events(&self.cluster.server);
+        Ok(if all_synced { 0 } else { 1 })
+    }
+
+    /// The object of manifest `m` as the in-memory API server holds it now.
+    pub fn object(&self, m: &Manifest) -> Option<serde_json::Value> {
+        self.cluster
+            .server
+            .get(m.api_version(), m.kind(), Some(&m.namespace()), &m.name())
+    }
+
+    /// Every Event recorded so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.cluster.server.list("events.k8s.io/v1", "Event")
+    }
 }
 
 /// Reconcile one object until its status reflects its generation or it fails for good.

@@ -479,14 +479,18 @@ async fn crds_are_accepted_examples_pass_and_invalid_manifests_name_the_field() 
     ] {
         ok(&mut kubectl(&["apply", "--dry-run=server", "-f", dir]));
     }
-    // tests/cluster/invalid/*.yaml: each starts with `# expect: <text the error must contain>`.
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/cluster/invalid"))
+    // tests/bad-input/admission/*.yaml: each starts with `# expect: <text the error must contain>`.
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/bad-input/admission"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 10, "the invalid corpus is there");
+    assert!(
+        cases.len() >= 100,
+        "the admission corpus is there ({} cases)",
+        cases.len()
+    );
     for case in &cases {
         let text = std::fs::read_to_string(case).unwrap();
         let expected: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# expect: ")).collect();

@@ -145,7 +145,7 @@ async fn bad_manifests_fail_with_a_clear_message() {
     )
     .unwrap();
     let out = run(&["apply", "-f", dir.path().to_str().unwrap(), "--simulate"]).await;
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3), "input the API server would refuse");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("ServiceProfile x is invalid") && stderr.contains("providerConfigRef"),
@@ -153,8 +153,16 @@ async fn bad_manifests_fail_with_a_clear_message() {
     );
 
     let out = run(&["apply", "-f", "/nonexistent/manifests"]).await;
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed to read /nonexistent/manifests"));
+    let out = run(&["plan", "-f", "/nonexistent/manifests"]).await;
+    assert_eq!(out.status.code(), Some(3));
+
+    // A command line that cannot be parsed is neither "changes pending" (2) nor bad input (3).
+    let out = run(&["plan", "--no-such-flag"]).await;
+    assert_eq!(out.status.code(), Some(64));
+    let out = run(&["--help"]).await;
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

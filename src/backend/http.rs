@@ -133,8 +133,7 @@ impl HttpCore {
                     "request failed"
                 };
                 return Err(
-                    BackendError::new(action, ErrorKind::Transient, format!("{what}: {}", without_url(&e)))
-                        .with_source(e),
+                    BackendError::new(action, ErrorKind::Transient, format!("{what}: {}", describe(&e))).with_source(e),
                 );
             }
         };
@@ -207,6 +206,25 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// reqwest errors print the URL; ours never carry secrets in URLs, but keep messages short.
+/// A transport failure in words: reqwest's message, its causes (e.g. "Connection refused") and
+/// where it went (scheme, host and port only: paths and queries stay out of messages).
+fn describe(e: &reqwest::Error) -> String {
+    let mut msg = without_url(e);
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    match e.url() {
+        Some(url) => format!("{msg} ({})", url.origin().ascii_serialization()),
+        None => msg,
+    }
+}
+
 fn without_url(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     if let Some(url) = e.url() {

@@ -253,6 +253,9 @@ impl ProfileSection {
         }
     }
 
+    /// Every section a ServiceProfile may carry.
+    pub const ALL: [ProfileSection; 2] = [ProfileSection::Emnify, ProfileSection::BicsSft];
+
     /// Whether `spec` carries this section.
     pub fn present(self, spec: &ServiceProfileSpec) -> bool {
         match self {

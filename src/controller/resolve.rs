@@ -55,6 +55,25 @@ pub enum ResolveError {
     },
     #[error("failed to build a client for ProviderConfig {provider}: {source}")]
     BuildClient { provider: String, source: BackendError },
+    #[error("ProviderConfig {provider}: {field} {value:?} is not an http(s) URL: {detail}")]
+    InvalidUrl {
+        provider: String,
+        field: &'static str,
+        value: String,
+        detail: String,
+    },
+}
+
+/// `Ok` for an absolute http or https URL with a host.
+fn http_url(value: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(value.trim()).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("the scheme is {:?}", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("there is no host".into());
+    }
+    Ok(())
 }
 
 impl ResolveError {
@@ -65,7 +84,7 @@ impl ResolveError {
             ResolveError::GetProviderConfig { .. } | ResolveError::GetSecret { .. } => Reason::KubernetesApiError,
             ResolveError::SecretNotFound { .. } => Reason::SecretNotFound,
             ResolveError::SecretKeyMissing { .. } => Reason::SecretKeyMissing,
-            ResolveError::BuildClient { .. } => Reason::InvalidProviderConfig,
+            ResolveError::BuildClient { .. } | ResolveError::InvalidUrl { .. } => Reason::InvalidProviderConfig,
         }
     }
 }
@@ -188,6 +207,25 @@ impl Providers {
                 }
             })?;
         let endpoint = pc.spec.endpoint_or_default();
+        // Checked here, before any request: a bad URL would otherwise only fail as a request.
+        let token_url = pc
+            .spec
+            .telenor_iot_connect
+            .as_ref()
+            .and_then(|t| t.token_url.as_deref());
+        for (field, value) in [
+            ("spec.endpoint", Some(endpoint.as_str())),
+            ("spec.telenorIotConnect.tokenUrl", token_url),
+        ] {
+            if let Some(value) = value {
+                http_url(value).map_err(|detail| ResolveError::InvalidUrl {
+                    provider: format!("{namespace}/{name}"),
+                    field,
+                    value: value.to_string(),
+                    detail,
+                })?;
+            }
+        }
         let rate = effective_rate_limit(pc.spec.vendor, pc.spec.rate_limit.as_ref());
         let fingerprint = {
             let mut h = DefaultHasher::new();
@@ -504,6 +542,23 @@ mod tests {
     use super::*;
     use k8s_openapi::ByteString;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn only_absolute_http_urls_with_a_host_are_endpoints() {
+        for ok in ["https://cdn.emnify.net", "http://127.0.0.1:9", " https://api.iot.telenor.com/x "] {
+            assert!(http_url(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("not a url", "relative URL"),
+            ("ftp://cdn.emnify.net", "scheme"),
+            ("http://exa mple.com", "invalid"),
+            ("::", "relative URL"),
+            ("file:///etc/passwd", "scheme"),
+        ] {
+            let e = http_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 
     fn secret(data: &[(&str, &str)]) -> Secret {
         Secret {

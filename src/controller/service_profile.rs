@@ -17,7 +17,7 @@ use super::resolve::{Provider, ResolveError};
 use super::status::event;
 use crate::backend::{
     BackendError, DesiredServiceProfile, ErrorKind, Lookup, Observation, ObservedProfile, ProfileChange,
-    ServiceProfileBackend,
+    ProfileSection, ServiceProfileBackend,
 };
 use crate::crd::conditions::{self, READY};
 use crate::crd::{DeletionPolicy, ManagementPolicy, ServiceProfile, ServiceProfileStatus, Vendor};
@@ -33,6 +33,16 @@ pub enum Error {
     #[error("spec.{section} is required: ProviderConfig {provider} is a {vendor} account")]
     VendorSectionMissing {
         section: &'static str,
+        vendor: Vendor,
+        provider: String,
+    },
+    #[error("spec.{section} does not apply: ProviderConfig {provider} is a {vendor} account{}", match expected {
+        Some(e) => format!(", whose profiles take spec.{e}"),
+        None => ", whose profiles are only observed by name".to_string(),
+    })]
+    VendorSectionForeign {
+        section: &'static str,
+        expected: Option<&'static str>,
         vendor: Vendor,
         provider: String,
     },
@@ -61,6 +71,7 @@ impl StepError for Error {
         match self {
             Error::Resolve(e) => e.reason(),
             Error::VendorSectionMissing { .. } => Reason::VendorSectionMissing,
+            Error::VendorSectionForeign { .. } => Reason::InvalidSpec,
             Error::Vendor(e) => e.kind.reason(),
             Error::InUse { .. } => Reason::InUse,
             Error::Ambiguous { .. } => Reason::Conflict,
@@ -181,6 +192,18 @@ impl Managed for ServiceProfile {
         {
             return Err(Error::VendorSectionMissing {
                 section: section.field(),
+                vendor: provider.vendor,
+                provider: provider_name.clone(),
+            });
+        }
+        // A section of another API would be silently ignored: say so before any vendor call.
+        if let Some(foreign) = ProfileSection::ALL
+            .into_iter()
+            .find(|s| s.present(&self.spec) && Some(*s) != capabilities.profile_section)
+        {
+            return Err(Error::VendorSectionForeign {
+                section: foreign.field(),
+                expected: capabilities.profile_section.map(ProfileSection::field),
                 vendor: provider.vendor,
                 provider: provider_name.clone(),
             });

@@ -22,8 +22,8 @@ use super::status::event;
 use super::{Context, key_of};
 use crate::backend::subscription::list_changes;
 use crate::backend::{
-    BackendError, DesiredSubscription, ErrorKind, ObservedSubscription, SimIdentity, SubscriptionChange,
-    SubscriptionProfile, WriteOutcome,
+    BackendError, DesiredSubscription, ErrorKind, ObservedSubscription, ProfileSection, SimIdentity,
+    SubscriptionChange, SubscriptionProfile, WriteOutcome,
 };
 use crate::crd::conditions::{self, ConditionStatus, SYNCED};
 use crate::crd::{
@@ -263,7 +263,25 @@ impl Managed for ConnectivitySubscription {
 
     /// The account and the vendor id of the referenced ServiceProfile.
     async fn resolve(&self, ctx: &Context, _status: &mut ConnectivitySubscriptionStatus) -> Result<Resolved, Error> {
+        // An unconfirmed termination costs no vendor call: refused from the spec alone.
+        if self.termination_refused_from_spec() {
+            return Err(Error::TerminationNotConfirmed);
+        }
         let provider = ctx.provider_for(self).await?;
+        let capabilities = provider.capabilities;
+        let account = &self.spec.provider_config_ref.name;
+        if self.spec.bics_sft.is_some() && capabilities.subscription_profile != SubscriptionProfile::WriteOnlyPlan {
+            return Err(Error::InvalidSpec(format!(
+                "spec.bicsSft applies to BICS SIM for Things accounts on its RPC API; ProviderConfig {account} is a {} account: remove it",
+                provider.vendor
+            )));
+        }
+        if self.spec.emnify.is_some() && capabilities.profile_section != Some(ProfileSection::Emnify) {
+            return Err(Error::InvalidSpec(format!(
+                "spec.emnify applies to accounts on emnify's API (emnify, BICS with api: rest); ProviderConfig {account} is a {} account: remove it",
+                provider.vendor
+            )));
+        }
         if provider.capabilities.subscription_profile == SubscriptionProfile::WriteOnlyPlan {
             // BICS assigns service profiles through plans: the plan is what a SIM is given.
             if self.spec.service_profile_ref.is_some() {

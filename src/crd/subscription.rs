@@ -231,6 +231,31 @@ pub enum PendingOutcome {
 }
 
 impl ConnectivitySubscription {
+    /// Whether a termination the spec asks for is refused already from the spec and status,
+    /// before the vendor is asked anything: no confirming annotation (or an empty one), or one
+    /// that names neither of the SIM's identifiers when both are known. An annotation that may
+    /// name an identifier only the vendor knows yet (an ICCID for a subscription given by IMSI)
+    /// is decided once the SIM is observed. A SIM already seen terminated is left to the plan.
+    pub fn termination_refused_from_spec(&self) -> bool {
+        if self.spec.mode != Some(SubscriptionMode::Terminated)
+            || self.spec.management_policy != ManagementPolicy::Full
+            || self.status.as_ref().is_some_and(|s| s.terminated_at.is_some())
+            || self.termination_confirmed()
+        {
+            return false;
+        }
+        let annotated = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CONFIRM_TERMINATION_ANNOTATION))
+            .is_some_and(|v| !v.trim().is_empty());
+        let status = self.status.as_ref();
+        let both_known = (self.spec.imsi.is_some() || status.is_some_and(|s| s.imsi.is_some()))
+            && (self.spec.iccid.is_some() || status.is_some_and(|s| s.iccid.is_some()));
+        !annotated || both_known
+    }
+
     /// Whether `Terminated` may be sent: the confirmation annotation names this SIM.
     pub fn termination_confirmed(&self) -> bool {
         let Some(value) = self
@@ -252,5 +277,52 @@ impl ConnectivitySubscription {
         .into_iter()
         .flatten()
         .any(|id| !value.is_empty() && id == value)
+    }
+}
+
+#[cfg(test)]
+mod termination_tests {
+    use super::*;
+
+    fn csub(imsi: Option<&str>, iccid: Option<&str>, annotation: Option<&str>) -> ConnectivitySubscription {
+        let mut c = ConnectivitySubscription::new(
+            "x",
+            serde_json::from_value(serde_json::json!({
+                "providerConfigRef": {"name": "p"}, "imsi": imsi, "iccid": iccid, "mode": "Terminated"
+            }))
+            .unwrap(),
+        );
+        if let Some(a) = annotation {
+            c.metadata.annotations = Some([(CONFIRM_TERMINATION_ANNOTATION.to_string(), a.to_string())].into());
+        }
+        c
+    }
+
+    #[test]
+    fn an_unconfirmed_termination_is_refused_from_the_spec_when_it_can_be() {
+        let (imsi, iccid) = ("295050903090853", "8988303000424721407");
+        // No annotation, or an empty one: refused without asking the vendor.
+        assert!(csub(Some(imsi), None, None).termination_refused_from_spec());
+        assert!(csub(Some(imsi), None, Some(" ")).termination_refused_from_spec());
+        // Naming neither identifier while both are known: refused.
+        assert!(csub(Some(imsi), Some(iccid), Some("8988303000424721438")).termination_refused_from_spec());
+        // Confirmed: not refused.
+        assert!(!csub(Some(imsi), None, Some(imsi)).termination_refused_from_spec());
+        // An ICCID for a subscription given by IMSI only: only the observation can tell.
+        assert!(!csub(Some(imsi), None, Some(iccid)).termination_refused_from_spec());
+        // Observe-only, or already seen terminated: the plan decides.
+        let mut observe = csub(Some(imsi), None, None);
+        observe.spec.management_policy = ManagementPolicy::ObserveOnly;
+        assert!(!observe.termination_refused_from_spec());
+        let mut gone = csub(Some(imsi), None, None);
+        gone.status = Some(ConnectivitySubscriptionStatus {
+            terminated_at: Some(chrono::Utc::now()),
+            ..Default::default()
+        });
+        assert!(!gone.termination_refused_from_spec());
+        // Another mode: nothing to refuse.
+        let mut active = csub(Some(imsi), None, None);
+        active.spec.mode = Some(SubscriptionMode::Active);
+        assert!(!active.termination_refused_from_spec());
     }
 }

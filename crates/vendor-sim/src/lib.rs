@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bics;
+pub mod chaos;
 
 /// Accepted connections answer without Nagle's delay, as a production HTTP server does: a
 /// response written in two segments would otherwise wait for the client's delayed ACK (40 ms on

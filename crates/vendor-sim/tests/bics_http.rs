@@ -1235,3 +1235,67 @@ async fn admin_routes() {
     );
     sim.shutdown().await;
 }
+
+/// Chaos over HTTP: "applied, then an error" is BICS's 10239 with the profile committed; a
+/// stall that does not commit leaves nothing; gateway errors and throttles are HTTP answers.
+#[tokio::test]
+async fn chaos_verify_completion_stalls_and_gateway_answers() {
+    let sim = start(config()).await;
+    let api = Api::login(&sim).await;
+    let chaos = |config: Value| {
+        let http = api.http.clone();
+        let url = format!("{}/_sim/chaos", sim.url);
+        async move {
+            let r = http.post(url).json(&config).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+
+    chaos(json!({"seed": 4, "error_after_apply": 1.0})).await;
+    let v = api.create_profile(data_sms("chaos-vc")).await;
+    assert_eq!(codes(&v), ("1", "10239"));
+    // A read drawn so is a gateway error: nothing to verify.
+    assert_eq!(api.get("GetServiceProfile").await.0, 503);
+    chaos(json!({})).await;
+    assert_eq!(sim.sim.service_profile_by_name("chaos-vc").len(), 1);
+
+    chaos(json!({"stall": 1.0, "stall_ms": 500, "stall_applied": 0.0})).await;
+    let timed_out = api
+        .req(reqwest::Method::POST, "CreateServiceProfile")
+        .timeout(Duration::from_millis(150))
+        .json(&json!({"Request": {"requestParam": {"serviceProfile": data_sms("chaos-lost")}}}))
+        .send()
+        .await;
+    assert!(timed_out.unwrap_err().is_timeout());
+    chaos(json!({"stall": 1.0, "stall_ms": 500, "stall_applied": 1.0})).await;
+    let timed_out = api
+        .req(reqwest::Method::POST, "CreateServiceProfile")
+        .timeout(Duration::from_millis(150))
+        .json(&json!({"Request": {"requestParam": {"serviceProfile": data_sms("chaos-kept")}}}))
+        .send()
+        .await;
+    assert!(timed_out.unwrap_err().is_timeout());
+    chaos(json!({"throttle": 1.0, "burst": 1, "retry_after": 5})).await;
+    let r = api.req(reqwest::Method::GET, "GetServiceProfile").send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["retry-after"].to_str().unwrap()),
+        (429, "5")
+    );
+    chaos(json!({})).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(sim.sim.service_profile_by_name("chaos-lost").is_empty());
+    assert_eq!(sim.sim.service_profile_by_name("chaos-kept").len(), 1);
+    let counts = sim.sim.chaos_counts();
+    assert_eq!(
+        (
+            counts.errors_after_apply,
+            counts.server_errors,
+            counts.stalls_applied,
+            counts.stalls_not_applied,
+            counts.throttled
+        ),
+        (1, 1, 1, 1, 1),
+        "{counts:?}"
+    );
+    sim.shutdown().await;
+}

@@ -1308,3 +1308,86 @@ async fn bulk_requests_count_as_one_and_overlaps_are_counted() {
     );
     sim.shutdown().await;
 }
+
+/// `POST /_sim/chaos` over HTTP: each kind of draw, forced with a share of 1, does what its
+/// vendor would; `{}` turns chaos off and `GET /_sim/chaos` counts what was injected.
+#[tokio::test]
+async fn chaos_faults_apply_or_not_as_drawn_and_are_counted() {
+    let sim = start(no_limits()).await;
+    let api = Api::login(&sim).await;
+    let http = http_client();
+    let chaos = |config: Value| {
+        let http = http.clone();
+        let url = format!("{}/_sim/chaos", sim.url);
+        async move { http.post(url).json(&config).send().await.unwrap() }
+    };
+    let profiles = |name: &str| -> usize { sim.sim.service_profiles().iter().filter(|p| p["name"] == name).count() };
+    let create = |name: &'static str| {
+        let api = &api;
+        async move {
+            api.http
+                .post(format!("{}/api/v1/service_profile", api.url))
+                .bearer_auth(&api.token)
+                .timeout(Duration::from_millis(200))
+                .json(&json!({"name": name, "description": "chaos"}))
+                .send()
+                .await
+        }
+    };
+
+    // Applied, then a 500: the caller cannot tell, the profile exists. Reads drawn so fail plainly.
+    assert_eq!(chaos(json!({"seed": 1, "error_after_apply": 1.0})).await.status(), 200);
+    assert_eq!(create("after-apply").await.unwrap().status(), 500);
+    assert_eq!(api.get("/service_profile").await.0, 503);
+    assert_eq!(profiles("after-apply"), 1);
+
+    // Stalled past the caller's timeout: applied on receipt, or never.
+    chaos(json!({"stall": 1.0, "stall_ms": 600, "stall_applied": 1.0})).await;
+    assert!(create("stalled-applied").await.unwrap_err().is_timeout());
+    assert_eq!(profiles("stalled-applied"), 1);
+    chaos(json!({"stall": 1.0, "stall_ms": 600, "stall_applied": 0.0})).await;
+    assert!(create("stalled-lost").await.unwrap_err().is_timeout());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(profiles("stalled-lost"), 0);
+
+    // A throttle burst, with the Retry-After the run asked for, then the next draw.
+    chaos(json!({"throttle": 1.0, "burst": 2, "retry_after": 3})).await;
+    let r = api.call(Method::GET, "/service_profile", None).await;
+    assert_eq!(
+        (r.status(), header(&r, "retry-after")),
+        (StatusCode::TOO_MANY_REQUESTS, "3")
+    );
+    chaos(json!({"throttle": 1.0, "burst": 1})).await;
+    let r = api.call(Method::GET, "/service_profile", None).await;
+    assert_eq!(
+        (r.status(), header(&r, "retry-after")),
+        (StatusCode::TOO_MANY_REQUESTS, "")
+    );
+
+    // Off: everything passes; the counts of every stream so far add up.
+    let off: Value = chaos(json!({})).await.json().await.unwrap();
+    assert_eq!(off["config"], Value::Null);
+    assert_eq!(api.get("/service_profile").await.0, 200);
+    let report: Value = http
+        .get(format!("{}/_sim/chaos", sim.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let counts = &report["counts"];
+    assert_eq!(counts["errors_after_apply"], 1, "{report}");
+    assert_eq!(counts["server_errors"], 1, "{report}");
+    assert_eq!(counts["stalls_applied"], 1, "{report}");
+    assert_eq!(counts["stalls_not_applied"], 1, "{report}");
+    assert_eq!(counts["throttled"], 2, "{report}");
+    assert_eq!(counts["calls"], 6, "{report}");
+
+    // A share outside [0, 1] is refused, naming it.
+    let r = chaos(json!({"server_error": 2.0})).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("server_error"));
+    let r = chaos(json!({"server_eror": 0.1})).await;
+    assert_eq!(r.status(), 400);
+}

@@ -1115,3 +1115,74 @@ async fn undocumented_filters_are_refused_and_profiles_find_iccids() {
     assert_eq!(v["attributes"]["iccid"], iccid.as_str());
     sim.shutdown().await;
 }
+
+/// Chaos over HTTP: a mode change drawn "applied, then an error" answers 504 and lands; one
+/// drawn to stall without applying never lands; throttles carry `Retry-After` only when asked.
+#[tokio::test]
+async fn chaos_504_after_accepting_lands_and_a_lost_stall_does_not() {
+    let sim = start(quiet()).await;
+    let api = Api::login(&sim).await;
+    let imsi = s(&first_with_mode(&sim, "ACTIVE"), "imsi");
+    let chaos = |config: Value| {
+        let http = api.http.clone();
+        let url = format!("{}/_sim/chaos", sim.url);
+        async move {
+            let r = http.post(url).json(&config).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+
+    chaos(json!({"seed": 9, "error_after_apply": 1.0})).await;
+    let (status, v) = api.put_mode("imsi", &imsi, "PAUSED").await;
+    assert_eq!((status.as_u16(), v["name"].as_str()), (504, Some("GatewayTimeout")));
+    chaos(json!({})).await;
+    assert_eq!(sim.sim.pending_operations(), 1);
+    sim.sim.apply_pending_now();
+    assert_eq!(api.mode_of(&imsi).await, "PAUSED");
+
+    chaos(json!({"stall": 1.0, "stall_ms": 500, "stall_applied": 0.0})).await;
+    let timed_out = api
+        .http
+        .put(format!("{}{CS}/imsi/{imsi}/mode", api.url))
+        .bearer_auth(&api.token)
+        .timeout(Duration::from_millis(150))
+        .json(&json!({"mode": "ACTIVE"}))
+        .send()
+        .await;
+    assert!(timed_out.unwrap_err().is_timeout());
+    chaos(json!({})).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(sim.sim.pending_operations(), 0);
+    assert_eq!(api.mode_of(&imsi).await, "PAUSED");
+
+    chaos(json!({"throttle": 1.0, "burst": 1})).await;
+    let r = api
+        .http
+        .get(format!("{}{CS}/{imsi}", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_none());
+    chaos(json!({"throttle": 1.0, "burst": 1, "retry_after": 2})).await;
+    let r = api
+        .http
+        .get(format!("{}{CS}/{imsi}", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["retry-after"].to_str().unwrap()),
+        (429, "2")
+    );
+    chaos(json!({})).await;
+    let counts = sim.sim.chaos_counts();
+    assert_eq!(
+        (counts.errors_after_apply, counts.stalls_not_applied, counts.throttled),
+        (1, 1, 2),
+        "{counts:?}"
+    );
+    sim.shutdown().await;
+}

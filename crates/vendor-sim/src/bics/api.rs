@@ -307,6 +307,7 @@ impl State {
             return fail(&d);
         }
         if self.profiles.values().any(|p| p.name == name) {
+            self.repeated_creates += 1;
             return Answer::fail(
                 codes::DUPLICATE_NAME,
                 format!("Duplicate service profile name '{name}'"),
@@ -628,6 +629,13 @@ impl State {
         }
         let activate = flag(rp.get("isDefaultActivation")).unwrap_or(false);
         let iccid = scalar(rp.get("iccid"));
+        if self.endpoints.values().any(|e| e.name == name)
+            || iccid
+                .as_ref()
+                .is_some_and(|i| self.sims.get(i).is_some_and(|s| s.endpoint.is_some()))
+        {
+            self.repeated_creates += 1;
+        }
         if link {
             let Some(iccid) = &iccid else {
                 return fail("iccid is mandatory when isLinkSIM is true".into());
@@ -802,6 +810,7 @@ impl State {
                     s.endpoint = None;
                     s.status = SimStatus::ReadyToActivate;
                 }
+                self.delinked.push(iccid.clone());
                 if let Some(ep) = self.endpoints.get_mut(&n) {
                     ep.iccid = None;
                     ep.state = EndpointState::Hold;

@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use self::api::ApiRequest;
 use self::envelope::{Answer, admin_json, codes};
 use self::model::{EndpointState, REQUEST_LOG_CAP, State};
+use crate::chaos::{ChaosConfig, ChaosCounts, ChaosSlot, Draw};
 
 /// Default login of the simulated Enterprise user.
 pub const DEMO_USERNAME: &str = "demo@connectivity-operator.local";
@@ -281,6 +282,13 @@ fn one() -> u32 {
 #[derive(Clone)]
 pub struct BicsSim {
     state: Arc<Mutex<State>>,
+    chaos: ChaosSlot,
+}
+
+impl crate::chaos::HasChaos for BicsSim {
+    fn chaos(&self) -> &ChaosSlot {
+        &self.chaos
+    }
 }
 
 impl std::fmt::Debug for BicsSim {
@@ -323,6 +331,7 @@ impl BicsSim {
         rand::rng().fill_bytes(&mut key);
         Self {
             state: Arc::new(Mutex::new(model::seed(config, key))),
+            chaos: ChaosSlot::default(),
         }
     }
 
@@ -336,6 +345,10 @@ impl BicsSim {
         Router::new()
             .route("/_sim/state", get(admin_state))
             .route("/_sim/faults", post(admin_fault))
+            .route(
+                "/_sim/chaos",
+                get(crate::chaos::admin_get::<Self>).post(crate::chaos::admin_set::<Self>),
+            )
             .route("/_sim/expire-tokens", post(admin_expire))
             .route("/_sim/requests", get(admin_requests))
             .route("/_sim/service_profiles", get(admin_profiles))
@@ -367,6 +380,27 @@ impl BicsSim {
     }
 
     /// Queues `fault` (a `count` of 0 is ignored); `ExpireTokens` takes effect at once.
+    /// Creates that found their object already there (see the README's Rust hooks).
+    pub fn repeated_creates(&self) -> u64 {
+        self.lock().repeated_creates
+    }
+
+    /// ICCIDs de-linked from their endpoints (terminations), in order.
+    pub fn delinked(&self) -> Vec<String> {
+        self.lock().delinked.clone()
+    }
+
+    /// Seeded random faults on every API call from now on (see [`crate::chaos`]); an inactive
+    /// config turns them off.
+    pub fn set_chaos(&self, config: ChaosConfig) -> Result<(), String> {
+        self.chaos.set(config)
+    }
+
+    /// Faults the chaos streams injected so far.
+    pub fn chaos_counts(&self) -> ChaosCounts {
+        self.chaos.counts()
+    }
+
     pub fn inject(&self, mut fault: BicsFault) {
         let mut s = self.lock();
         match fault.count_mut() {
@@ -613,6 +647,26 @@ async fn api_entry(AxumState(sim): AxumState<BicsSim>, req: Request) -> Response
         };
         return sim.finish(&method, &path_and_query, &answer.with_status(status));
     }
+    // chaos: gateway errors and throttles here, platform faults (verify completion, stalls) below
+    let write = method.eq_ignore_ascii_case("POST") && api != "login";
+    let (draw, stall, retry_after) = sim.chaos.draw(write);
+    match draw {
+        Draw::Error => {
+            let answer = Answer::fail("503", "Service Unavailable").with_status(503);
+            return sim.finish(&method, &path_and_query, &answer);
+        }
+        Draw::Throttle => {
+            let answer = Answer::fail(codes::RATE_LIMITED, "Request rate limit exceeded").with_status(429);
+            let mut response = sim.finish(&method, &path_and_query, &answer);
+            if let Some(secs) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, secs.into());
+            }
+            return response;
+        }
+        Draw::Pass | Draw::ErrorAfterApply | Draw::Stall { .. } => {}
+    }
     // strictness flag: real clients always send X-Requested-With
     if sim.lock().config.require_x_requested_with
         && !header("x-requested-with").is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest"))
@@ -669,7 +723,23 @@ async fn api_entry(AxumState(sim): AxumState<BicsSim>, req: Request) -> Response
             tokio::time::sleep(delay).await;
             return resp;
         }
-        _ => sim.lock().handle(&api_req),
+        _ => match draw {
+            Draw::ErrorAfterApply => {
+                let _ = sim.lock().handle(&api_req);
+                verify_completion_answer(10239)
+            }
+            Draw::Stall { applied } => {
+                let answer = if applied {
+                    sim.lock().handle(&api_req)
+                } else {
+                    verify_completion_answer(10240)
+                };
+                let resp = sim.finish(&method, &path_and_query, &answer);
+                tokio::time::sleep(stall).await;
+                return resp;
+            }
+            Draw::Pass | Draw::Error | Draw::Throttle => sim.lock().handle(&api_req),
+        },
     };
     // request log
     sim.finish(&method, &path_and_query, &answer)

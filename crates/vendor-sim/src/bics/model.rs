@@ -261,6 +261,11 @@ pub(crate) struct State {
     pub request_log: VecDeque<(String, String, u16)>,
     pub call_counts: HashMap<String, usize>,
     pub response_seq: u64,
+    /// Creates whose object already existed: `CreateServiceProfile` with an existing name (6554),
+    /// `CreateEndPoint` with an existing endpoint's name or for a SIM already linked.
+    pub repeated_creates: u64,
+    /// ICCIDs de-linked from their endpoint (the operator's termination), in order.
+    pub delinked: Vec<String>,
 }
 
 impl State {
@@ -397,6 +402,8 @@ pub(crate) fn seed(config: BicsConfig, key: Vec<u8>) -> State {
         request_log: VecDeque::new(),
         call_counts: HashMap::new(),
         response_seq: 0,
+        repeated_creates: 0,
+        delinked: Vec::new(),
         config,
     };
 

@@ -244,6 +244,10 @@ impl State {
             }
             ("POST", ["service_profile"]) => {
                 let body = parse_body(&req.body)?;
+                let name = body.get("name").and_then(Value::as_str);
+                if name.is_some_and(|n| self.service_profiles.values().any(|p| p.name == n)) {
+                    self.repeated_creates += 1;
+                }
                 let id = self.create_profile(&body)?;
                 Ok(Reply::created(format!("{base}/api/v1/service_profile/{id}")))
             }
@@ -481,6 +485,13 @@ impl State {
             .map(|r| self.paging_headers(r)),
             ("POST", ["endpoint"]) => {
                 let body = parse_body(&req.body)?;
+                let name = body.get("name").and_then(Value::as_str);
+                let sim = body.get("sim").and_then(|s| s.get("id")).and_then(as_i64);
+                if name.is_some_and(|n| self.endpoints.values().any(|e| e.name == n))
+                    || sim.is_some_and(|id| self.sims.get(&id).is_some_and(|s| s.endpoint.is_some()))
+                {
+                    self.repeated_creates += 1;
+                }
                 let id = self.create_endpoint(&body)?;
                 // emnify's OpenAPI spec documents the created endpoint as the 201 body; recorded
                 // traffic also shows a `Location` header.
@@ -580,7 +591,9 @@ impl State {
                         "SIM with id {id} is assigned to endpoint {ep}"
                     )));
                 }
-                self.sims.remove(&id);
+                if let Some(sim) = self.sims.remove(&id) {
+                    self.deleted_sims.push((sim.iccid, sim.imsi));
+                }
                 Ok(Reply::empty(204))
             }
             _ => Err(ApiError::emnify(

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use self::api::ApiRequest;
 use self::error::{ApiError, Reply};
 use self::model::{REQUEST_LOG_CAP, State};
+use crate::chaos::{ChaosConfig, ChaosCounts, ChaosSlot, Draw};
 
 /// The fixed, documented demo application token a default simulator accepts.
 pub const DEMO_APPLICATION_TOKEN: &str = "emnify-sim-demo-application-token-0000000000000000";
@@ -163,6 +164,13 @@ fn one() -> u32 {
 #[derive(Clone)]
 pub struct EmnifySim {
     state: Arc<Mutex<State>>,
+    chaos: ChaosSlot,
+}
+
+impl crate::chaos::HasChaos for EmnifySim {
+    fn chaos(&self) -> &ChaosSlot {
+        &self.chaos
+    }
 }
 
 impl std::fmt::Debug for EmnifySim {
@@ -215,6 +223,7 @@ impl EmnifySim {
         rand::rng().fill_bytes(&mut key);
         Self {
             state: Arc::new(Mutex::new(model::seed(config, key))),
+            chaos: ChaosSlot::default(),
         }
     }
 
@@ -229,6 +238,10 @@ impl EmnifySim {
         Router::new()
             .route("/_sim/state", get(admin_state))
             .route("/_sim/faults", post(admin_fault))
+            .route(
+                "/_sim/chaos",
+                get(crate::chaos::admin_get::<Self>).post(crate::chaos::admin_set::<Self>),
+            )
             .route("/_sim/expire-tokens", post(admin_expire))
             .route("/_sim/requests", get(admin_requests))
             .route("/_sim/service_profiles", get(admin_profiles))
@@ -280,6 +293,39 @@ impl EmnifySim {
         if fault.count > 0 {
             self.lock().faults.push(fault);
         }
+    }
+
+    /// Seeded random faults on every API call from now on (see [`crate::chaos`]); an inactive
+    /// config turns them off.
+    pub fn set_chaos(&self, config: ChaosConfig) -> Result<(), String> {
+        self.chaos.set(config)
+    }
+
+    /// Faults the chaos streams injected so far.
+    pub fn chaos_counts(&self) -> ChaosCounts {
+        self.chaos.counts()
+    }
+
+    /// Every endpoint as `GET /endpoint/{id}` shows it.
+    pub fn endpoints(&self) -> Vec<Value> {
+        let s = self.lock();
+        s.endpoints.values().map(|e| s.endpoint_json(e, true)).collect()
+    }
+
+    /// Every SIM (deleted ones are gone) as `GET /sim/{id}` shows it.
+    pub fn sims(&self) -> Vec<Value> {
+        let s = self.lock();
+        s.sims.values().map(|sim| s.sim_json(sim)).collect()
+    }
+
+    /// `(iccid, imsi)` of the SIMs deleted through the API (terminations), in order.
+    pub fn deleted_sims(&self) -> Vec<(String, String)> {
+        self.lock().deleted_sims.clone()
+    }
+
+    /// Creates that found their object already there (see the README's Rust hooks).
+    pub fn repeated_creates(&self) -> u64 {
+        self.lock().repeated_creates
     }
 
     /// Bulk requests (`/api/v2/.../multi`) that arrived while another was being served.
@@ -475,6 +521,29 @@ async fn api_entry(AxumState(sim): AxumState<EmnifySim>, req: Request) -> Respon
             return fault_response(&fault);
         }
     }
+    // chaos: a seeded share of every call fails; emnify's answers as its gateway gives them
+    let (draw, stall, retry_after) = sim.chaos.draw(!matches!(method.as_str(), "GET" | "HEAD"));
+    let injected = |status: u16| Fault {
+        method: None,
+        path_prefix: String::new(),
+        status,
+        count: 1,
+        retry_after: (status == 429).then_some(retry_after).flatten(),
+        delay: None,
+    };
+    match draw {
+        Draw::Error | Draw::Throttle => {
+            let status = if draw == Draw::Throttle { 429 } else { 503 };
+            sim.record(&method, &path_and_query, status);
+            return fault_response(&injected(status));
+        }
+        Draw::Stall { applied: false } => {
+            tokio::time::sleep(stall).await;
+            sim.record(&method, &path_and_query, 504);
+            return fault_response(&injected(504));
+        }
+        Draw::Pass | Draw::ErrorAfterApply | Draw::Stall { applied: true } => {}
+    }
     let Some(api_path) = path.strip_prefix("/api") else {
         sim.record(&method, &path_and_query, 404);
         return ApiError::emnify(404, 1201, "NotFound", format!("No resource at {path}")).into_response();
@@ -507,8 +576,16 @@ async fn api_entry(AxumState(sim): AxumState<EmnifySim>, req: Request) -> Respon
         Err(e) => (e.status, &e.body),
     };
     sim.record_exchange(&api_req, status, answer_body);
+    // chaos after the handler: the change applied, the caller learns nothing or an error
+    if draw == Draw::ErrorAfterApply {
+        sim.record(&method, &path_and_query, 500);
+        return fault_response(&injected(500));
+    }
     // request log
     sim.record(&method, &path_and_query, status);
+    if draw == (Draw::Stall { applied: true }) {
+        tokio::time::sleep(stall).await;
+    }
     match result {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),

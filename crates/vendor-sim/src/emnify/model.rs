@@ -352,6 +352,12 @@ pub(crate) struct State {
     /// them one after another; the simulator counts instead of guessing an answer).
     pub bulk_in_flight: usize,
     pub bulk_overlaps: u64,
+    /// Creates whose object already existed when they arrived: a service profile with the name
+    /// of an existing one, an endpoint for a SIM already assigned or with an existing endpoint's
+    /// name. A client that re-sends a create that had applied shows up here (chaos runs).
+    pub repeated_creates: u64,
+    /// `(iccid, imsi)` of every SIM deleted through the API, in order.
+    pub deleted_sims: Vec<(String, String)>,
 }
 
 pub(crate) const REQUEST_LOG_CAP: usize = 10_000;
@@ -898,6 +904,8 @@ pub(crate) fn seed(config: EmnifyConfig, jwt_key: Vec<u8>) -> State {
         exchanges: Vec::new(),
         bulk_in_flight: 0,
         bulk_overlaps: 0,
+        repeated_creates: 0,
+        deleted_sims: Vec::new(),
         config,
         jwt_key,
     }

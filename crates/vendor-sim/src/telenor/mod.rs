@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use self::api::{ApiRequest, hook_mode, parse_form};
 use self::error::{ApiError, Reply};
 use self::model::{REQUEST_LOG_CAP, State};
+use crate::chaos::{ChaosConfig, ChaosCounts, ChaosSlot, Draw};
 
 /// Client id a default simulator accepts at `POST /oauth2/token`.
 pub const DEMO_CLIENT_ID: &str = "telenor-sim-demo-client";
@@ -173,6 +174,13 @@ fn one() -> u32 {
 #[derive(Clone)]
 pub struct TelenorSim {
     state: Arc<Mutex<State>>,
+    chaos: ChaosSlot,
+}
+
+impl crate::chaos::HasChaos for TelenorSim {
+    fn chaos(&self) -> &ChaosSlot {
+        &self.chaos
+    }
 }
 
 impl std::fmt::Debug for TelenorSim {
@@ -214,6 +222,7 @@ impl TelenorSim {
     pub fn new(config: TelenorConfig) -> Self {
         Self {
             state: Arc::new(Mutex::new(model::seed(config))),
+            chaos: ChaosSlot::default(),
         }
     }
 
@@ -235,6 +244,10 @@ impl TelenorSim {
         Router::new()
             .route("/_sim/state", get(admin_state))
             .route("/_sim/faults", post(admin_fault))
+            .route(
+                "/_sim/chaos",
+                get(crate::chaos::admin_get::<Self>).post(crate::chaos::admin_set::<Self>),
+            )
             .route("/_sim/expire-tokens", post(admin_expire))
             .route("/_sim/requests", get(admin_requests))
             .route("/_sim/apply-pending", post(admin_apply_pending))
@@ -354,6 +367,17 @@ impl TelenorSim {
     }
 
     /// Every access token issued so far answers 401 from now on; new tokens work as before.
+    /// Seeded random faults on every API call from now on (see [`crate::chaos`]); an inactive
+    /// config turns them off.
+    pub fn set_chaos(&self, config: ChaosConfig) -> Result<(), String> {
+        self.chaos.set(config)
+    }
+
+    /// Faults the chaos streams injected so far.
+    pub fn chaos_counts(&self) -> ChaosCounts {
+        self.chaos.counts()
+    }
+
     pub fn expire_tokens(&self) {
         let mut s = self.lock();
         s.tokens.clear();
@@ -418,6 +442,16 @@ fn fault_response(f: &Fault) -> Response {
     err.into_response()
 }
 
+/// A chaos throttle: the 429 body of the rate limiter, `Retry-After` only when the run sets one.
+fn throttle_response(retry_after: Option<u32>) -> Response {
+    let mut err = ApiError::rate_limited();
+    err.headers.retain(|(name, _)| *name != "retry-after");
+    if let Some(secs) = retry_after {
+        err.headers.push(("retry-after", secs.to_string()));
+    }
+    err.into_response()
+}
+
 /// Entry point for everything that is not `/_sim/...`.
 async fn api_entry(AxumState(sim): AxumState<TelenorSim>, req: Request) -> Response {
     let method = req.method().as_str().to_string();
@@ -440,6 +474,30 @@ async fn api_entry(AxumState(sim): AxumState<TelenorSim>, req: Request) -> Respo
             sim.record(&method, &path_and_query, f.status);
             return fault_response(f);
         }
+    }
+    // chaos: a seeded share of every call fails (writes that apply and then fail answer 504,
+    // Telenor's "outcome unknown" for its asynchronous writes)
+    let (draw, stall, retry_after) = sim.chaos.draw(!matches!(method.as_str(), "GET" | "HEAD"));
+    let injected = |status: u16| Fault {
+        status,
+        retry_after: None,
+        ..Fault::default()
+    };
+    match draw {
+        Draw::Error => {
+            sim.record(&method, &path_and_query, 503);
+            return fault_response(&injected(503));
+        }
+        Draw::Throttle => {
+            sim.record(&method, &path_and_query, 429);
+            return throttle_response(retry_after);
+        }
+        Draw::Stall { applied: false } => {
+            tokio::time::sleep(stall).await;
+            sim.record(&method, &path_and_query, 504);
+            return fault_response(&injected(504));
+        }
+        Draw::Pass | Draw::ErrorAfterApply | Draw::Stall { applied: true } => {}
     }
     let body = match axum::body::to_bytes(req.into_body(), 16 * 1024 * 1024).await {
         Ok(b) => b.to_vec(),
@@ -464,12 +522,19 @@ async fn api_entry(AxumState(sim): AxumState<TelenorSim>, req: Request) -> Respo
         sim.record(&method, &path_and_query, f.status);
         return fault_response(&f);
     }
+    if draw == Draw::ErrorAfterApply {
+        sim.record(&method, &path_and_query, 504);
+        return fault_response(&injected(504));
+    }
     let status = match &result {
         Ok(r) => r.status,
         Err(e) => e.status,
     };
     // request log
     sim.record(&method, &path_and_query, status);
+    if draw == (Draw::Stall { applied: true }) {
+        tokio::time::sleep(stall).await;
+    }
     match result {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
