@@ -785,6 +785,10 @@ struct Report {
     apiserver_restarts: usize,
     converge: Duration,
     unconverged: Vec<String>,
+    /// Subscriptions deleted before the operator had put its finalizer on them.
+    unclaimed: usize,
+    /// Operator log lines about the objects an invariant names.
+    log_lines: Vec<String>,
     vendor_calls: Vec<(Vendor, u64)>,
     /// Invariant -> offending objects (empty: held).
     invariants: BTreeMap<&'static str, Vec<String>>,
@@ -834,6 +838,11 @@ impl Report {
             &mut out,
             "operator SIGKILLs / apiserver restarts",
             format!("{} / {}", self.operator_kills, self.apiserver_restarts),
+        );
+        row(
+            &mut out,
+            "subscriptions deleted before the operator claimed them (no policy can run)",
+            self.unclaimed.to_string(),
         );
         row(
             &mut out,
@@ -1032,6 +1041,7 @@ async fn run(scale: Scale, seed: u64) -> Report {
     while kill_rounds.len() < 2 {
         kill_rounds.insert(rng.random_range(1..scale.rounds));
     }
+    let mut unclaimed: BTreeSet<String> = BTreeSet::new();
     let restart_round = rng.random_range(1..scale.rounds);
     let revoke_round = rng.random_range(1..scale.rounds);
     for round in 0..scale.rounds {
@@ -1058,6 +1068,21 @@ async fn run(scale: Scale, seed: u64) -> Report {
                 delete::<ServiceProfile>(&client, &name).await;
             } else {
                 apply(&client, &d).await;
+                // Deleted before the operator put its finalizer on it: Kubernetes removes it at
+                // once and no deletion policy can run (as for any finalizer-based controller).
+                let claimed = Api::<ConnectivitySubscription>::namespaced(client.clone(), NS)
+                    .get_opt(&name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|c| {
+                        c.finalizers()
+                            .iter()
+                            .any(|f| f == connectivity_operator::crd::FINALIZER)
+                    });
+                if !claimed {
+                    unclaimed.insert(name.clone());
+                }
                 delete::<ConnectivitySubscription>(&client, &name).await;
             }
         }
@@ -1112,8 +1137,8 @@ async fn run(scale: Scale, seed: u64) -> Report {
         .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.id.clone()?)))
         .collect();
     for s in &subs {
-        if s.deleted && !s.deactivate_on_delete {
-            continue; // Orphan: left as it was, whatever that was when it was deleted
+        if s.deleted && (!s.deactivate_on_delete || unclaimed.contains(&s.name)) {
+            continue; // Orphan (or never claimed): left as it was when it was deleted
         }
         let want = if s.deleted { "Deactivated" } else { s.mode };
         let reached = match s.terminate {
@@ -1142,9 +1167,14 @@ async fn run(scale: Scale, seed: u64) -> Report {
             Vendor::Telenor => continue,
         };
         let exists = names.is_some_and(|ids| !ids.is_empty());
-        let want = !p.deleted || p.orphan;
-        if exists != want {
-            not_reached.push(format!("{}: vendor profile exists={exists}, wanted {want}", p.name));
+        // Orphaned: left as it was, which may be "never created" when it went early.
+        let want = match (p.deleted, p.orphan) {
+            (false, _) => Some(true),
+            (true, true) => None,
+            (true, false) => Some(false),
+        };
+        if want.is_some_and(|w| w != exists) {
+            not_reached.push(format!("{}: vendor profile exists={exists}, wanted {want:?}", p.name));
         }
     }
     report
@@ -1266,6 +1296,24 @@ async fn run(scale: Scale, seed: u64) -> Report {
         }
     }
     report.invariants.insert("credentials in logs, Events or status", leaks);
+    report.unclaimed = unclaimed.len();
+    // The operator's log about each object an invariant names (the logs go with the run).
+    let named: BTreeSet<String> = report
+        .invariants
+        .values()
+        .flatten()
+        .filter_map(|o| o.split(':').next().map(str::to_string))
+        .filter(|n| n.starts_with("cs-") || n.starts_with("sp-"))
+        .collect();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.lines().filter(|l| named.iter().any(|n| l.contains(n.as_str()))) {
+            report
+                .log_lines
+                .push(format!("{}: {line}", path.file_name().unwrap().to_string_lossy()));
+        }
+    }
     drop(operator);
 
     // Leave nothing behind for the next test of the tier.

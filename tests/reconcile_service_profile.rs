@@ -391,6 +391,42 @@ async fn crash_between_create_and_status_write_does_not_duplicate() {
     );
 }
 
+/// The same crash, then the object is deleted before any reconcile recorded the id (found by
+/// the chaos run: the profile outlived its object). Deletion finds it by name and deletes it.
+#[tokio::test]
+async fn deleted_after_a_crash_between_create_and_status_write_leaves_nothing_behind() {
+    let h = Harness::new().await;
+    h.add_sp("fleet", services_spec());
+    h.reconcile_sp("fleet").await.unwrap(); // finalizer
+    h.server.fail_next("PATCH", "serviceprofiles/fleet/status", 500);
+    h.server.fail_next("PATCH", "serviceprofiles/fleet/status", 500);
+    h.reconcile_sp("fleet").await.unwrap_err();
+    assert_eq!(h.vendor_profiles_named("Fleet EU").len(), 1, "the create happened");
+    assert!(h.sp("fleet").await.status.and_then(|s| s.id).is_none());
+
+    h.delete_sp("fleet").await;
+    h.reconcile_sp("fleet").await.unwrap();
+    assert!(
+        h.vendor_profiles_named("Fleet EU").is_empty(),
+        "the vendor profile went with it"
+    );
+    assert!(!h.sp_exists("fleet").await, "finalizer removed, object gone");
+    assert!(h.has_event("fleet", "Deleted"));
+
+    // Orphan keeps it, and a profile never created is nothing to delete.
+    h.add_sp("kept", json!({"deletionPolicy": "Orphan", "emnify": {}}));
+    h.reconcile_sp("kept").await.unwrap();
+    h.sim.sim.create_service_profile(json!({"name": "kept"}));
+    h.delete_sp("kept").await;
+    h.reconcile_sp("kept").await.unwrap();
+    assert_eq!(h.vendor_profiles_named("kept").len(), 1);
+    h.add_sp("never", json!({"emnify": {}}));
+    h.reconcile_sp("never").await.unwrap();
+    h.delete_sp("never").await;
+    h.reconcile_sp("never").await.unwrap();
+    assert!(!h.sp_exists("never").await);
+}
+
 /// Only the id checkpoint fails: the failure report that follows still records the id, so the
 /// next reconcile need not even search by name.
 #[tokio::test]

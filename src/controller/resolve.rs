@@ -545,7 +545,11 @@ mod tests {
 
     #[test]
     fn only_absolute_http_urls_with_a_host_are_endpoints() {
-        for ok in ["https://cdn.emnify.net", "http://127.0.0.1:9", " https://api.iot.telenor.com/x "] {
+        for ok in [
+            "https://cdn.emnify.net",
+            "http://127.0.0.1:9",
+            " https://api.iot.telenor.com/x ",
+        ] {
             assert!(http_url(ok).is_ok(), "{ok}");
         }
         for (bad, why) in [

@@ -330,21 +330,46 @@ impl Managed for ServiceProfile {
     }
 
     async fn delete(&self, ctx: &Context) -> Result<Cleaned, Error> {
-        let Some(id) = self.owned_id().map(str::to_string) else {
-            // Nothing was ever recorded: there is no vendor object we own.
-            return Ok(None);
-        };
-        let orphaned = Some((Reason::Orphaned, format!("left vendor service profile {id} in place")));
-        if self.spec.deletion_policy == DeletionPolicy::Orphan || self.spec.management_policy != ManagementPolicy::Full
-        {
-            return Ok(orphaned);
+        let keep = self.spec.deletion_policy == DeletionPolicy::Orphan
+            || self.spec.management_policy != ManagementPolicy::Full;
+        let recorded = self.owned_id().map(str::to_string);
+        if keep {
+            return Ok(recorded.map(|id| (Reason::Orphaned, format!("left vendor service profile {id} in place"))));
         }
         let provider = ctx.provider_for(self).await?;
         if provider.capabilities.read_only_profiles {
             // Observed only (Telenor): never ours to delete.
-            return Ok(orphaned);
+            return Ok(recorded.map(|id| (Reason::Orphaned, format!("left vendor service profile {id} in place"))));
         }
         let vendor = provider.vendor;
+        let id = match recorded {
+            Some(id) => id,
+            // No id in status: a create may have applied without its answer reaching status (the
+            // operator killed or the status write failed in between). The profile is found by
+            // name, as a reconcile would adopt it, so that it does not outlive its object.
+            None => {
+                let desired = DesiredServiceProfile {
+                    name: self.vendor_name(),
+                    spec: &self.spec,
+                    written: None,
+                };
+                match provider
+                    .service_profiles
+                    .observe(&desired, &Lookup::Name(desired.name.clone()))
+                    .await?
+                {
+                    Observation::Missing => return Ok(None),
+                    Observation::Ambiguous { ids } => {
+                        return Err(Error::Ambiguous {
+                            vendor,
+                            name: desired.name,
+                            ids,
+                        });
+                    }
+                    Observation::Present(found) => found.id,
+                }
+            }
+        };
         match provider.service_profiles.delete(&id).await {
             Ok(()) => Ok(Some((
                 Reason::Deleted,

@@ -276,8 +276,18 @@ impl ConnectivitySubscription {
         ]
         .into_iter()
         .flatten()
-        .any(|id| !value.is_empty() && id == value)
+        .any(|id| !value.is_empty() && same_identifier(id, value))
     }
+}
+
+/// Whether two identifiers name the same SIM: equal, or the same ICCID written with and without
+/// its Luhn check digit (19 and 20 digits; vendors and portals show either).
+fn same_identifier(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let (short, long) = if a.len() < b.len() { (a, b) } else { (b, a) };
+    short.len() == 19 && long.len() == 20 && long.starts_with(short) && long.bytes().all(|c| c.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -306,8 +316,11 @@ mod termination_tests {
         assert!(csub(Some(imsi), None, Some(" ")).termination_refused_from_spec());
         // Naming neither identifier while both are known: refused.
         assert!(csub(Some(imsi), Some(iccid), Some("8988303000424721438")).termination_refused_from_spec());
-        // Confirmed: not refused.
+        // Confirmed: not refused; an ICCID with or without its check digit confirms.
         assert!(!csub(Some(imsi), None, Some(imsi)).termination_refused_from_spec());
+        assert!(!csub(None, Some(iccid), Some("89883030004247214070")).termination_refused_from_spec());
+        assert!(!csub(None, Some("89883030004247214070"), Some(iccid)).termination_refused_from_spec());
+        assert!(csub(Some(imsi), Some(iccid), Some("898830300042472140")).termination_refused_from_spec());
         // An ICCID for a subscription given by IMSI only: only the observation can tell.
         assert!(!csub(Some(imsi), None, Some(iccid)).termination_refused_from_spec());
         // Observe-only, or already seen terminated: the plan decides.
