@@ -836,7 +836,7 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
     let mut args: Vec<&str> = vec!["--resync-interval", &resync];
     args.extend(way.flags());
     let mut operator = spawn_operator(&server.kubeconfig, addr, &args);
-    let _trace = Trace::start(operator.id().unwrap_or_default(), addr, n, "idle");
+    let trace = Trace::start(operator.id().unwrap_or_default(), addr, n, "idle");
     settle_timed(&http, addr, n, Instant::now()).await;
     let (before_idle, _) = server.served().await;
     report.idle_startup_api = delta(&before_idle, &before_start);
@@ -844,6 +844,7 @@ async fn scenario(vendor: Vendor, n: usize, kind: ApiKind, way: Way) -> Report {
     tokio::time::sleep(IDLE_RESYNC * 3).await;
     report.idle_api = delta(&server.served().await.0, &before_idle);
     report.idle_vendor_calls = vendor_calls(&http, addr).await.0 - calls_before;
+    drop(trace);
     stop(&mut operator).await;
     let _ = sim.child.kill().await;
     drop(server);

@@ -58,13 +58,7 @@ async fn semantic_errors_end_in_a_condition_and_a_warning_without_a_vendor_call(
             failures.push(format!("{}: {why}", case.file_name().unwrap().to_string_lossy()));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    all_passed(&failures, cases.len());
 }
 
 async fn semantic_case(case: &Path) -> Result<(), String> {
@@ -132,6 +126,15 @@ async fn semantic_case(case: &Path) -> Result<(), String> {
     Ok(())
 }
 
+fn all_passed(failures: &[String], cases: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 fn cli(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_connectivity-operator"))
         .args(args)
@@ -181,13 +184,7 @@ fn malformed_files_exit_as_documented_without_a_panic() {
             failures.push(format!("{}: {why}", case.file_name().unwrap().to_string_lossy()));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    all_passed(&failures, cases.len());
 }
 
 /// Cases a text file cannot hold: bytes that are not UTF-8, an empty folder, a very deep and a

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use connectivity_operator::crd::conditions::{self, READY};
 use connectivity_operator::crd::subscription::CONFIRM_TERMINATION_ANNOTATION;
 use connectivity_operator::crd::{ConnectivitySubscription, ServiceProfile};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -495,28 +495,15 @@ async fn install_crds(client: &Client) {
 /// Server-side apply as Git would, retried while the API server is away (it is restarted once).
 async fn apply(client: &Client, object: &Value) {
     let name = object["metadata"]["name"].as_str().unwrap();
+    let api_version = object["apiVersion"].as_str().unwrap();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), NS, &kube::api::ApiResource::from_gvk(&gvk));
     let pp = PatchParams::apply(GITOPS).force();
     for attempt in 0.. {
-        let result = match object["kind"].as_str().unwrap() {
-            "Secret" => Api::<Secret>::namespaced(client.clone(), NS)
-                .patch(name, &pp, &Patch::Apply(object))
-                .await
-                .map(drop),
-            "ServiceProfile" => Api::<ServiceProfile>::namespaced(client.clone(), NS)
-                .patch(name, &pp, &Patch::Apply(object))
-                .await
-                .map(drop),
-            "ConnectivitySubscription" => Api::<ConnectivitySubscription>::namespaced(client.clone(), NS)
-                .patch(name, &pp, &Patch::Apply(object))
-                .await
-                .map(drop),
-            _ => Api::<connectivity_operator::crd::ProviderConfig>::namespaced(client.clone(), NS)
-                .patch(name, &pp, &Patch::Apply(object))
-                .await
-                .map(drop),
-        };
-        match result {
-            Ok(()) => return,
+        match api.patch(name, &pp, &Patch::Apply(object)).await {
+            Ok(_) => return,
             Err(e) if attempt < 120 => {
                 tracing::debug!(error = %e, name, "apply failed; again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
