@@ -30,7 +30,7 @@ pub struct ProviderConfigSpec {
     pub vendor: Vendor,
     /// Base URL of the vendor API, without the `/api/v1` path. When absent the vendor's public
     /// URL is used (emnify: `https://cdn.emnify.net`). Point it at a simulator for demos and CI.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "any_url")]
     #[schemars(url)]
     pub endpoint: Option<String>,
     /// Secret in the same namespace holding the credentials (formats per vendor in the README).
@@ -145,7 +145,7 @@ pub struct EmnifyProviderSettings {
 pub struct TelenorProviderSettings {
     /// OAuth2 token endpoint (client-credentials grant). Telenor does not document it; default
     /// `<endpoint>/oauth2/token`, which is where the simulator serves it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "any_url")]
     #[schemars(url)]
     pub token_url: Option<String>,
 }
@@ -249,4 +249,45 @@ pub struct ProviderConfigStatus {
     /// as it was writes nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A URL field read whatever JSON it holds. The API server stores a list in these fields
+/// (`type: string` with `format: uri` lets one through), and one object that fails to decode
+/// fails the whole watch of its kind: every ProviderConfig would stop. A value that is not a
+/// string is kept as its JSON text, which the URL check then refuses as `InvalidProviderConfig`
+/// on that object alone.
+fn any_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(
+        match <serde_json::Value as serde::Deserialize>::deserialize(deserializer)? {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s),
+            other => Some(other.to_string()),
+        },
+    )
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn a_url_field_holding_a_list_still_decodes_and_fails_the_url_check_alone() {
+        let pc: ProviderConfig = serde_json::from_value(serde_json::json!({
+            "apiVersion": "connectivity-operator.dev/v1alpha1", "kind": "ProviderConfig",
+            "metadata": {"name": "arr"},
+            "spec": {"vendor": "telenorIotConnect", "endpoint": ["http://a"], "credentialsSecretRef": {"name": "s"},
+                     "telenorIotConnect": {"tokenUrl": {"a": 1}}}
+        }))
+        .unwrap();
+        assert_eq!(pc.spec.endpoint.as_deref(), Some(r#"["http://a"]"#));
+        assert_eq!(
+            pc.spec.telenor_iot_connect.and_then(|t| t.token_url).as_deref(),
+            Some(r#"{"a":1}"#)
+        );
+        let absent: ProviderConfigSpec = serde_json::from_value(serde_json::json!({
+            "vendor": "emnify", "endpoint": null, "credentialsSecretRef": {"name": "s"}
+        }))
+        .unwrap();
+        assert_eq!(absent.endpoint, None);
+    }
 }
