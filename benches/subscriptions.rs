@@ -501,26 +501,9 @@ async fn client_for(kubeconfig: &Path) -> kube::Client {
 
 /// The CRDs from the Rust types, applied and `Established`.
 async fn install_crds(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in connectivity_operator::crd::all_crds() {
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&crd))
-            .await
-            .expect("CRD applied");
-        for _ in 0..600 {
-            let established = api.get(&name).await.ok().and_then(|c| c.status).is_some_and(|s| {
-                s.conditions
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    connectivity_operator::crd::install(client, "bench")
+        .await
+        .expect("CRDs installed");
 }
 
 /// Verbs served between two readings.

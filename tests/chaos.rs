@@ -33,7 +33,6 @@ use connectivity_operator::crd::subscription::CONFIRM_TERMINATION_ANNOTATION;
 use connectivity_operator::crd::{ConnectivitySubscription, ServiceProfile};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use rand::rngs::StdRng;
@@ -469,27 +468,9 @@ fn sub_manifest(s: &Sub, profiles: &[Profile]) -> Value {
 // --- the cluster ---------------------------------------------------------------------------------
 
 async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in connectivity_operator::crd::all_crds() {
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(&name, &PatchParams::apply(GITOPS).force(), &Patch::Apply(&crd))
-            .await
-            .expect("CRD applied");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let established = api.get(&name).await.ok().and_then(|c| c.status).is_some_and(|s| {
-                s.conditions
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            assert!(Instant::now() < deadline, "CRD {name} not Established");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    connectivity_operator::crd::install(client, GITOPS)
+        .await
+        .expect("CRDs installed");
 }
 
 /// Server-side apply as Git would, retried while the API server is away (it is restarted once).

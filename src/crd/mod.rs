@@ -54,6 +54,37 @@ pub struct LocalObjectReference {
 }
 
 /// Every CRD the operator serves, in the order `crds/` and the chart keep them.
+/// Server-side apply every CRD as field manager `manager` and wait (up to a minute each) until
+/// it is Established: what the benchmarks and the chaos run do on a fresh API server.
+pub async fn install(client: &kube::Client, manager: &str) -> Result<(), String> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, Patch, PatchParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in all_crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &PatchParams::apply(manager).force(), &Patch::Apply(&crd))
+            .await
+            .map_err(|e| format!("failed to apply CRD {name}: {e}"))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let established = api.get(&name).await.ok().and_then(|c| c.status).is_some_and(|s| {
+                s.conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("CRD {name} not Established after a minute"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
 pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     vec![
         ProviderConfig::crd(),

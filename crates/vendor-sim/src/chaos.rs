@@ -7,7 +7,7 @@
 //!
 //! | Draw | emnify | Telenor | BICS |
 //! |---|---|---|---|
-//! | [`Draw::Error`] | 5xx, nothing handled | 5xx, nothing handled | gateway 5xx, nothing processed |
+//! | [`Draw::Error`] | 500, nothing handled | 500, nothing handled | HTTP 500, nothing processed |
 //! | [`Draw::ErrorAfterApply`] (writes) | handled, answered 5xx | handled, answered 504 | processed, resultCode 10239 |
 //! | [`Draw::Stall`] | stalls past the client's timeout, applied or not | same | same (10240 when not committed) |
 //! | [`Draw::Throttle`] | 429 burst | 429 burst | 429 burst (HTTP, as the gateway) |

@@ -1255,7 +1255,7 @@ async fn chaos_verify_completion_stalls_and_gateway_answers() {
     let v = api.create_profile(data_sms("chaos-vc")).await;
     assert_eq!(codes(&v), ("1", "10239"));
     // A read drawn so is a gateway error: nothing to verify.
-    assert_eq!(api.get("GetServiceProfile").await.0, 503);
+    assert_eq!(api.get("GetServiceProfile").await.0, 500);
     chaos(json!({})).await;
     assert_eq!(sim.sim.service_profile_by_name("chaos-vc").len(), 1);
 

@@ -652,7 +652,7 @@ async fn api_entry(AxumState(sim): AxumState<BicsSim>, req: Request) -> Response
     let (draw, stall, retry_after) = sim.chaos.draw(write);
     match draw {
         Draw::Error => {
-            let answer = Answer::fail("503", "Service Unavailable").with_status(503);
+            let answer = Answer::fail("500", "Internal Server Error").with_status(500);
             return sim.finish(&method, &path_and_query, &answer);
         }
         Draw::Throttle => {

@@ -533,7 +533,8 @@ async fn api_entry(AxumState(sim): AxumState<EmnifySim>, req: Request) -> Respon
     };
     match draw {
         Draw::Error | Draw::Throttle => {
-            let status = if draw == Draw::Throttle { 429 } else { 503 };
+            // 500 is the 5xx emnify's OpenAPI spec documents.
+            let status = if draw == Draw::Throttle { 429 } else { 500 };
             sim.record(&method, &path_and_query, status);
             return fault_response(&injected(status));
         }

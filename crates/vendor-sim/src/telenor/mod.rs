@@ -485,8 +485,9 @@ async fn api_entry(AxumState(sim): AxumState<TelenorSim>, req: Request) -> Respo
     };
     match draw {
         Draw::Error => {
-            sim.record(&method, &path_and_query, 503);
-            return fault_response(&injected(503));
+            // 500 is the 5xx Telenor documents (504 only for accepted writes).
+            sim.record(&method, &path_and_query, 500);
+            return fault_response(&injected(500));
         }
         Draw::Throttle => {
             sim.record(&method, &path_and_query, 429);
