@@ -7,6 +7,8 @@
 
 pub mod backend;
 pub mod crd;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generate;
 pub mod metrics;
 pub mod reason;

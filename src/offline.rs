@@ -132,64 +132,72 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<Vec<Manifest>, OfflineError> 
             path: file.clone(),
             source,
         })?;
-        // JSON files strictly as JSON (as kubectl reads them); YAML otherwise. Both refuse a key
-        // twice in one mapping rather than keep either value.
-        let json = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        let documents: Vec<Value> = if json {
-            serde_json::Deserializer::from_str(&text)
-                .into_iter::<StrictValue>()
-                .map(|d| d.map(|d| d.0))
-                .collect::<Result<_, _>>()
-                .map_err(|source| OfflineError::ParseJson {
-                    path: file.clone(),
-                    source,
-                })?
-        } else {
-            serde_yaml::Deserializer::from_str(&text)
-                .map(|doc| StrictValue::deserialize(doc).map(|d| d.0))
-                .collect::<Result<_, _>>()
-                .map_err(|source| OfflineError::Parse {
-                    path: file.clone(),
-                    source,
-                })?
-        };
-        for (index, value) in documents.into_iter().enumerate() {
-            if value.is_null() {
-                continue;
-            }
-            if !is_object(&value) {
-                return Err(OfflineError::NotAnObject {
-                    path: file.clone(),
-                    index: index + 1,
-                });
-            }
-            if value["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
-                let Some(items) = value.get("items").and_then(Value::as_array) else {
-                    return Err(OfflineError::ListWithoutItems {
-                        path: file.clone(),
-                        index: index + 1,
-                    });
-                };
-                for (item, object) in items.iter().enumerate() {
-                    if !is_object(object) {
-                        return Err(OfflineError::ListItemNotAnObject {
-                            path: file.clone(),
-                            index: index + 1,
-                            item: item + 1,
-                        });
-                    }
-                    out.push(Manifest {
-                        source: file.clone(),
-                        object: object.clone(),
-                    });
-                }
-                continue;
-            }
-            out.push(Manifest {
-                source: file.clone(),
-                object: value,
+        out.extend(parse_manifests(&file, &text)?);
+    }
+    Ok(out)
+}
+
+/// The manifests in one file's text (`file` names it in errors and decides JSON or YAML by its
+/// extension): every document, `List` items unpacked; empty documents skipped.
+pub fn parse_manifests(file: &Path, text: &str) -> Result<Vec<Manifest>, OfflineError> {
+    let mut out = Vec::new();
+    // JSON files strictly as JSON (as kubectl reads them); YAML otherwise. Both refuse a key
+    // twice in one mapping rather than keep either value.
+    let json = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let documents: Vec<Value> = if json {
+        serde_json::Deserializer::from_str(text)
+            .into_iter::<StrictValue>()
+            .map(|d| d.map(|d| d.0))
+            .collect::<Result<_, _>>()
+            .map_err(|source| OfflineError::ParseJson {
+                path: file.to_path_buf(),
+                source,
+            })?
+    } else {
+        serde_yaml::Deserializer::from_str(text)
+            .map(|doc| StrictValue::deserialize(doc).map(|d| d.0))
+            .collect::<Result<_, _>>()
+            .map_err(|source| OfflineError::Parse {
+                path: file.to_path_buf(),
+                source,
+            })?
+    };
+    for (index, value) in documents.into_iter().enumerate() {
+        if value.is_null() {
+            continue;
+        }
+        if !is_object(&value) {
+            return Err(OfflineError::NotAnObject {
+                path: file.to_path_buf(),
+                index: index + 1,
             });
         }
+        if value["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
+            let Some(items) = value.get("items").and_then(Value::as_array) else {
+                return Err(OfflineError::ListWithoutItems {
+                    path: file.to_path_buf(),
+                    index: index + 1,
+                });
+            };
+            for (item, object) in items.iter().enumerate() {
+                if !is_object(object) {
+                    return Err(OfflineError::ListItemNotAnObject {
+                        path: file.to_path_buf(),
+                        index: index + 1,
+                        item: item + 1,
+                    });
+                }
+                out.push(Manifest {
+                    source: file.to_path_buf(),
+                    object: object.clone(),
+                });
+            }
+            continue;
+        }
+        out.push(Manifest {
+            source: file.to_path_buf(),
+            object: value,
+        });
     }
     Ok(out)
 }
@@ -627,6 +635,21 @@ impl OfflineRun {
     pub async fn start(options: &OfflineOptions) -> Result<OfflineRun, OfflineError> {
         let (cluster, manifests) = prepare(options).await?;
         let ctx = Arc::new(Context::new(cluster.client.clone(), Metrics::new(), offline_settings()));
+        // The subscriptions as a controller's cache would hold them, so that two naming one SIM
+        // are found here as in a cluster (the specs do not change during a run).
+        let listed = Api::<ConnectivitySubscription>::all(cluster.client.clone())
+            .list(&Default::default())
+            .await
+            .map_err(|source| OfflineError::ReadBack {
+                what: "ConnectivitySubscription".into(),
+                name: "(all)".into(),
+                source,
+            })?;
+        let (store, mut writer) = kube::runtime::reflector::store();
+        for csub in listed.items {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(csub));
+        }
+        ctx.claims.add_scope(store, tokio::sync::watch::channel(true).1);
         Ok(OfflineRun {
             cluster,
             manifests,

@@ -103,6 +103,7 @@ reasons! {
     SecretNotFound: NeedsPerson, Backoff, "the credentials Secret does not exist";
     ServiceProfileNotFound: NeedsPerson, Backoff, "the referenced ServiceProfile does not exist";
     SimNotFound: NeedsPerson, Backoff, "the vendor has no SIM with the subscription's ICCID / IMSI";
+    IdentityMismatch: NeedsPerson, Backoff, "`spec.imsi` and `spec.iccid` name two different SIMs at the vendor (the message says which SIM each names); nothing is sent";
     InUse: NeedsPerson, Backoff, "a delete the vendor refuses while the object is used (emnify 409, BICS 1338) or a ProviderConfig still used; the finalizer stays until it is free";
     CredentialsGone: NeedsPerson, Backoff, "Event: the account's credentials are gone, so the vendor object is left as it is while the namespace goes";
     // Failures only a change resolves.
@@ -117,6 +118,7 @@ reasons! {
     VendorSectionMissing: NeedsPerson, OnChange, "the spec lacks the section the account's API needs (`spec.emnify` / `spec.bicsSft`)";
     InvalidSpec: NeedsPerson, OnChange, "the spec cannot work on this vendor (e.g. `serviceProfileRef` on a BICS RPC account)";
     InvalidReference: NeedsPerson, OnChange, "the referenced ServiceProfile belongs to another ProviderConfig";
+    DuplicateIdentity: NeedsPerson, OnChange, "an older ConnectivitySubscription on the same ProviderConfig already manages this SIM (same IMSI or ICCID); this one sends nothing, also not on delete";
     TerminationNotConfirmed: NeedsPerson, OnChange, "mode `Terminated` without the confirmation annotation: nothing was sent";
     Terminated: NeedsPerson, OnChange, "the SIM is terminated, which is irreversible, and the spec asks for another mode";
 }

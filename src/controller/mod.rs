@@ -4,6 +4,7 @@
 //! observe, a pure plan, act, delete); [`crate::run`] wires the kube-runtime controllers together.
 
 pub mod batch;
+pub mod claims;
 pub mod clock;
 pub mod credentials;
 pub mod events;
@@ -100,6 +101,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub providers: Providers,
     pub inventories: std::sync::Arc<inventory::Inventories>,
+    /// Which subscription manages each SIM (duplicates are refused).
+    pub claims: std::sync::Arc<claims::Claims>,
     pub settings: Settings,
     /// The time every decision is made by (the system clock; tests move their own).
     pub clock: Clock,
@@ -124,6 +127,7 @@ impl Context {
             )
             .with_reuse(settings.provider_cache_ttl),
             inventories: Default::default(),
+            claims: Default::default(),
             client,
             metrics,
             settings,

@@ -15,6 +15,7 @@ use kube::api::Api;
 use kube::runtime::events::EventType;
 
 use super::batch::{Submitted, Timing};
+use super::claims::Identifiers;
 use super::inventory::{ReadInput, WriteWait};
 use super::managed::{self, Cleaned, Facts, Managed, Outcome, Schedule, StepError};
 use super::resolve::{Provider, ResolveError};
@@ -56,6 +57,18 @@ pub enum Error {
     },
     #[error("{vendor} has no SIM with {identity}")]
     SimNotFound { vendor: Vendor, identity: String },
+    #[error(
+        "spec.imsi and spec.iccid name two different SIMs at {vendor}: {found}; correct one of them (nothing was sent)"
+    )]
+    IdentityMismatch { vendor: Vendor, found: String },
+    #[error(
+        "ConnectivitySubscription {first}, created earlier on ProviderConfig {account}, already manages this SIM ({identity}): delete one of the two or point this one at another SIM (nothing is sent for this one, also not when it is deleted)"
+    )]
+    DuplicateIdentity {
+        first: String,
+        account: String,
+        identity: String,
+    },
     #[error("{0}")]
     InvalidSpec(String),
     #[error(transparent)]
@@ -77,6 +90,8 @@ impl StepError for Error {
             Error::ServiceProfileNotReady { .. } => Reason::ServiceProfileNotReady,
             Error::ServiceProfileElsewhere { .. } => Reason::InvalidReference,
             Error::SimNotFound { .. } => Reason::SimNotFound,
+            Error::IdentityMismatch { .. } => Reason::IdentityMismatch,
+            Error::DuplicateIdentity { .. } => Reason::DuplicateIdentity,
             Error::InvalidSpec(_) => Reason::InvalidSpec,
             Error::Vendor(e) => e.kind.reason(),
             Error::TerminationNotConfirmed => Reason::TerminationNotConfirmed,
@@ -267,6 +282,8 @@ impl Managed for ConnectivitySubscription {
         if self.termination_refused_from_spec() {
             return Err(Error::TerminationNotConfirmed);
         }
+        // A SIM an older subscription manages costs no vendor call either.
+        self.not_a_duplicate(ctx, Identifiers::of(self)).await?;
         let provider = ctx.provider_for(self).await?;
         let capabilities = provider.capabilities;
         let account = &self.spec.provider_config_ref.name;
@@ -349,11 +366,20 @@ impl Managed for ConnectivitySubscription {
             .await?;
         let mut found = match found {
             Some(found) => found,
-            None => gone_after_termination(status).ok_or_else(|| Error::SimNotFound {
-                vendor: provider.vendor,
-                identity: id.to_string(),
-            })?,
+            None => match gone_after_termination(status) {
+                Some(gone) => gone,
+                None => return Err(self.not_found(ctx, provider, &id, input).await),
+            },
         };
+        // The SIM as the vendor reports it: an older subscription may name it by its other identifier.
+        self.not_a_duplicate(
+            ctx,
+            Identifiers {
+                imsi: found.imsi.as_deref(),
+                iccid: found.iccid.as_deref(),
+            },
+        )
+        .await?;
         if provider.capabilities.subscription_profile == SubscriptionProfile::WriteOnlyPlan {
             found.service_profile_id = recorded_profile(status, &found);
         }
@@ -395,6 +421,20 @@ impl Managed for ConnectivitySubscription {
     /// Deleting never terminates: `Orphan` leaves the SIM, `Deactivate` deactivates it.
     async fn delete(&self, ctx: &Context) -> Result<Cleaned, Error> {
         ctx.inventories.set_pending(&account_key(self), &key_of(self), false);
+        // A duplicate never touched the SIM: deleting it must not deactivate the SIM its first
+        // holder manages.
+        let duplicate_of = if self.spec.management_policy == ManagementPolicy::Full {
+            let mut live = self.clone();
+            live.metadata.deletion_timestamp = None;
+            ctx.claims.first_holder(&live, Identifiers::of(self)).await
+        } else {
+            None
+        };
+        ctx.claims.release(self);
+        if let Some(first) = duplicate_of {
+            let note = format!("the SIM is managed by ConnectivitySubscription {first}: left as it is");
+            return Ok(Some((Reason::Orphaned, note)));
+        }
         let object = (managed::namespace(self), self.name_any());
         ctx.inventories.batches.forget(&account_key(self), &object);
         if self.spec.deletion_policy == SubscriptionDeletionPolicy::Orphan
@@ -435,6 +475,72 @@ impl Managed for ConnectivitySubscription {
 }
 
 impl ConnectivitySubscription {
+    /// Refused when an older subscription on the same account manages the SIM these identify.
+    async fn not_a_duplicate(&self, ctx: &Context, ids: Identifiers<'_>) -> Result<(), Error> {
+        if self.spec.management_policy != ManagementPolicy::Full {
+            return Ok(());
+        }
+        match ctx.claims.first_holder(self, ids).await {
+            None => Ok(()),
+            Some(first) => Err(Error::DuplicateIdentity {
+                first,
+                account: self.spec.provider_config_ref.name.clone(),
+                identity: identity(self).to_string(),
+            }),
+        }
+    }
+
+    /// Why no SIM has both identifiers: when each names a SIM of its own, say which.
+    async fn not_found(&self, ctx: &Context, provider: &Provider, id: &SimIdentity, input: ReadInput) -> Error {
+        let not_found = Error::SimNotFound {
+            vendor: provider.vendor,
+            identity: id.to_string(),
+        };
+        let (Some(imsi), Some(iccid)) = (&id.imsi, &id.iccid) else {
+            return not_found;
+        };
+        let alone = |imsi: Option<&String>, iccid: Option<&String>| SimIdentity {
+            imsi: imsi.cloned(),
+            iccid: iccid.cloned(),
+        };
+        let mut found = Vec::new();
+        for (what, partial) in [
+            (format!("IMSI {imsi}"), alone(Some(imsi), None)),
+            (format!("ICCID {iccid}"), alone(None, Some(iccid))),
+        ] {
+            let sim = ctx
+                .inventories
+                .read(
+                    &ctx.clock,
+                    &account_key(self),
+                    provider.subscriptions.as_ref(),
+                    &partial,
+                    input,
+                )
+                .await;
+            match sim {
+                Ok(Some(sim)) => found.push(format!(
+                    "{what} is the SIM with {}",
+                    match (&partial.imsi, &sim.iccid, &sim.imsi) {
+                        (Some(_), Some(other), _) => format!("ICCID {other}"),
+                        (None, _, Some(other)) => format!("IMSI {other}"),
+                        _ => "no other identifier".to_string(),
+                    }
+                )),
+                Ok(None) => found.push(format!("no SIM has {what}")),
+                // The question was only to explain: the answer stays "not found".
+                Err(_) => return not_found,
+            }
+        }
+        if found.iter().all(|f| f.starts_with("no SIM")) {
+            return not_found;
+        }
+        Error::IdentityMismatch {
+            vendor: provider.vendor,
+            found: found.join("; "),
+        }
+    }
+
     /// The act step proper: the plan's vendor write, or what to report instead.
     async fn carry_out(
         &self,

@@ -31,7 +31,11 @@ pub struct ProviderConfigSpec {
     /// Base URL of the vendor API, without the `/api/v1` path. When absent the vendor's public
     /// URL is used (emnify: `https://cdn.emnify.net`). Point it at a simulator for demos and CI.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "any_url")]
-    #[schemars(url)]
+    #[schemars(url, length(max = 2048), extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^(?i)https?://[^ /?#]+')",
+        "message": "must be an http(s) URL, e.g. https://cdn.emnify.net",
+        "reason": "FieldValueInvalid"
+    }]))]
     pub endpoint: Option<String>,
     /// Secret in the same namespace holding the credentials (formats per vendor in the README).
     pub credentials_secret_ref: CredentialsSecretRef,
@@ -146,7 +150,11 @@ pub struct TelenorProviderSettings {
     /// OAuth2 token endpoint (client-credentials grant). Telenor does not document it; default
     /// `<endpoint>/oauth2/token`, which is where the simulator serves it.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "any_url")]
-    #[schemars(url)]
+    #[schemars(url, length(max = 2048), extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^(?i)https?://[^ /?#]+')",
+        "message": "must be an http(s) URL, e.g. https://cdn.emnify.net",
+        "reason": "FieldValueInvalid"
+    }]))]
     pub token_url: Option<String>,
 }
 
@@ -206,6 +214,14 @@ pub struct CredentialsSecretRef {
 /// Token-bucket limit applied by the operator before it sends a request.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// The schema's `minimum: 0.01` alone lets an integer `0` through (kube-apiserver compares an
+// integer with the minimum cut to an integer); the rule compares as numbers.
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.requestsPerSecond >= 0.01",
+    "message": "requestsPerSecond must be at least 0.01",
+    "fieldPath": ".requestsPerSecond",
+    "reason": "FieldValueInvalid"
+}]))]
 pub struct RateLimit {
     /// Sustained requests per second (may be fractional, e.g. `0.5`).
     #[schemars(range(min = 0.01))]

@@ -114,6 +114,7 @@ where
         trimmed_controller(api::<ConnectivitySubscription>(client, ns), config.clone());
     let csub_controller = csub_controller.with_config(controller_config);
     let csub_store = csub_controller.store();
+    ctx.claims.add_scope(csub_store.clone(), csub_synced.clone());
     let (wake, woken) = futures::channel::mpsc::unbounded();
     ctx.inventories.add_waker(ns.map(str::to_string), wake);
     let csub_controller = csub_controller

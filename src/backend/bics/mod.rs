@@ -360,7 +360,7 @@ pub fn modes_of(sim_status: &str, has_endpoint: bool) -> (Option<SubscriptionMod
 /// `simStatus`, `endPointId` (`-` when none) and the IMSIs in
 /// `iMSIList[].supplierIMSIList[].supplierIMSI`. A top-level `imsi` / `msisdn` is taken when
 /// present. No documented read returns the endpoint's plan (see [`BicsBackend`]).
-fn observed_from_sim(row: &Value) -> ObservedSubscription {
+pub(crate) fn observed_from_sim(row: &Value) -> ObservedSubscription {
     let endpoint = text(&row["endPointId"]);
     let status = text(&row["simStatus"]).unwrap_or_else(|| "Unknown".into());
     let (mode, equivalent) = modes_of(&status, endpoint.is_some());

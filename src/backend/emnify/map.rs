@@ -77,7 +77,7 @@ fn data_limit_label(satellite_only: bool, volume: u64, warning_percent: Option<i
     format!("{} per month ({scope}{warning})", crate::crd::quantity::human(volume))
 }
 
-fn observed_data_limit_label(l: &api::DataLimit) -> String {
+pub(crate) fn observed_data_limit_label(l: &api::DataLimit) -> String {
     match l.volume.and_then(|v| u64::try_from(v).ok()) {
         Some(v) => data_limit_label(l.satellite_only.unwrap_or(false), v, l.warning_percent),
         None => format!("data limit {}", l.id.unwrap_or_default()),
@@ -195,13 +195,35 @@ pub fn resolve(
             Some(out)
         }
     };
-    let data_limits = match &settings.data_limits {
+    let data_limits = desired_data_limits(settings)?;
+    Ok(ResolvedProfile {
+        name: name.to_string(),
+        description: description.map(str::to_string),
+        settings: settings.clone(),
+        services,
+        data_limits,
+    })
+}
+
+/// The spec's data limits in emnify's units, checked without the vendor: volumes in whole bytes
+/// within emnify's int64, one limit per scope.
+pub fn desired_data_limits(settings: &EmnifyServiceProfile) -> Result<Option<Vec<DesiredDataLimit>>, String> {
+    Ok(match &settings.data_limits {
         None => None,
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for (i, l) in list.iter().enumerate() {
                 let volume =
                     crate::crd::quantity::bytes(&l.volume).map_err(|e| format!("dataLimits[{i}].volume: {e}"))?;
+                // emnify's OpenAPI spec types the volume int64: a larger one would be refused on
+                // every attempt (found by the emnify_profile_plan fuzz target).
+                if i64::try_from(volume).is_err() {
+                    return Err(format!(
+                        "dataLimits[{i}].volume: {} is more than emnify accepts (at most {} bytes, about 8 EiB)",
+                        l.volume.0,
+                        i64::MAX
+                    ));
+                }
                 let satellite_only = l.satellite_only.unwrap_or(false);
                 if out
                     .iter()
@@ -220,13 +242,6 @@ pub fn resolve(
             out.sort();
             Some(out)
         }
-    };
-    Ok(ResolvedProfile {
-        name: name.to_string(),
-        description: description.map(str::to_string),
-        settings: settings.clone(),
-        services,
-        data_limits,
     })
 }
 
@@ -631,6 +646,26 @@ mod tests {
         let observed: api::ServiceProfile = serde_json::from_value(json!({"id": 7, "name": "iot"})).unwrap();
         let desired = resolve("iot", None, &settings_with(None), &catalogue()).unwrap();
         assert_eq!(plan(&desired, &observed), vec![]);
+    }
+
+    #[test]
+    fn a_data_limit_beyond_int64_is_refused_before_any_call() {
+        let limit = |volume: &str| EmnifyServiceProfile {
+            data_limits: Some(vec![crate::crd::EmnifyDataLimit {
+                volume: k8s_openapi::apimachinery::pkg::api::resource::Quantity(volume.into()),
+                satellite_only: None,
+                warning_percent: None,
+            }]),
+            ..Default::default()
+        };
+        // 8Ei = 2^63 bytes, one more than emnify's int64 volume holds.
+        let err = resolve("iot", None, &limit("8Ei"), &Catalogue::default()).unwrap_err();
+        assert!(
+            err.contains("dataLimits[0].volume: 8Ei is more than emnify accepts"),
+            "{err}"
+        );
+        let ok = resolve("iot", None, &limit("9223372036854775807"), &Catalogue::default()).unwrap();
+        assert_eq!(ok.data_limits.unwrap()[0].volume, i64::MAX as u64);
     }
 
     #[test]

@@ -123,6 +123,8 @@ impl EmnifyBackend {
                 "spec.emnify is required for an emnify ProviderConfig",
             ));
         };
+        // What can be checked without emnify is checked before any call.
+        map::desired_data_limits(settings).map_err(|m| BackendError::new(action.clone(), ErrorKind::Invalid, m))?;
         // First pass: the services named in the spec, so only their limit catalogues are read.
         let services_only = self.catalogue(&[]).await?;
         let mut wanted = Vec::new();

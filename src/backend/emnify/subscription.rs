@@ -84,7 +84,7 @@ fn target(mode: SubscriptionMode) -> (i64, i64) {
 /// several hundred; with whole endpoints this map was 7.5 of the operator's 40.6 MiB peak heap
 /// at 10,000 SIMs (heaptrack).
 #[derive(Debug, Clone, Default, PartialEq)]
-struct EndpointFacts {
+pub(crate) struct EndpointFacts {
     id: Option<i64>,
     status: Option<i64>,
     imei: Option<Box<str>>,
@@ -102,7 +102,7 @@ impl From<Endpoint> for EndpointFacts {
     }
 }
 
-fn observed(sim: &Sim, endpoint: Option<&EndpointFacts>) -> ObservedSubscription {
+pub(crate) fn observed(sim: &Sim, endpoint: Option<&EndpointFacts>) -> ObservedSubscription {
     let sim_status = sim.status.as_ref().and_then(|s| s.id);
     let endpoint_status = endpoint.and_then(|e| e.status);
     let vendor_mode = match endpoint {

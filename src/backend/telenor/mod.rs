@@ -41,7 +41,7 @@ pub fn wire_mode(mode: SubscriptionMode) -> &'static str {
     }
 }
 
-fn observed(s: &api::ConnectivitySubscription, policy: Option<String>) -> ObservedSubscription {
+pub(crate) fn observed(s: &api::ConnectivitySubscription, policy: Option<String>) -> ObservedSubscription {
     let vendor_mode = s.mode.clone().unwrap_or_else(|| "UNKNOWN".into());
     ObservedSubscription {
         imsi: s.imsi.clone(),

@@ -23,6 +23,7 @@ local needsPerson = {
   SecretNotFound = true,
   ServiceProfileNotFound = true,
   SimNotFound = true,
+  IdentityMismatch = true,
   InUse = true,
   CredentialsGone = true,
   SecretKeyMissing = true,
@@ -36,6 +37,7 @@ local needsPerson = {
   VendorSectionMissing = true,
   InvalidSpec = true,
   InvalidReference = true,
+  DuplicateIdentity = true,
   TerminationNotConfirmed = true,
   Terminated = true,
 }
