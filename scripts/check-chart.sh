@@ -150,7 +150,7 @@ dockerfile_lint() {
 }
 
 PACKAGING_SCRIPTS=(scripts/tools.sh scripts/sync-chart-crds.sh scripts/check-chart.sh scripts/e2e-kind.sh
-    scripts/control-plane.sh scripts/test.sh scripts/chaos.sh)
+    scripts/control-plane.sh scripts/test.sh scripts/chaos.sh scripts/fuzz.sh)
 lint_scripts() {
     if ! command -v shellcheck >/dev/null 2>&1; then
         echo "shellcheck not installed: skipped"

@@ -16,7 +16,7 @@ jobs=${FUZZ_JOBS:-2}
 root=$PWD
 tools="$root/target/tools"
 if ! command -v cargo-fuzz >/dev/null && [ ! -x "$tools/bin/cargo-fuzz" ]; then
-    cargo install --locked --root "$tools" cargo-fuzz@0.13.1
+    cargo install --locked --root "$tools" cargo-fuzz@0.13.2
 fi
 export PATH="$tools/bin:$PATH"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

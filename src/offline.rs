@@ -595,6 +595,27 @@ fn validate(m: &mut Manifest) -> Result<(), OfflineError> {
     Ok(())
 }
 
+/// The pipeline's context on the in-memory API server, with the subscriptions as a controller's
+/// cache would hold them, so that two naming one SIM are found here as in a cluster (the specs do
+/// not change during a run).
+async fn offline_context(client: &Client) -> Result<Context, OfflineError> {
+    let ctx = Context::new(client.clone(), Metrics::new(), offline_settings());
+    let listed = Api::<ConnectivitySubscription>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .map_err(|source| OfflineError::ReadBack {
+            what: "ConnectivitySubscription".into(),
+            name: "(all)".into(),
+            source,
+        })?;
+    let (store, mut writer) = kube::runtime::reflector::store();
+    for csub in listed.items {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(csub));
+    }
+    ctx.claims.add_scope(store, tokio::sync::watch::channel(true).1);
+    Ok(ctx)
+}
+
 fn offline_settings() -> Settings {
     Settings {
         min_backoff: Duration::from_millis(200),
@@ -634,22 +655,7 @@ pub struct OfflineRun {
 impl OfflineRun {
     pub async fn start(options: &OfflineOptions) -> Result<OfflineRun, OfflineError> {
         let (cluster, manifests) = prepare(options).await?;
-        let ctx = Arc::new(Context::new(cluster.client.clone(), Metrics::new(), offline_settings()));
-        // The subscriptions as a controller's cache would hold them, so that two naming one SIM
-        // are found here as in a cluster (the specs do not change during a run).
-        let listed = Api::<ConnectivitySubscription>::all(cluster.client.clone())
-            .list(&Default::default())
-            .await
-            .map_err(|source| OfflineError::ReadBack {
-                what: "ConnectivitySubscription".into(),
-                name: "(all)".into(),
-                source,
-            })?;
-        let (store, mut writer) = kube::runtime::reflector::store();
-        for csub in listed.items {
-            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(csub));
-        }
-        ctx.claims.add_scope(store, tokio::sync::watch::channel(true).1);
+        let ctx = Arc::new(offline_context(&cluster.client).await?);
         Ok(OfflineRun {
             cluster,
             manifests,
@@ -825,7 +831,7 @@ fn print_events(server: &MemoryApiServer) {
 /// 2 changes, 1 when a plan could not be made.
 pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32, OfflineError> {
     let (cluster, manifests) = prepare(options).await?;
-    let ctx = Context::new(cluster.client.clone(), Metrics::new(), offline_settings());
+    let ctx = offline_context(&cluster.client).await?;
     let mut changes = false;
     let mut failed = false;
     for m in manifests.iter().filter(|m| m.kind() == "ServiceProfile") {

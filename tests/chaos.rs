@@ -58,6 +58,11 @@ struct Scale {
     gap: Duration,
     /// The longest the quiet phase may take before what has not converged is reported.
     converge_limit: Duration,
+    /// `spec.rateLimit.requestsPerSecond` of the three accounts (`None`: the vendors' defaults,
+    /// BICS 1/s). At full scale the defaults would make the run measure BICS's pace (3,000 SIMs
+    /// needing an endpoint each: two calls, ~100 minutes at 1/s), not the faults; the simulators
+    /// still answer their own 429 bursts.
+    requests_per_second: Option<f64>,
 }
 
 impl Scale {
@@ -69,6 +74,7 @@ impl Scale {
             per_round: 8,
             gap: Duration::from_secs(2),
             converge_limit: Duration::from_secs(420),
+            requests_per_second: None,
         }
     }
 
@@ -80,6 +86,7 @@ impl Scale {
             per_round: 150,
             gap: Duration::from_secs(3),
             converge_limit: Duration::from_secs(1_800),
+            requests_per_second: Some(50.0),
         }
     }
 }
@@ -969,7 +976,13 @@ async fn run(scale: Scale, seed: u64) -> Report {
                "spec": {"vendor": "telenorIotConnect", "endpoint": sims.telenor.url, "credentialsSecretRef": {"name": "telenor"},
                         "telenorIotConnect": {"tokenUrl": sims.telenor.token_url}}}),
     ];
-    apply_all(&client, accounts.to_vec()).await;
+    let mut accounts = accounts.to_vec();
+    if let Some(rps) = scale.requests_per_second {
+        for pc in accounts.iter_mut().filter(|o| o["kind"] == "ProviderConfig") {
+            pc["spec"]["rateLimit"] = json!({"requestsPerSecond": rps, "burst": rps as u32});
+        }
+    }
+    apply_all(&client, accounts).await;
 
     // Faults on, the operator up, everything applied; the first kill while writes that applied
     // wait for their answer (between a vendor create and its status write).

@@ -207,7 +207,7 @@ pub fn write_only(spec: &BicsServiceProfile) -> String {
 /// `Request.requestParam.serviceProfile` of a create.
 pub fn create_body(name: &str, spec: &BicsServiceProfile) -> Value {
     let mut profile = json!({
-        "name": name,
+        "name": name.trim(),
         "category": category_code(spec.category),
         "status": status_code(spec.status),
         "service": services(spec),
@@ -234,6 +234,10 @@ pub fn matches(name: &str, spec: &BicsServiceProfile, row: &ProfileRow) -> bool 
 /// were last sent) is not what the spec asks for now. A different `category` cannot be fixed:
 /// `ModifyServiceProfile` has no such field.
 pub fn plan(name: &str, spec: &BicsServiceProfile, row: &ProfileRow, written: Option<&str>) -> Vec<ProfileChange> {
+    // Names are read back trimmed ([`text`]), so they are sent and compared trimmed: a name with
+    // an edge space was otherwise sent again on every reconcile (found by the bics_profile_plan
+    // fuzz target).
+    let name = name.trim();
     let mut fields = Map::new();
     let mut notes = Vec::new();
     let mut changes = Vec::new();
@@ -399,6 +403,20 @@ mod tests {
             panic!()
         };
         assert_eq!(Value::Object(fields.clone()), json!({"status": "0"}));
+    }
+
+    #[test]
+    fn a_name_with_edge_spaces_is_sent_once() {
+        let spec = BicsServiceProfile {
+            category: BicsCategory::Base,
+            status: BicsProfileStatus::Active,
+            services: vec![BicsService::NbIot],
+            access_type: None,
+        };
+        assert_eq!(create_body(" iot ", &spec)["Request"]["requestParam"]["serviceProfile"]["name"], "iot");
+        let row = ProfileRow::parse(&json!({"profileId": "SP_1", "profileName": "iot ", "serviceName": "NB-IOT", "category": "0"}))
+            .unwrap();
+        assert_eq!(plan("iot ", &spec, &row, Some(&write_only(&spec))), vec![]);
     }
 
     #[test]

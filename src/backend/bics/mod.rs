@@ -73,7 +73,7 @@ impl BicsBackend {
             .profiles(None)
             .await?
             .into_iter()
-            .filter(|r| r.name == name)
+            .filter(|r| r.name == name.trim())
             .collect())
     }
 
