@@ -255,6 +255,7 @@ impl Sims {
                 throttle: 0.01,
                 burst: 5,
                 retry_after,
+                writes_only: false,
             },
         };
         // 429s with Retry-After on Telenor, without on emnify and BICS.
@@ -269,6 +270,8 @@ impl Sims {
             stall: 1.0,
             stall_applied: 1.0,
             stall_ms: 20_000,
+            // Reads answer, so the operator gets as far as its creates.
+            writes_only: true,
             ..ChaosConfig::default()
         };
         self.emnify.sim.set_chaos(config.clone()).unwrap();

@@ -51,6 +51,9 @@ pub struct ChaosConfig {
     pub burst: u32,
     /// `Retry-After` seconds on the throttles (none when unset).
     pub retry_after: Option<u32>,
+    /// Faults on writes only; reads pass (e.g. every write stalls while reads still answer, so
+    /// a caller reaches its writes).
+    pub writes_only: bool,
 }
 
 impl ChaosConfig {
@@ -158,6 +161,9 @@ impl Chaos {
             return Draw::Throttle;
         }
         let c = &self.config;
+        if c.writes_only && !write {
+            return Draw::Pass;
+        }
         let (error, after, stall, throttle) = (c.server_error, c.error_after_apply, c.stall, c.throttle);
         let x = self.next_unit();
         let draw = if x < error {
@@ -303,6 +309,7 @@ mod tests {
             throttle: 0.01,
             burst: 5,
             retry_after: None,
+            writes_only: false,
         }
     }
 
@@ -361,6 +368,20 @@ mod tests {
         let mut off = Chaos::new(ChaosConfig::default());
         assert!(!off.config().is_active());
         assert!((0..1000).all(|_| off.draw(true) == Draw::Pass));
+    }
+
+    #[test]
+    fn writes_only_lets_reads_pass() {
+        let mut chaos = Chaos::new(ChaosConfig {
+            stall: 1.0,
+            stall_applied: 1.0,
+            stall_ms: 10,
+            writes_only: true,
+            ..ChaosConfig::default()
+        });
+        assert_eq!(chaos.draw(false), Draw::Pass);
+        assert_eq!(chaos.draw(true), Draw::Stall { applied: true });
+        assert_eq!(chaos.counts().calls, 2);
     }
 
     #[test]

@@ -413,9 +413,14 @@ mod tests {
             services: vec![BicsService::NbIot],
             access_type: None,
         };
-        assert_eq!(create_body(" iot ", &spec)["Request"]["requestParam"]["serviceProfile"]["name"], "iot");
-        let row = ProfileRow::parse(&json!({"profileId": "SP_1", "profileName": "iot ", "serviceName": "NB-IOT", "category": "0"}))
-            .unwrap();
+        assert_eq!(
+            create_body(" iot ", &spec)["Request"]["requestParam"]["serviceProfile"]["name"],
+            "iot"
+        );
+        let row = ProfileRow::parse(
+            &json!({"profileId": "SP_1", "profileName": "iot ", "serviceName": "NB-IOT", "category": "0"}),
+        )
+        .unwrap();
         assert_eq!(plan("iot ", &spec, &row, Some(&write_only(&spec))), vec![]);
     }
 
