@@ -202,6 +202,13 @@ pub fn decide(input: &PlanInput<'_>) -> Decision {
     Decision::Apply(changes)
 }
 
+/// Whether a SIM a write left behind is in the desired mode, or a vendor state equivalent to it
+/// (a BICS SIM de-linked back to inventory is `Terminated` as far as BICS goes: found by the chaos
+/// run, where such SIMs stayed `Ready=False` / `Drifted` until the next resync).
+fn in_desired_mode(desired: Option<SubscriptionMode>, after: &ObservedSubscription) -> bool {
+    desired.is_none_or(|m| after.satisfies(m))
+}
+
 fn identity(csub: &ConnectivitySubscription) -> SimIdentity {
     SimIdentity {
         imsi: csub.spec.imsi.clone(),
@@ -630,7 +637,7 @@ impl ConnectivitySubscription {
                 *status = with_observed(std::mem::take(status), &after, ctx.clock.now());
                 status.pending_change = None;
                 let message = describe(&after);
-                Ok(if after.mode == self.spec.mode || self.spec.mode.is_none() {
+                Ok(if in_desired_mode(self.spec.mode, &after) {
                     Outcome::ready(Reason::Available, message)
                 } else {
                     Outcome::not_ready(Reason::Drifted, message)
@@ -777,6 +784,18 @@ fn with_observed(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_write_that_leaves_an_equivalent_state_is_in_the_desired_mode() {
+        let delinked = ObservedSubscription {
+            mode: None,
+            equivalent: vec![SubscriptionMode::Deactivated, SubscriptionMode::Terminated],
+            ..Default::default()
+        };
+        assert!(in_desired_mode(Some(SubscriptionMode::Terminated), &delinked));
+        assert!(!in_desired_mode(Some(SubscriptionMode::Active), &delinked));
+        assert!(in_desired_mode(None, &delinked));
+    }
+
     use super::*;
     use chrono::TimeZone;
 
