@@ -44,16 +44,20 @@ run() {
 }
 
 failed=0
-pids=()
-names=()
+running=0
 for t in "${targets[@]}"; do
-    run "$t" & pids+=($!); names+=("$t")
-    if [ ${#pids[@]} -ge "$jobs" ]; then
-        wait "${pids[0]}" || failed=1
-        pids=("${pids[@]:1}"); names=("${names[@]:1}")
+    run "$t" &
+    running=$((running + 1))
+    # A free core goes to the next target as soon as any one ends (a crash ends one early).
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n || failed=1
+        running=$((running - 1))
     fi
 done
-for p in "${pids[@]}"; do wait "$p" || failed=1; done
+while [ "$running" -gt 0 ]; do
+    wait -n || failed=1
+    running=$((running - 1))
+done
 
 # Figures per target: executions, rate, coverage, corpus; then minimise the corpus.
 printf '\n%-22s %12s %10s %8s %8s %8s\n' target runs "execs/s" cov ft corpus
