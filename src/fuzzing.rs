@@ -351,6 +351,7 @@ fn subscription_plan_from(u: &mut Unstructured<'_>) -> ArbResult<()> {
     assert!(!changes.is_empty());
     assert!(!terminated, "a change planned for a terminated SIM: {decision:?}");
     if changes.contains(&SubscriptionChange::SetMode(SubscriptionMode::Terminated)) {
+        assert_eq!(changes.len(), 1, "a termination carries nothing else: {decision:?}");
         assert!(
             input.termination_confirmed || matches!(decision, Decision::Report(_)),
             "termination without confirmation: {decision:?}"

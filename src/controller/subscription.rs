@@ -167,8 +167,12 @@ pub fn decide(input: &PlanInput<'_>) -> Decision {
         if terminated {
             return Decision::Irreversible(want);
         }
-        // The profile first: a vendor may need it to bring the SIM up (emnify creates the endpoint with it).
+        // The profile first: a vendor may need it to bring the SIM up (emnify creates the endpoint
+        // with it). Not for a SIM about to be terminated: a profile there is of no use, and a SIM
+        // without an endpoint would get one created only to be deleted (found by the full chaos
+        // run: an emnify SIM without endpoint asked for Terminated tried to create one).
         if let Some(profile) = service_profile_id
+            && want != SubscriptionMode::Terminated
             && observed.service_profile_id.as_deref() != Some(profile)
         {
             changes.push(SubscriptionChange::SetServiceProfile(profile.to_string()));
@@ -784,6 +788,29 @@ fn with_observed(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_termination_sets_no_profile_first() {
+        let observed = ObservedSubscription {
+            mode: Some(SubscriptionMode::Deactivated),
+            service_profile_id: None,
+            ..Default::default()
+        };
+        let decision = decide(&PlanInput {
+            mode: Some(SubscriptionMode::Terminated),
+            service_profile_id: Some("7"),
+            observed: &observed,
+            pending: None,
+            termination_confirmed: true,
+            policy: ManagementPolicy::Full,
+            now: chrono::Utc::now(),
+            pending_timeout: Duration::from_secs(600),
+        });
+        assert_eq!(
+            decision,
+            Decision::Apply(vec![SubscriptionChange::SetMode(SubscriptionMode::Terminated)])
+        );
+    }
+
     #[test]
     fn a_write_that_leaves_an_equivalent_state_is_in_the_desired_mode() {
         let delinked = ObservedSubscription {
