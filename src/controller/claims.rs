@@ -128,9 +128,12 @@ impl Claims {
                 waiting
             };
             match waiting {
-                // A closed channel (the controller stopped) ends the wait too.
                 Some(mut synced) => {
-                    let _ = synced.wait_for(|s| *s).await;
+                    // A closed channel (the controller stopped before its first list) ends the
+                    // wait: the check goes on with what is seeded rather than spin on it.
+                    if synced.wait_for(|s| *s).await.is_err() {
+                        return;
+                    }
                 }
                 None => return,
             }
@@ -242,6 +245,16 @@ mod tests {
         let claims = Claims::default();
         claims.add_scope(store, watch::channel(true).1);
         (claims, writer)
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_never_synced_does_not_hold_the_check() {
+        let (store, _writer) = kube::runtime::reflector::store::<ConnectivitySubscription>();
+        let claims = Claims::default();
+        // The controller (the sender) is gone before its first complete list.
+        claims.add_scope(store, watch::channel(false).1);
+        let c = csub("c", 100, Some("295050903090853"), None);
+        assert_eq!(claims.first_holder(&c, Identifiers::of(&c)).await, None);
     }
 
     #[tokio::test]
