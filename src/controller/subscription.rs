@@ -434,12 +434,9 @@ impl Managed for ConnectivitySubscription {
         ctx.inventories.set_pending(&account_key(self), &key_of(self), false);
         // A duplicate never touched the SIM: deleting it must not deactivate the SIM its first
         // holder manages.
-        let duplicate_of = if self.spec.management_policy == ManagementPolicy::Full {
-            let mut live = self.clone();
-            live.metadata.deletion_timestamp = None;
-            ctx.claims.first_holder(&live, Identifiers::of(self)).await
-        } else {
-            None
+        let duplicate_of = match self.not_a_duplicate(ctx, Identifiers::of(self)).await {
+            Err(Error::DuplicateIdentity { first, .. }) => Some(first),
+            _ => None,
         };
         ctx.claims.release(self);
         if let Some(first) = duplicate_of {
