@@ -541,6 +541,48 @@ async fn slow_and_unknown_endpoint_writes_are_read_back_before_a_resend() {
     }
 }
 
+/// A write that fails part-way (the endpoint created, its activation refused) leaves the SIM
+/// changed at BICS: the next decision reads the SIM again instead of trusting the sweep from
+/// before the write. Found by the full chaos run: such SIMs later asked for `Terminated` looked
+/// endpoint-less in the cached sweep (so already terminated) and kept their endpoint.
+#[tokio::test]
+async fn a_write_that_failed_part_way_is_read_again_before_the_next_decision() {
+    let h = Harness::with_bics(quiet()).await;
+    let iccid = free_iccids(&h)[0].clone();
+    let plan = h.bics().endpoints()[0]["planId"].as_str().unwrap().to_string();
+    h.add_csub(
+        "half",
+        json!({"providerConfigRef": {"name": "bics"}, "iccid": iccid, "mode": "Active", "bicsSft": {"planId": plan}}),
+    );
+    h.reconcile_csub("half").await.unwrap();
+    // Throttled until the client gives up: an error, no pending change (nothing was accepted).
+    h.bics().inject(BicsFault::Http {
+        api: "EndPointActivation".into(),
+        status: 429,
+        count: 100,
+    });
+    let err = h.reconcile_csub("half").await.unwrap_err();
+    assert_eq!(err.reason(), "RateLimited");
+    assert!(h.csub("half").await.status.unwrap().pending_change.is_none());
+    assert!(h.bics().endpoint_by_iccid(&iccid).is_some(), "the endpoint was created");
+    h.csubs()
+        .patch(
+            "half",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+            "metadata": {"annotations": {"connectivity-operator.dev/confirm-termination": iccid}},
+            "spec": {"mode": "Terminated"}})),
+        )
+        .await
+        .unwrap();
+    h.reconcile_csub("half").await.unwrap();
+    assert!(
+        h.bics().endpoint_by_iccid(&iccid).is_none(),
+        "de-linked and deleted, not taken for terminated from the stale sweep"
+    );
+    assert_eq!(h.bics().call_count("DeLinkSim"), 1);
+}
+
 /// BICS documents no total and no page-size cap for fetchSIM: a sweep pages until the listing
 /// ends, whatever the vendor's cap, and finds every SIM.
 #[tokio::test]

@@ -114,6 +114,8 @@ pub struct Inventories {
     wakers: Mutex<Vec<(Option<String>, Waker)>>,
     /// Per account: bulk writes queued, in flight and answered ([`super::batch`]).
     pub(super) batches: super::batch::Batches,
+    /// Per account: SIMs (by identity) whose cached state is stale, since when ([`Self::mark_stale`]).
+    stale: Mutex<HashMap<String, HashMap<String, DateTime<Utc>>>>,
 }
 
 #[derive(Default)]
@@ -158,6 +160,13 @@ impl Inventories {
         identity: &SimIdentity,
         input: ReadInput,
     ) -> Result<Option<ObservedSubscription>, BackendError> {
+        if let Some(since) = self.stale_since(key, identity) {
+            let read = backend.observe(identity).await;
+            if read.is_ok() {
+                self.clear_stale(key, identity, since);
+            }
+            return read;
+        }
         match plan_read(&input, self.pending(key), self.sweep_cost(key)) {
             Read::Single => backend.observe(identity).await,
             Read::FreshSweep(fresh) => self.find(clock, key, backend, fresh, identity).await,
@@ -221,6 +230,40 @@ impl Inventories {
         let mut cached = slot.lock().await;
         if let Some(swept) = cached.as_mut() {
             swept.inventory.upsert(observed.clone());
+        }
+    }
+
+    /// Mark one SIM's cached state stale: a write to it failed part-way or went unanswered (e.g.
+    /// BICS created the endpoint, then the activation failed), so neither the cached sweep nor one
+    /// that began before now tells its state. Its next read asks the vendor for it alone. Found by
+    /// the full chaos run: such a SIM, later asked for `Terminated`, looked endpoint-less in a sweep
+    /// and so already terminated, and kept its endpoint.
+    pub fn mark_stale(&self, key: &str, identity: &SimIdentity, at: DateTime<Utc>) {
+        self.stale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .insert(identity.to_string(), at);
+    }
+
+    /// When the SIM's cached state was marked stale, if it was.
+    fn stale_since(&self, key: &str, identity: &SimIdentity) -> Option<DateTime<Utc>> {
+        let stale = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+        stale.get(key)?.get(&identity.to_string()).copied()
+    }
+
+    /// A read that began after `since` saw the SIM: the mark goes (unless a newer one replaced it).
+    fn clear_stale(&self, key: &str, identity: &SimIdentity, since: DateTime<Utc>) {
+        let mut stale = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(marks) = stale.get_mut(key) {
+            let id = identity.to_string();
+            if marks.get(&id) == Some(&since) {
+                marks.remove(&id);
+            }
+            if marks.is_empty() {
+                stale.remove(key);
+            }
         }
     }
 

@@ -659,6 +659,8 @@ impl ConnectivitySubscription {
                     .await)
             }
             Err(e) if e.kind == ErrorKind::OutcomeUnknown => {
+                // It may land at any moment until now: a sweep that began before cannot show it.
+                ctx.inventories.mark_stale(&key, &desired.identity, ctx.clock.now());
                 let message = format!("{e}; observing before sending it again");
                 let pending = pending(PendingOutcome::Unknown);
                 Ok(self
@@ -672,7 +674,11 @@ impl ConnectivitySubscription {
                     )
                     .await)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                // Some of the write may have landed: no sweep from before now tells.
+                ctx.inventories.mark_stale(&key, &desired.identity, ctx.clock.now());
+                Err(e.into())
+            }
         }
     }
 
