@@ -326,6 +326,19 @@ fn subscription_plan_from(u: &mut Unstructured<'_>) -> ArbResult<()> {
         now,
         pending_timeout: Duration::from_secs(u64::from(u.int_in_range(0..=1800u16)?)),
     };
+    // `import`'s property: the SIM as imported (its mode, its profile) is in sync with itself,
+    // under any policy.
+    let imported = decide(&PlanInput {
+        mode: crate::import::imported_mode(&observed),
+        service_profile_id: observed.service_profile_id.as_deref(),
+        pending: None,
+        ..input
+    });
+    assert_eq!(
+        imported,
+        Decision::InSync,
+        "an imported SIM plans {imported:?}: {observed:?}"
+    );
     let decision = decide(&input);
     let terminated = observed.mode == Some(SubscriptionMode::Terminated);
     let changes = match &decision {
@@ -647,6 +660,29 @@ fn observed_emnify(u: &mut Unstructured<'_>) -> ArbResult<EmnifyStored> {
     })
 }
 
+/// `import`'s property: the settings read from a profile, resolved against a catalogue that offers
+/// what the profile has, plan no change against it.
+fn imported_emnify_is_in_sync(observed: &api::ServiceProfile) {
+    let mut catalogue = emnify_map::Catalogue::default();
+    for service in observed.service.iter().flatten() {
+        let Some(sid) = service.id else { continue };
+        catalogue.services.push(api::Service {
+            id: Some(sid),
+            description: service.description.clone(),
+        });
+        catalogue.limits.insert(sid, service.traffic_limit.clone());
+    }
+    let (settings, _) = emnify_map::settings_of(observed, &catalogue);
+    let description = observed.description.clone().filter(|d| !d.is_empty());
+    let resolved = emnify_map::resolve(&observed.name, description.as_deref(), &settings, &catalogue)
+        .unwrap_or_else(|e| panic!("imported settings do not resolve: {e}\n{settings:#?}"));
+    let changes = emnify_map::plan(&resolved, observed);
+    assert!(
+        changes.is_empty(),
+        "imported settings plan changes: {changes:#?}\n{settings:#?}"
+    );
+}
+
 fn emnify_ops(changes: &[ProfileChange]) -> Vec<&emnify_map::Change> {
     changes
         .iter()
@@ -659,11 +695,13 @@ fn emnify_ops(changes: &[ProfileChange]) -> Vec<&emnify_map::Change> {
 
 /// The emnify profile plan: any desired profile (as resolve makes them) against any observed one:
 /// the calls come in an order emnify accepts, each is accepted, and after them the plan is empty.
+/// Also, the settings `import` reads from the observed profile plan no change against it.
 pub fn emnify_profile_plan(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let (Ok(desired), Ok(mut stored)) = (desired_emnify(&mut u), observed_emnify(&mut u)) else {
         return;
     };
+    imported_emnify_is_in_sync(&stored.read());
     let changes = emnify_map::plan(&desired, &stored.read());
     for change in emnify_ops(&changes) {
         if let Err(refused) = stored.apply(change) {
@@ -762,6 +800,7 @@ pub fn apply_bics(row: &mut Value, change: &bics_map::Change) -> Result<(), Stri
 
 /// The BICS profile plan: any valid spec against any row; after its `Modify` is applied (and the
 /// write-only fingerprint recorded, as the operator does), only an `Immutable` category remains.
+/// Also, the spec `import` reads from the row plans no change against it.
 pub fn bics_profile_plan(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let (Ok(name), Ok(spec), Ok(mut raw), Ok(written)) = (
@@ -783,6 +822,15 @@ pub fn bics_profile_plan(data: &[u8]) {
             "status=0".into()
         }
     });
+    // `import`'s property: the spec read from a row plans no change against it (the status,
+    // which BICS never returns, counted as sent).
+    if let Ok(imported) = bics_map::settings_of(&row) {
+        let again = bics_map::plan(&row.name, &imported, &row, Some(&bics_map::write_only(&imported)));
+        assert!(
+            again.is_empty(),
+            "imported spec {imported:?} plans {again:#?} against {row:?}"
+        );
+    }
     let changes = bics_map::plan(&name, &spec, &row, written.as_deref());
     let mut recorded = written.clone();
     for c in &changes {

@@ -20,5 +20,6 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 pub mod controller;
+pub mod import;
 pub mod offline;
 pub mod run;

@@ -196,6 +196,79 @@ enum Command {
         #[arg(long)]
         simulate: bool,
     },
+    /// Write manifests for what a vendor account holds: a ServiceProfile per service profile
+    /// (externalId and every setting) and a ConnectivitySubscription per SIM (identity, current
+    /// mode, profile). Reads the ProviderConfig and its Secret from files, as `plan` does. Exit 0
+    /// when written (skipped objects are listed on stderr), 1 when the vendor failed, 3 for
+    /// unusable input.
+    Import {
+        /// Files or folders with the ProviderConfig and its credentials Secret.
+        #[arg(short = 'f', long = "filename", required = true)]
+        paths: Vec<PathBuf>,
+        /// Start the embedded vendor simulators and point the ProviderConfigs at them.
+        #[arg(long)]
+        simulate: bool,
+        /// The ProviderConfig to import from, when the files hold several.
+        #[arg(long)]
+        provider_config: Option<String>,
+        /// Which kinds to write.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ImportKind::ServiceProfiles, ImportKind::Subscriptions])]
+        kinds: Vec<ImportKind>,
+        /// Only SIMs in these modes (`Unknown`: a vendor state that is none of ours); repeat or
+        /// separate with commas.
+        #[arg(long = "mode", value_enum, value_delimiter = ',')]
+        modes: Vec<ImportMode>,
+        /// Only SIMs whose ICCID starts with this; repeat for several.
+        #[arg(long = "iccid-prefix")]
+        iccid_prefixes: Vec<String>,
+        /// Only SIMs whose IMSI starts with this; repeat for several.
+        #[arg(long = "imsi-prefix")]
+        imsi_prefixes: Vec<String>,
+        /// Only SIMs on this service profile (vendor name or id); repeat for several.
+        #[arg(long = "service-profile")]
+        service_profiles: Vec<String>,
+        /// `managementPolicy` of the generated objects.
+        #[arg(long, value_enum, default_value_t = ImportPolicy::ObserveOnly)]
+        management_policy: ImportPolicy,
+        /// Namespace of the generated objects (default: the ProviderConfig's); the ProviderConfig
+        /// must be there too.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Write into this folder (with a kustomization.yaml) instead of printing.
+        #[arg(short = 'o', long)]
+        output_dir: Option<PathBuf>,
+        /// Files in the output folder: one per object, or one per kind.
+        #[arg(long, value_enum, default_value_t = ImportLayout::PerObject, requires = "output_dir")]
+        layout: ImportLayout,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ImportKind {
+    ServiceProfiles,
+    Subscriptions,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ImportMode {
+    Active,
+    Paused,
+    Deactivated,
+    Terminated,
+    Unknown,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ImportPolicy {
+    Full,
+    ObserveOnly,
+    Paused,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ImportLayout {
+    PerObject,
+    PerKind,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -489,6 +562,71 @@ async fn cli_main() -> anyhow::Result<()> {
             if matches!(result, Ok(1)) {
                 eprintln!("Error: some objects could not be planned");
             }
+            std::process::exit(offline_exit(result));
+        }
+        Command::Import {
+            paths,
+            simulate,
+            provider_config,
+            kinds,
+            modes,
+            iccid_prefixes,
+            imsi_prefixes,
+            service_profiles,
+            management_policy,
+            namespace,
+            output_dir,
+            layout,
+        } => {
+            use connectivity_operator::crd::{ManagementPolicy, SubscriptionMode};
+            use connectivity_operator::import::{self, ImportOptions, Layout, Output, Selector};
+            init_logging(cli.log_format);
+            let options = ImportOptions {
+                offline: OfflineOptions {
+                    paths,
+                    simulate,
+                    ..Default::default()
+                },
+                provider_config,
+                profiles: kinds.contains(&ImportKind::ServiceProfiles),
+                subscriptions: kinds.contains(&ImportKind::Subscriptions),
+                selector: Selector {
+                    modes: modes
+                        .iter()
+                        .map(|m| match m {
+                            ImportMode::Active => Some(SubscriptionMode::Active),
+                            ImportMode::Paused => Some(SubscriptionMode::Paused),
+                            ImportMode::Deactivated => Some(SubscriptionMode::Deactivated),
+                            ImportMode::Terminated => Some(SubscriptionMode::Terminated),
+                            ImportMode::Unknown => None,
+                        })
+                        .collect(),
+                    iccid_prefixes,
+                    imsi_prefixes,
+                    service_profiles,
+                },
+                policy: match management_policy {
+                    ImportPolicy::Full => ManagementPolicy::Full,
+                    ImportPolicy::ObserveOnly => ManagementPolicy::ObserveOnly,
+                    ImportPolicy::Paused => ManagementPolicy::Paused,
+                },
+                namespace,
+                output: match output_dir {
+                    Some(path) => Output::Directory {
+                        path,
+                        layout: match layout {
+                            ImportLayout::PerObject => Layout::PerObject,
+                            ImportLayout::PerKind => Layout::PerKind,
+                        },
+                    },
+                    None => Output::Stdout,
+                },
+            };
+            let result = import::import(&options, &mut std::io::stdout().lock()).await;
+            let result = result.map(|report| {
+                eprint!("{}", import::summary(&report));
+                0
+            });
             std::process::exit(offline_exit(result));
         }
     }

@@ -64,6 +64,16 @@ pub enum OfflineError {
         name: String,
         source: kube::Error,
     },
+    /// `import`: which ProviderConfig to import from is not clear from the files.
+    #[error("{0}")]
+    Choose(String),
+    #[error("failed to resolve ProviderConfig {name}: {source}")]
+    Resolve {
+        name: String,
+        source: Box<crate::controller::resolve::ResolveError>,
+    },
+    #[error("{0}")]
+    Vendor(Box<crate::backend::BackendError>),
     #[error("failed to write the output: {0}")]
     Output(#[from] std::io::Error),
     #[error("failed to render YAML: {0}")]
@@ -84,8 +94,10 @@ impl OfflineError {
             | Self::ListItemNotAnObject { .. }
             | Self::Invalid { .. }
             | Self::Rejected { .. }
-            | Self::Load { .. } => EXIT_BAD_INPUT,
-            Self::Simulator { .. } | Self::ReadBack { .. } | Self::Output(_) | Self::Render(_) => 1,
+            | Self::Load { .. }
+            | Self::Choose(_)
+            | Self::Resolve { .. } => EXIT_BAD_INPUT,
+            Self::Simulator { .. } | Self::ReadBack { .. } | Self::Vendor(_) | Self::Output(_) | Self::Render(_) => 1,
         }
     }
 }
@@ -850,7 +862,12 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
             source,
         })?;
         let label = format!("ServiceProfile {}/{}", m.namespace(), m.name());
-        match managed::plan(&sp, &ctx).await {
+        match patiently(
+            || managed::plan(&sp, &ctx),
+            |e: &service_profile::Error| managed::StepError::backend(e).map(|b| &b.kind),
+        )
+        .await
+        {
             Ok((resolved, decision)) => {
                 let vendor = resolved.provider.vendor;
                 let lines = describe(&decision, vendor, &resolved.vendor_name, sp.spec.external_id.as_deref());
@@ -863,6 +880,21 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
                     }
                 }
                 changes |= decision.changes_vendor();
+                // The vendor id apply would record first, so that subscriptions referring to this
+                // profile plan against it (in memory only; nothing is sent).
+                if let service_profile::Decision::Update(o)
+                | service_profile::Decision::UpToDate(o)
+                | service_profile::Decision::ReportDrift(o) = &decision
+                {
+                    let patch = json!({"status": {"id": o.id}});
+                    api.patch_status(&m.name(), &Default::default(), &kube::api::Patch::Merge(&patch))
+                        .await
+                        .map_err(|source| OfflineError::ReadBack {
+                            what: "ServiceProfile".into(),
+                            name: m.name(),
+                            source,
+                        })?;
+                }
                 failed |= matches!(
                     decision,
                     service_profile::Decision::Conflict { .. } | service_profile::Decision::ExternalIdNotFound
@@ -882,7 +914,12 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
             source,
         })?;
         let label = format!("ConnectivitySubscription {}/{}", m.namespace(), m.name());
-        match managed::plan(&csub, &ctx).await {
+        match patiently(
+            || managed::plan(&csub, &ctx),
+            |e: &subscription::Error| managed::StepError::backend(e).map(|b| &b.kind),
+        )
+        .await
+        {
             Ok((resolved, planned)) => {
                 use subscription::Decision;
                 let vendor = resolved.provider.vendor;
@@ -925,6 +962,43 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
     } else {
         0
     })
+}
+
+/// Vendor reads of a one-shot command (`plan`, `import`) that fail for a while only (rate limited,
+/// transient) are tried again this many times, waiting the vendor's `Retry-After` or 1, 2, 4, ...
+/// s (at most 30 s); the operator requeues instead. A `plan` right after an `import` finds BICS's
+/// rate limit spent (found by the import round trip).
+pub const READ_ATTEMPTS: u32 = 6;
+
+/// Run `read` until it succeeds, fails for good, or [`READ_ATTEMPTS`] are spent; `kind` tells
+/// the vendor failure behind an error, if any.
+pub async fn patiently<T, E, Fut>(
+    mut read: impl FnMut() -> Fut,
+    kind: impl Fn(&E) -> Option<&crate::backend::ErrorKind>,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    use crate::backend::ErrorKind;
+    let mut attempt = 0;
+    loop {
+        let error = match read().await {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        attempt += 1;
+        let backoff = Duration::from_secs(1 << attempt.min(5)).min(Duration::from_secs(30)) / 2;
+        let wait = match kind(&error) {
+            Some(ErrorKind::RateLimited { retry_after }) => retry_after.unwrap_or(backoff),
+            Some(ErrorKind::Transient) => backoff,
+            _ => return Err(error),
+        };
+        if attempt >= READ_ATTEMPTS {
+            return Err(error);
+        }
+        tracing::info!(attempt, "vendor read failed for now; trying again in {wait:?}");
+        tokio::time::sleep(wait).await;
+    }
 }
 
 fn describe(

@@ -479,6 +479,36 @@ async fn crds_are_accepted_examples_pass_and_invalid_manifests_name_the_field() 
     ] {
         ok(&mut kubectl(&["apply", "--dry-run=server", "-f", dir]));
     }
+    // What `import` writes passes admission as it is, through its kustomization.yaml: every
+    // vendor, from the embedded simulators (names, identities, settings, the CEL rules).
+    let imported = tempfile::tempdir().unwrap();
+    for (vendor, files) in [
+        (
+            "emnify",
+            vec![
+                "examples/quickstart/00-secret.yaml",
+                "examples/quickstart/01-providerconfig.yaml",
+            ],
+        ),
+        ("bics", vec!["examples/bics/bics.yaml"]),
+        ("telenor", vec!["examples/subscriptions/telenor.yaml"]),
+    ] {
+        let out = imported.path().join(vendor);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_connectivity-operator"));
+        cmd.arg("import").arg("--simulate").arg("--provider-config").arg(vendor);
+        for f in files {
+            cmd.arg("-f").arg(repo().join(f));
+        }
+        cmd.arg("-o").arg(&out).current_dir(repo());
+        ok(&mut cmd);
+        let applied = ok(&mut kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "-k",
+            out.to_str().unwrap(),
+        ]));
+        assert!(applied.contains("created (server dry run)"), "{vendor}: {applied}");
+    }
     // tests/bad-input/admission/*.yaml: each starts with `# expect: <text the error must contain>`.
     let mut cases: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/bad-input/admission"))
         .unwrap()

@@ -241,3 +241,64 @@ async fn apply_pauses_an_emnify_sim() {
     let after = common::emnify_get(&sim, &format!("/api/v1/endpoint/{endpoint}")).await;
     assert_eq!(after["status"]["id"], 1, "the endpoint is Disabled");
 }
+
+/// `import --simulate` as the README's "Adopting an existing account" shows it: the quickstart's
+/// ProviderConfig against the embedded emnify simulator (seeded the same way every run), then
+/// `plan --simulate` of the imported folder: nothing to change. Without `-o`, YAML on stdout.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_then_plan_with_simulate() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
+    let secret = examples.join("00-secret.yaml");
+    let pc = examples.join("01-providerconfig.yaml");
+    let (secret, pc) = (secret.to_str().unwrap(), pc.to_str().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet");
+    let fleet = fleet.to_str().unwrap();
+
+    let out = run(&["import", "-f", secret, "-f", pc, "--simulate", "-o", fleet]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("# imported 3 ServiceProfiles and 35 ConnectivitySubscriptions"),
+        "{stderr}"
+    );
+    assert!(Path::new(fleet).join("kustomization.yaml").exists());
+
+    let out = run(&["plan", "-f", secret, "-f", pc, "-f", fleet, "--simulate"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("up to date")).count(),
+        38,
+        "{stdout}"
+    );
+
+    let out = run(&[
+        "import",
+        "-f",
+        secret,
+        "-f",
+        pc,
+        "--simulate",
+        "--kinds",
+        "service-profiles",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    let docs = documents(&out.stdout);
+    assert_eq!(docs.len(), 3);
+    assert!(
+        docs.iter()
+            .all(|d| d["kind"] == "ServiceProfile" && d["spec"]["externalId"].is_string())
+    );
+
+    // Unusable input: no ProviderConfig in the files.
+    let out = run(&["import", "-f", secret]).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ProviderConfig in the files"));
+}

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::crd::{ObservedServiceProfile, ServiceProfileSpec};
+use crate::crd::{BicsServiceProfile, EmnifyServiceProfile, ObservedServiceProfile, ServiceProfileSpec};
 use crate::reason::Reason;
 pub use secret::SecretString;
 pub use subscription::{
@@ -215,12 +215,39 @@ pub trait ServiceProfileBackend: Send + Sync {
     /// Delete the vendor object. Not found is success; in use is [`ErrorKind::Conflict`].
     async fn delete(&self, id: &str) -> Result<(), BackendError>;
 
+    /// Every profile of the account, each with the settings that describe it as it is (import).
+    /// Never mutates.
+    async fn list(&self) -> Result<Vec<ListedProfile>, BackendError>;
+
     /// Fingerprint of the spec's write-only settings: those the vendor accepts but never returns
     /// (BICS's profile `status`). Recorded in `status.writeOnly` after a create or update; when it
     /// differs from the spec's, `observe` plans to send them again. `None`: nothing is write-only.
     fn write_only(&self, _desired: &DesiredServiceProfile<'_>) -> Option<String> {
         None
     }
+}
+
+/// A vendor service profile as `import` writes it into a spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedProfile {
+    /// The vendor's id (`spec.externalId`).
+    pub id: String,
+    /// The vendor's name (`spec.name`).
+    pub name: String,
+    /// The settings, such that planning them against this profile gives no change; `Err` says
+    /// why the profile cannot be written as a spec (e.g. a service this operator has no word for).
+    pub settings: Result<ProfileSettings, String>,
+}
+
+/// The vendor settings of a [`ListedProfile`], as `ServiceProfile.spec` holds them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileSettings {
+    pub description: Option<String>,
+    pub emnify: Option<EmnifyServiceProfile>,
+    pub bics_sft: Option<BicsServiceProfile>,
+    /// Settings that could not be written and are left unmanaged (absent from the spec), each
+    /// with the reason.
+    pub unmanaged: Vec<String>,
 }
 
 /// What a vendor API can and cannot do, as the controllers need to know it: they ask the backend
@@ -233,6 +260,16 @@ pub struct Capabilities {
     pub read_only_profiles: bool,
     /// How a subscription names what its SIM gets.
     pub subscription_profile: SubscriptionProfile,
+    /// The identifier that names a SIM for good at this vendor: the one `import` writes into
+    /// `spec` (a second one could change under it, e.g. emnify's multi-IMSI SIMs).
+    pub sim_key: SimKey,
+}
+
+/// A SIM identifier (see [`Capabilities::sim_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimKey {
+    Iccid,
+    Imsi,
 }
 
 /// A vendor section of `ServiceProfile.spec`.

@@ -242,8 +242,24 @@ pub struct InventoryBuilder {
     inventory: Inventory,
 }
 
+tokio::task_local! {
+    /// SIMs listed so far by the sweeps of the task running under [`counting_sims`].
+    static LISTED: std::sync::Arc<std::sync::atomic::AtomicU64>;
+}
+
+/// Run `task` counting every SIM its inventory sweeps list into `listed` as they arrive (page by
+/// page), e.g. for a progress display. Sweeps outside such a task count nothing.
+pub async fn counting_sims<F: std::future::Future>(
+    listed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: F,
+) -> F::Output {
+    LISTED.scope(listed, task).await
+}
+
 impl InventoryBuilder {
     pub fn push(&mut self, observed: &ObservedSubscription) {
+        // Not counted when no one asked (`try_with` fails outside `counting_sims`).
+        let _ = LISTED.try_with(|n| n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let inventory = &mut self.inventory;
         let packed = Packed::new(observed);
         let i = inventory.subscriptions.len() as u32;

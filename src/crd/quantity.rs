@@ -89,6 +89,31 @@ pub fn human(bytes: u64) -> String {
     )
 }
 
+/// A quantity for `bytes` in the spec's words: the unit (binary or decimal suffix) that divides it
+/// exactly with the smallest number, `500Mi`, `2G`, else the plain number. [`bytes`] reads it back
+/// as `bytes` (import writes the data limits it reads this way).
+pub fn quantity(bytes: u64) -> Quantity {
+    let text = [
+        ("Ei", 1u64 << 60),
+        ("Pi", 1 << 50),
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+        ("E", 1_000_000_000_000_000_000),
+        ("P", 1_000_000_000_000_000),
+        ("T", 1_000_000_000_000),
+        ("G", 1_000_000_000),
+        ("M", 1_000_000),
+        ("k", 1_000),
+    ]
+    .into_iter()
+    .filter(|(_, size)| bytes >= *size && bytes.is_multiple_of(*size))
+    .min_by_key(|(_, size)| bytes / size)
+    .map_or_else(|| bytes.to_string(), |(unit, size)| format!("{}{unit}", bytes / size));
+    Quantity(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +138,28 @@ mod tests {
             assert!(q(bad).is_err(), "{bad:?} accepted");
         }
         assert!(q("1.5").unwrap_err().contains("fractions of a byte"));
+    }
+
+    #[test]
+    fn quantities_read_back() {
+        assert_eq!(quantity(500 << 20).0, "500Mi");
+        assert_eq!(quantity(2_000_000_000).0, "2G");
+        assert_eq!(quantity(1_048_577).0, "1048577");
+        assert_eq!(quantity(1).0, "1");
+        for n in [
+            1,
+            999,
+            1000,
+            1024,
+            1536,
+            3 << 30,
+            5_000_000_000_000,
+            u64::MAX,
+            i64::MAX as u64,
+            1 << 63,
+        ] {
+            assert_eq!(bytes(&quantity(n)), Ok(n), "{n}");
+        }
     }
 
     #[test]

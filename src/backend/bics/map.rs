@@ -198,6 +198,59 @@ impl ProfileRow {
     }
 }
 
+/// The spec that describes a profile row as it is (import), or why none can. `status` is not
+/// returned by BICS, so it is written as `Active` (the default) and only sent once the spec
+/// changes it under `Full` (see [`plan`]).
+pub fn settings_of(row: &ProfileRow) -> Result<BicsServiceProfile, String> {
+    if !row.unknown_services.is_empty() {
+        return Err(format!(
+            "services this operator has no word for: {}",
+            row.unknown_services.join(", ")
+        ));
+    }
+    let category = match row.category {
+        Some(c) => c,
+        None if row.category_text.is_empty() => BicsCategory::default(),
+        None => return Err(format!("category {:?} is neither Base nor Addon", row.category_text)),
+    };
+    let services: Vec<BicsService> = [
+        BicsService::Data,
+        BicsService::SmsMo,
+        BicsService::SmsMt,
+        BicsService::NbIot,
+    ]
+    .into_iter()
+    .filter(|s| row.services.contains(&service_id(*s)))
+    .collect();
+    if services.is_empty() {
+        return Err("no services".to_string());
+    }
+    let access_type = match (&row.access_type, &row.rat_name) {
+        (Some(code), _) => Some(
+            [
+                BicsAccessType::G2,
+                BicsAccessType::G2G3,
+                BicsAccessType::G2G3G4,
+                BicsAccessType::G2G3G4G5,
+            ]
+            .into_iter()
+            .find(|a| access_code(*a) == code)
+            .ok_or_else(|| format!("access type code {code:?} is not a documented one"))?,
+        ),
+        (None, Some(rat)) => return Err(format!("radio access type {rat:?} names no documented combination")),
+        (None, None) => None,
+    };
+    if access_type.is_none() && services.iter().any(|s| *s != BicsService::NbIot) {
+        return Err("no radio access type reported for a profile with Data or SMS".to_string());
+    }
+    Ok(BicsServiceProfile {
+        category,
+        status: BicsProfileStatus::default(),
+        services,
+        access_type,
+    })
+}
+
 /// Fingerprint of the settings BICS accepts but never returns (the profile's `status`), as
 /// recorded in `status.writeOnly` after they were sent.
 pub fn write_only(spec: &BicsServiceProfile) -> String {

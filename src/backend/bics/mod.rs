@@ -17,8 +17,9 @@ use self::client::BicsClient;
 use self::map::{Change, ProfileRow, text};
 use super::{
     AccountBackend, AccountInfo, BackendError, Capabilities, DesiredServiceProfile, DesiredSubscription, ErrorKind,
-    Inventory, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ProfileOp, ProfileSection,
-    ServiceProfileBackend, SimIdentity, SubscriptionBackend, SubscriptionChange, SubscriptionProfile, WriteOutcome,
+    Inventory, InventoryBuilder, ListedProfile, Lookup, Observation, ObservedProfile, ObservedSubscription,
+    ProfileChange, ProfileOp, ProfileSection, ProfileSettings, ServiceProfileBackend, SimIdentity, SimKey,
+    SubscriptionBackend, SubscriptionChange, SubscriptionProfile, WriteOutcome,
 };
 use crate::crd::{BicsServiceProfile, SubscriptionMode};
 
@@ -243,6 +244,26 @@ impl ServiceProfileBackend for BicsBackend {
         }
     }
 
+    /// One `GetServiceProfile` without an id: every profile of the account.
+    async fn list(&self) -> Result<Vec<ListedProfile>, BackendError> {
+        Ok(self
+            .profiles(None)
+            .await?
+            .into_iter()
+            .map(|row| ListedProfile {
+                settings: map::settings_of(&row).map(|bics| ProfileSettings {
+                    bics_sft: Some(bics),
+                    unmanaged: vec![
+                        "bicsSft.status: BICS does not return it, so it is written as Active; the first reconcile under Full sends it (set Inactive first if the profile is inactive)".to_string(),
+                    ],
+                    ..Default::default()
+                }),
+                id: row.id,
+                name: row.name,
+            })
+            .collect())
+    }
+
     async fn create(&self, desired: &DesiredServiceProfile<'_>) -> Result<String, BackendError> {
         let action = format!("create BICS service profile {:?}", desired.name);
         let spec = Self::spec(desired, &action)?;
@@ -417,9 +438,10 @@ impl BicsBackend {
     /// then the vendor's own cap is known). A page that repeats the previous one means the vendor
     /// ignored `page`: the listing could never be complete, so that is an error rather than a
     /// silently short inventory.
-    async fn fetch_sims(&self) -> Result<(Vec<Value>, u64), BackendError> {
+    /// Every SIM of the account, page by page into `each` (rows are not kept: an account may
+    /// hold hundreds of thousands). Returns the pages read.
+    async fn fetch_sims(&self, mut each: impl FnMut(&[Value])) -> Result<u64, BackendError> {
         let action = "list BICS SIMs";
-        let mut rows: Vec<Value> = Vec::new();
         let mut longest = 0usize;
         let mut previous_first: Option<String> = None;
         for page in 1..=MAX_PAGES {
@@ -442,9 +464,9 @@ impl BicsBackend {
                     ),
                 ));
             }
-            rows.extend(batch);
+            each(&batch);
             if got == 0 || got < longest {
-                return Ok((rows, page));
+                return Ok(page);
             }
             longest = longest.max(got);
             previous_first = first;
@@ -533,8 +555,15 @@ impl BicsBackend {
 #[async_trait]
 impl SubscriptionBackend for BicsBackend {
     async fn inventory(&self) -> Result<Inventory, BackendError> {
-        let (rows, pages) = self.fetch_sims().await?;
-        Ok(Inventory::new(rows.iter().map(observed_from_sim), pages))
+        let mut inventory = InventoryBuilder::default();
+        let pages = self
+            .fetch_sims(|rows| {
+                for row in rows {
+                    inventory.push(&observed_from_sim(row));
+                }
+            })
+            .await?;
+        Ok(inventory.finish(pages))
     }
 
     async fn observe(&self, identity: &SimIdentity) -> Result<Option<ObservedSubscription>, BackendError> {
@@ -704,6 +733,8 @@ impl AccountBackend for BicsBackend {
             profile_section: Some(ProfileSection::BicsSft),
             read_only_profiles: false,
             subscription_profile: SubscriptionProfile::WriteOnlyPlan,
+            // BICS finds SIMs by ICCID (fetchSIM); IMSIs are the supplier's and may be several.
+            sim_key: SimKey::Iccid,
         }
     }
 }

@@ -8,7 +8,9 @@ use serde_json::{Map, Value, json};
 
 use super::api;
 use crate::backend::{ProfileChange, ProfileOp};
-use crate::crd::{EmnifyServiceProfile, ObservedServiceProfile};
+use crate::crd::{
+    EmnifyDataLimit, EmnifyServiceProfile, EmnifyServiceSpec, EmnifyTrafficLimitRef, ObservedServiceProfile,
+};
 
 /// One emnify call that changes a service profile.
 #[derive(Debug, Clone, PartialEq)]
@@ -475,6 +477,107 @@ fn plan_data_limits(want: &[DesiredDataLimit], have: &[api::DataLimit], changes:
             });
         }
     }
+}
+
+/// The spec settings that describe `observed` as it is (import): every flag (emnify's default
+/// where it omits one), every reference it has, its services with their attached limits by id,
+/// and its data limits (when read). Planned against `observed`, they give no change. A service is
+/// written by its description when that names it alone in the catalogue, else by id. What the
+/// spec cannot say is left unmanaged and listed in the second value.
+pub fn settings_of(observed: &api::ServiceProfile, catalogue: &Catalogue) -> (EmnifyServiceProfile, Vec<String>) {
+    let flag = |field: &str, default: bool| observed_flag(observed, field).unwrap_or(default);
+    let reference = |field: &str| observed_reference(observed, field);
+    let mut unmanaged = Vec::new();
+    let services = observed.service.as_ref().map(|services| {
+        services
+            .iter()
+            .filter_map(|s| {
+                let id = s.id?;
+                let by_name = s.description.as_deref().filter(|d| {
+                    catalogue
+                        .service(&IntOrString::String(d.to_string()))
+                        .map(|(sid, _)| sid)
+                        == Ok(id)
+                });
+                let service = match (by_name, i32::try_from(id)) {
+                    (Some(name), _) => IntOrString::String(name.to_string()),
+                    (None, Ok(small)) => IntOrString::Int(small),
+                    (None, Err(_)) => IntOrString::String(id.to_string()),
+                };
+                let mut traffic_limits: Vec<EmnifyTrafficLimitRef> = s
+                    .traffic_limit
+                    .iter()
+                    .filter_map(|l| l.id)
+                    .map(|id| EmnifyTrafficLimitRef {
+                        id: Some(id),
+                        volume: None,
+                        period: None,
+                    })
+                    .collect();
+                traffic_limits.sort_by_key(|l| l.id);
+                Some((
+                    id,
+                    EmnifyServiceSpec {
+                        service,
+                        traffic_limits,
+                    },
+                ))
+            })
+            .collect::<BTreeMap<i64, EmnifyServiceSpec>>()
+            .into_values()
+            .collect()
+    });
+    let data_limits = observed.data_limits.as_ref().and_then(|limits| {
+        let mut out = Vec::new();
+        for l in limits {
+            let volume = l.volume.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0);
+            let monthly_data = l.service.as_ref().and_then(|s| s.id) == Some(DATA_SERVICE)
+                && l.period.as_ref().and_then(|p| p.id).is_none_or(|p| p == MONTHLY);
+            let warning = l.warning_percent.map(i32::try_from);
+            match (volume, monthly_data, warning) {
+                (Some(volume), true, None | Some(Ok(1..=100))) => out.push(EmnifyDataLimit {
+                    volume: crate::crd::quantity::quantity(volume),
+                    satellite_only: l.satellite_only.filter(|s| *s),
+                    warning_percent: warning.and_then(Result::ok),
+                }),
+                _ => {
+                    unmanaged.push(format!(
+                        "dataLimits: {} is not a monthly Data limit the spec can express",
+                        observed_data_limit_label(l)
+                    ));
+                    return None;
+                }
+            }
+        }
+        if out.iter().filter(|l| l.satellite_only == Some(true)).count() > 1
+            || out.iter().filter(|l| l.satellite_only != Some(true)).count() > 1
+        {
+            unmanaged.push("dataLimits: more than one limit per scope".to_string());
+            return None;
+        }
+        out.sort_by_key(|l| l.satellite_only.unwrap_or(false));
+        Some(out)
+    });
+    let settings = EmnifyServiceProfile {
+        allowed_3g: flag("allowed_3g", true),
+        allowed_4g: flag("allowed_4g", true),
+        allowed_nb_iot: flag("allowed_nb_iot", true),
+        allowed_nb_iot_geo: flag("allowed_nb_iot_geo", false),
+        apply_data_quota: flag("apply_data_quota", false),
+        apply_sms_quota: flag("apply_sms_quota", false),
+        sms_p2p_int: flag("sms_p2p_int", true),
+        sms_p2p_ext: flag("sms_p2p_ext", true),
+        nipdp: flag("nipdp", false),
+        api_callback_id: reference("api_callback"),
+        api_secret_id: reference("api_secret"),
+        moc_callback_id: reference("moc_callback"),
+        breakout_region_id: reference("breakout_region"),
+        dns_id: reference("dns"),
+        esme_interface_type_id: reference("esme_interface_type"),
+        services,
+        data_limits,
+    };
+    (settings, unmanaged)
 }
 
 /// Status summary of an observed profile.

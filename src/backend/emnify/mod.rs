@@ -18,9 +18,9 @@ use self::client::EmnifyClient;
 use self::map::{Catalogue, Change};
 use super::{
     AccountBackend, AccountInfo, BackendError, BulkItem, Capabilities, DesiredServiceProfile, DesiredSubscription,
-    ErrorKind, Inventory, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange, ProfileOp,
-    ProfileSection, ServiceProfileBackend, SimIdentity, SubscriptionBackend, SubscriptionChange, SubscriptionProfile,
-    WriteOutcome,
+    ErrorKind, Inventory, ListedProfile, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange,
+    ProfileOp, ProfileSection, ProfileSettings, ServiceProfileBackend, SimIdentity, SimKey, SubscriptionBackend,
+    SubscriptionChange, SubscriptionProfile, WriteOutcome,
 };
 
 /// How long the service / traffic-limit catalogue is reused before it is read again.
@@ -253,6 +253,33 @@ impl ServiceProfileBackend for EmnifyBackend {
         }))
     }
 
+    /// The list, then each profile's detail (services and their limits) and data limits: two
+    /// calls a profile, plus the service catalogue (accounts hold a few dozen profiles at most).
+    async fn list(&self) -> Result<Vec<ListedProfile>, BackendError> {
+        let catalogue = self.catalogue(&[]).await?;
+        let mut out = Vec::new();
+        for short in self.list_profiles().await? {
+            let Some(id) = short.id else { continue };
+            // Gone between the list and its read: not there any more.
+            let Some(mut profile) = self.get_profile(id).await? else {
+                continue;
+            };
+            profile.data_limits = Some(self.data_limits(id).await?);
+            let (emnify, unmanaged) = map::settings_of(&profile, &catalogue);
+            out.push(ListedProfile {
+                id: id.to_string(),
+                name: profile.name.clone(),
+                settings: Ok(ProfileSettings {
+                    description: profile.description.clone().filter(|d| !d.is_empty()),
+                    emnify: Some(emnify),
+                    bics_sft: None,
+                    unmanaged,
+                }),
+            });
+        }
+        Ok(out)
+    }
+
     async fn create(&self, desired: &DesiredServiceProfile<'_>) -> Result<String, BackendError> {
         let resolved = self.resolve(desired).await?;
         let action = format!("create emnify service profile {:?}", desired.name);
@@ -435,6 +462,8 @@ impl AccountBackend for EmnifyBackend {
             profile_section: Some(ProfileSection::Emnify),
             read_only_profiles: false,
             subscription_profile: SubscriptionProfile::ServiceProfileRef,
+            // emnify SIMs may carry several IMSIs (multi-IMSI) and switch between them.
+            sim_key: SimKey::Iccid,
         }
     }
 }

@@ -14,8 +14,9 @@ use serde_json::json;
 use self::client::TelenorClient;
 use super::{
     AccountBackend, AccountInfo, BackendError, Capabilities, DesiredServiceProfile, DesiredSubscription, ErrorKind,
-    Inventory, InventoryBuilder, Lookup, Observation, ObservedProfile, ObservedSubscription, ProfileChange,
-    ServiceProfileBackend, SimIdentity, SubscriptionBackend, SubscriptionChange, SubscriptionProfile, WriteOutcome,
+    Inventory, InventoryBuilder, ListedProfile, Lookup, Observation, ObservedProfile, ObservedSubscription,
+    ProfileChange, ProfileSettings, ServiceProfileBackend, SimIdentity, SimKey, SubscriptionBackend,
+    SubscriptionChange, SubscriptionProfile, WriteOutcome,
 };
 use crate::crd::{ObservedServiceProfile, SubscriptionMode};
 
@@ -97,6 +98,27 @@ impl TelenorBackend {
     }
 }
 
+impl TelenorBackend {
+    /// Every service policy of the account.
+    async fn policies(&self) -> Result<Vec<api::ServicePolicy>, BackendError> {
+        let action = "list Telenor service policies";
+        let list: api::ServicePolicyList = self
+            .client
+            .call(
+                "service_policy.list",
+                Method::GET,
+                api::SERVICE_POLICIES,
+                &[],
+                None,
+                action,
+                false,
+            )
+            .await?
+            .json(action)?;
+        Ok(list.items.into_iter().map(|r| r.attributes).collect())
+    }
+}
+
 fn read_only(what: &str) -> BackendError {
     BackendError::new(
         what,
@@ -114,27 +136,12 @@ impl ServiceProfileBackend for TelenorBackend {
     ) -> Result<Observation<ObservedProfile>, BackendError> {
         let policies: Vec<api::ServicePolicy> = match lookup {
             Lookup::Id(id) => self.policy(id).await?.into_iter().map(|r| r.attributes).collect(),
-            Lookup::Name(name) => {
-                let action = "list Telenor service policies";
-                let list: api::ServicePolicyList = self
-                    .client
-                    .call(
-                        "service_policy.list",
-                        Method::GET,
-                        api::SERVICE_POLICIES,
-                        &[],
-                        None,
-                        action,
-                        false,
-                    )
-                    .await?
-                    .json(action)?;
-                list.items
-                    .into_iter()
-                    .map(|r| r.attributes)
-                    .filter(|p| p.name.as_deref() == Some(name))
-                    .collect()
-            }
+            Lookup::Name(name) => self
+                .policies()
+                .await?
+                .into_iter()
+                .filter(|p| p.name.as_deref() == Some(name))
+                .collect(),
         };
         match policies.as_slice() {
             [] => Ok(Observation::Missing),
@@ -154,6 +161,21 @@ impl ServiceProfileBackend for TelenorBackend {
                 ids: many.iter().map(|p| p.id.clone()).collect(),
             }),
         }
+    }
+
+    /// Every service policy (one call). Policies are read-only in the API and have no settings
+    /// a spec carries: a name and an id.
+    async fn list(&self) -> Result<Vec<ListedProfile>, BackendError> {
+        Ok(self
+            .policies()
+            .await?
+            .into_iter()
+            .map(|p| ListedProfile {
+                name: p.name.unwrap_or_default(),
+                id: p.id,
+                settings: Ok(ProfileSettings::default()),
+            })
+            .collect())
     }
 
     async fn create(&self, desired: &DesiredServiceProfile<'_>) -> Result<String, BackendError> {
@@ -304,6 +326,8 @@ impl AccountBackend for TelenorBackend {
             profile_section: None,
             read_only_profiles: true,
             subscription_profile: SubscriptionProfile::ServiceProfileRef,
+            // Subscriptions are keyed by IMSI (`/subscriptions/{imsi}`).
+            sim_key: SimKey::Imsi,
         }
     }
 }
