@@ -530,21 +530,8 @@ fn profile_document(
         management_policy: policy,
     };
     let comment = format!("# {vendor} service profile {:?}, id {}", p.name, p.id);
-    let text = render(
-        "ServiceProfile",
-        &name,
-        namespace,
-        serde_json::to_value(&spec),
-        &[comment],
-    )?;
-    Ok((
-        Document {
-            kind: "ServiceProfile",
-            name,
-            text,
-        },
-        settings.unmanaged.clone(),
-    ))
+    let doc = render("ServiceProfile", name, namespace, serde_json::to_value(&spec), &comment)?;
+    Ok((doc, settings.unmanaged.clone()))
 }
 
 /// A ConnectivitySubscription for a SIM, or why there is none. `taken` holds the names handed
@@ -618,31 +605,24 @@ fn subscription_document(
         }
     }
     let comment = format!("# SIM {}; vendor state {}", ids.join(", "), sim.vendor_mode);
-    let text = render(
+    let doc = render(
         "ConnectivitySubscription",
-        &name,
+        name,
         namespace,
         serde_json::to_value(&spec),
-        &[comment],
+        &comment,
     )?;
-    Ok((
-        Document {
-            kind: "ConnectivitySubscription",
-            name,
-            text,
-        },
-        notes,
-    ))
+    Ok((doc, notes))
 }
 
-/// One object as YAML, after its comment lines.
+/// One object as YAML, after its comment line.
 fn render(
-    kind: &str,
-    name: &str,
+    kind: &'static str,
+    name: String,
     namespace: &str,
     spec: Result<Value, serde_json::Error>,
-    comments: &[String],
-) -> Result<String, String> {
+    comment: &str,
+) -> Result<Document, String> {
     let spec = spec.map_err(|e| format!("cannot render its spec: {e}"))?;
     let object = json!({
         "apiVersion": API_VERSION,
@@ -651,14 +631,9 @@ fn render(
         "spec": spec,
     });
     let yaml = serde_yaml::to_string(&object).map_err(|e| format!("cannot render YAML: {e}"))?;
-    let mut text = String::new();
-    for c in comments {
-        // One line each: vendor text never breaks out of the comment.
-        text.push_str(&c.replace(['\n', '\r'], " "));
-        text.push('\n');
-    }
-    text.push_str(&yaml);
-    Ok(text)
+    // One line: vendor text never breaks out of the comment.
+    let text = format!("{}\n{yaml}", comment.replace(['\n', '\r'], " "));
+    Ok(Document { kind, name, text })
 }
 
 /// Folder of a kind in the per-object layout, and its file in the per-kind layout.

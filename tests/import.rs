@@ -298,16 +298,11 @@ async fn bics_round_trip() {
     assert_eq!(lines[1..], want[..], "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn telenor_round_trip() {
-    let sim = vendor_sim::telenor::TelenorSim::new(vendor_sim::telenor::TelenorConfig::default())
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+/// The account files for a Telenor simulator.
+fn telenor_account(dir: &Path, sim: &vendor_sim::telenor::RunningSim) -> PathBuf {
     let creds = sim.credentials();
-    let dir = tempfile::tempdir().unwrap();
-    let acct = account(
-        dir.path(),
+    account(
+        dir,
         "telenorIotConnect",
         &sim.url,
         &format!(
@@ -316,7 +311,17 @@ async fn telenor_round_trip() {
             creds["client_secret"].as_str().unwrap()
         ),
         &format!(", telenorIotConnect: {{tokenUrl: '{}'}}", sim.token_url),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn telenor_round_trip() {
+    let sim = vendor_sim::telenor::TelenorSim::new(vendor_sim::telenor::TelenorConfig::default())
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let acct = telenor_account(dir.path(), &sim);
     let sims = sim.sim.subscriptions().len();
     let profiles = sim.sim.service_policies().len();
     let out = round_trip(dir.path(), &acct, profiles, sims).await;
@@ -362,19 +367,8 @@ async fn per_kind_layout_selector_and_stale_files() {
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let creds = sim.credentials();
     let dir = tempfile::tempdir().unwrap();
-    let acct = account(
-        dir.path(),
-        "telenorIotConnect",
-        &sim.url,
-        &format!(
-            "clientId: {}, clientSecret: {}",
-            creds["client_id"].as_str().unwrap(),
-            creds["client_secret"].as_str().unwrap()
-        ),
-        &format!(", telenorIotConnect: {{tokenUrl: '{}'}}", sim.token_url),
-    );
+    let acct = telenor_account(dir.path(), &sim);
     let out = dir.path().join("per-kind");
     let mut opts = options(&acct, &out, Layout::PerKind);
     opts.selector.modes = vec![Some(connectivity_operator::crd::SubscriptionMode::Active)];
