@@ -117,6 +117,9 @@ async fn emnify_sim_without_endpoint_and_profile_says_what_is_missing() {
     let err = h.reconcile_csub("orphan").await.unwrap_err();
     assert_eq!(err.reason(), "InvalidRequest");
     assert!(err.to_string().contains("set spec.serviceProfileRef"), "{err}");
+    // Refused before any call: the SIM was not activated for an endpoint that cannot be made.
+    let sim = emnify_get(&h.sim, &format!("/api/v1/sim/{}", free["id"])).await;
+    assert_eq!(sim["status"]["description"], "Issued", "{sim}");
     // A fresh SIM asked to stay Deactivated needs nothing.
     h.add_csub(
         "spare",

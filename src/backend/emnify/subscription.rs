@@ -330,6 +330,25 @@ impl EmnifyBackend {
                     let sim_first = want_sim == SIM_ACTIVATED;
                     let needs_sim = !(sim_status == want_sim
                         || (*mode == SubscriptionMode::Deactivated && sim_status == SIM_ISSUED));
+                    // An endpoint to create needs a profile: refused before any call, so a SIM is
+                    // never activated for an endpoint that cannot be made (found when failed
+                    // writes began to be read back: the SIM was left Activated, billed).
+                    let new_endpoint_profile = match endpoint_id {
+                        None if *mode != SubscriptionMode::Deactivated => Some(
+                            desired
+                                .service_profile_id
+                                .as_deref()
+                                .and_then(|p| p.parse::<i64>().ok())
+                                .ok_or_else(|| {
+                                    BackendError::new(
+                                        format!("create an emnify endpoint for SIM {sim_id}"),
+                                        ErrorKind::Invalid,
+                                        "the SIM has no endpoint; set spec.serviceProfileRef so one can be created",
+                                    )
+                                })?,
+                        ),
+                        _ => None,
+                    };
                     if sim_first && needs_sim {
                         self.set_sim_status(sim_id, want_sim).await?;
                         sim_status = want_sim;
@@ -341,22 +360,14 @@ impl EmnifyBackend {
                                 endpoint_status = Some(want_endpoint);
                             }
                         }
-                        None if *mode == SubscriptionMode::Deactivated => {}
+                        // Deactivated: no endpoint needed.
                         None => {
-                            let profile = desired
-                                .service_profile_id
-                                .as_deref()
-                                .and_then(|p| p.parse::<i64>().ok())
-                                .ok_or_else(|| {
-                                    BackendError::new(
-                                        format!("create an emnify endpoint for SIM {sim_id}"),
-                                        ErrorKind::Invalid,
-                                        "the SIM has no endpoint; set spec.serviceProfileRef so one can be created",
-                                    )
-                                })?;
-                            endpoint_id = Some(self.create_endpoint(desired, sim_id, profile, want_endpoint).await?);
-                            endpoint_status = Some(want_endpoint);
-                            profile_id = Some(profile.to_string());
+                            if let Some(profile) = new_endpoint_profile {
+                                endpoint_id =
+                                    Some(self.create_endpoint(desired, sim_id, profile, want_endpoint).await?);
+                                endpoint_status = Some(want_endpoint);
+                                profile_id = Some(profile.to_string());
+                            }
                         }
                     }
                     if !sim_first && needs_sim {
