@@ -14,15 +14,12 @@ use std::time::Instant;
 
 use connectivity_operator::offline::{OfflineOptions, OfflineRun};
 use serde_json::Value;
-use tokio::io::AsyncBufReadExt;
+
+mod common;
+use common::{Sim, proc_kib};
 
 const BIN: &str = env!("CARGO_BIN_EXE_connectivity-operator");
 const LATENCY: &str = "20ms";
-
-struct Sim {
-    _child: tokio::process::Child,
-    info: Value,
-}
 
 async fn start_sim(vendor: &str, n: usize) -> Sim {
     let mut args: Vec<String> = [
@@ -40,24 +37,7 @@ async fn start_sim(vendor: &str, n: usize) -> Sim {
         "telenor" => args.extend(["--subscriptions".into(), n.to_string()]),
         _ => args.extend(["--endpoints".into(), n.to_string(), "--free-sims".into(), "0".into()]),
     }
-    let mut child = tokio::process::Command::new(BIN)
-        .args(&args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("simulator starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::io::BufReader::new(stdout)
-        .lines()
-        .next_line()
-        .await
-        .expect("line")
-        .expect("JSON line");
-    Sim {
-        _child: child,
-        info: serde_json::from_str(&line).expect("JSON"),
-    }
+    common::spawn_sim(BIN, &args).await
 }
 
 /// The account files for a running simulator.
@@ -129,20 +109,8 @@ fn folder_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// A process's peak RSS so far (`VmHWM`), in MiB; 0 where /proc is not there.
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 async fn scenario(vendor: &str, n: usize) -> String {
-    let sim = start_sim(vendor, n).await;
+    let mut sim = start_sim(vendor, n).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let account = account(dir.path(), vendor, &sim.info);
     let out = dir.path().join("imported");
@@ -167,7 +135,7 @@ async fn scenario(vendor: &str, n: usize) -> String {
     let mut peak: f64 = 0.0;
     // The peak RSS, read until the process ends (its /proc entry goes with it).
     let status = loop {
-        peak = peak.max(peak_rss_mib(pid));
+        peak = peak.max(proc_kib(pid, "VmHWM:") as f64 / 1024.0);
         if let Some(status) = child.try_wait().expect("import waits") {
             break status;
         }
@@ -193,6 +161,7 @@ async fn scenario(vendor: &str, n: usize) -> String {
     let written = number_before("ConnectivitySubscriptions");
     let requests = number_before("vendor");
     let (swept, sweep_requests) = sweep(&account).await;
+    let _ = sim.child.kill().await;
     format!(
         "{vendor:<9} {n:>7} {written:>8} {requests:>9} {sweep_requests:>9} {swept:>8} {:>8.1} {:>8.0} {peak:>9.1} {:>9.1}",
         wall.as_secs_f64(),

@@ -37,7 +37,9 @@ use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
+
+mod common;
+use common::{Sim, proc_kib};
 
 const BIN: &str = env!("CARGO_BIN_EXE_connectivity-operator");
 const NS: &str = "default";
@@ -133,11 +135,6 @@ impl Way {
     }
 }
 
-struct Sim {
-    child: tokio::process::Child,
-    info: Value,
-}
-
 async fn start_sim(vendor: Vendor, n: usize, scale: f64) -> Sim {
     let mut args: Vec<String> = vec![
         "sim".into(),
@@ -161,36 +158,7 @@ async fn start_sim(vendor: Vendor, n: usize, scale: f64) -> Sim {
             "2s".into(),
         ]),
     }
-    let mut child = tokio::process::Command::new(BIN)
-        .args(&args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("simulator starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::io::BufReader::new(stdout)
-        .lines()
-        .next_line()
-        .await
-        .expect("line")
-        .expect("JSON line");
-    Sim {
-        child,
-        info: serde_json::from_str(&line).expect("JSON"),
-    }
-}
-
-/// A `/proc/<pid>/status` field in KiB (`pid` may be `self`), 0 when it cannot be read.
-fn proc_kib(pid: impl std::fmt::Display, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    common::spawn_sim(BIN, &args).await
 }
 
 /// A process's RSS now, its peak, and the anonymous and file-backed parts, in MiB.

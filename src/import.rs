@@ -61,7 +61,7 @@ pub enum Output {
 }
 
 /// Files in an output folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Layout {
     /// `service-profiles/<name>.yaml`, `subscriptions/<name>.yaml`.
     PerObject,
@@ -164,7 +164,7 @@ pub async fn import(options: &ImportOptions, out: &mut impl Write) -> Result<Imp
             source: Box::new(source),
         })?;
     let vendor = provider.vendor;
-    let account = patiently(|| provider.account.verify(), vendor_kind)
+    let account = patiently(ctx, "verify", || provider.account.verify(), vendor_kind)
         .await
         .map_err(|e| OfflineError::Vendor(Box::new(e)))?;
     let mut report = ImportReport {
@@ -179,7 +179,7 @@ pub async fn import(options: &ImportOptions, out: &mut impl Write) -> Result<Imp
             && (provider.capabilities.subscription_profile == SubscriptionProfile::ServiceProfileRef
                 || !options.selector.service_profiles.is_empty()));
     let profiles = if needs_profiles {
-        patiently(|| provider.service_profiles.list(), vendor_kind)
+        patiently(ctx, "profiles", || provider.service_profiles.list(), vendor_kind)
             .await
             .map_err(|e| OfflineError::Vendor(Box::new(e)))?
     } else {
@@ -213,7 +213,7 @@ pub async fn import(options: &ImportOptions, out: &mut impl Write) -> Result<Imp
         }
     }
     if options.subscriptions {
-        let inventory = sweep(&provider, ctx.metrics.clone()).await?;
+        let inventory = sweep(&provider, ctx).await?;
         report.sims = inventory.len();
         let by_id: BTreeMap<&str, &ListedProfile> = profiles.iter().map(|p| (p.id.as_str(), p)).collect();
         let mut sims: Vec<ObservedSubscription> = inventory
@@ -316,12 +316,14 @@ fn names(manifests: &[&crate::offline::Manifest]) -> String {
 /// and rate when stderr is a terminal, a plain line every few seconds otherwise.
 async fn sweep(
     provider: &Provider,
-    metrics: crate::metrics::Metrics,
+    ctx: &crate::controller::Context,
 ) -> Result<crate::backend::Inventory, OfflineError> {
     let listed = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start(listed.clone(), metrics);
+    let progress = Progress::start(listed.clone(), ctx.metrics.clone());
     let result = counting_sims(listed.clone(), async {
         patiently(
+            ctx,
+            "sweep",
             || {
                 // A sweep tried again counts from zero.
                 listed.store(0, Ordering::Relaxed);

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use connectivity_operator::controller::Settings;
-use connectivity_operator::crd;
+use connectivity_operator::crd::{self, ManagementPolicy, SubscriptionMode};
+use connectivity_operator::import::Layout;
 use connectivity_operator::metrics::Metrics;
 use connectivity_operator::offline::{self, OfflineOptions};
 use connectivity_operator::run::{LeaderElection, RunOptions, run};
@@ -216,8 +217,8 @@ enum Command {
         kinds: Vec<ImportKind>,
         /// Only SIMs in these modes (`Unknown`: a vendor state that is none of ours); repeat or
         /// separate with commas.
-        #[arg(long = "mode", value_enum, value_delimiter = ',')]
-        modes: Vec<ImportMode>,
+        #[arg(long = "mode", value_delimiter = ',', value_parser = parse_mode_filter)]
+        modes: Vec<Option<SubscriptionMode>>,
         /// Only SIMs whose ICCID starts with this; repeat for several.
         #[arg(long = "iccid-prefix")]
         iccid_prefixes: Vec<String>,
@@ -227,9 +228,9 @@ enum Command {
         /// Only SIMs on this service profile (vendor name or id); repeat for several.
         #[arg(long = "service-profile")]
         service_profiles: Vec<String>,
-        /// `managementPolicy` of the generated objects.
-        #[arg(long, value_enum, default_value_t = ImportPolicy::ObserveOnly)]
-        management_policy: ImportPolicy,
+        /// `managementPolicy` of the generated objects: Full, ObserveOnly or Paused.
+        #[arg(long, default_value = "ObserveOnly", value_parser = parse_policy)]
+        management_policy: ManagementPolicy,
         /// Namespace of the generated objects (default: the ProviderConfig's); the ProviderConfig
         /// must be there too.
         #[arg(long)]
@@ -238,8 +239,8 @@ enum Command {
         #[arg(short = 'o', long)]
         output_dir: Option<PathBuf>,
         /// Files in the output folder: one per object, or one per kind.
-        #[arg(long, value_enum, default_value_t = ImportLayout::PerObject, requires = "output_dir")]
-        layout: ImportLayout,
+        #[arg(long, value_enum, default_value_t = Layout::PerObject, requires = "output_dir")]
+        layout: Layout,
     },
 }
 
@@ -249,26 +250,21 @@ enum ImportKind {
     Subscriptions,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ImportMode {
-    Active,
-    Paused,
-    Deactivated,
-    Terminated,
-    Unknown,
+/// `--mode`: one of our modes (spelled as in the spec), or `Unknown` for a vendor state that is
+/// none of them.
+fn parse_mode_filter(text: &str) -> Result<Option<SubscriptionMode>, String> {
+    if text == "Unknown" {
+        return Ok(None);
+    }
+    serde_json::from_value(serde_json::json!(text))
+        .map(Some)
+        .map_err(|_| format!("{text:?} is not a mode: Active, Paused, Deactivated, Terminated or Unknown"))
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ImportPolicy {
-    Full,
-    ObserveOnly,
-    Paused,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ImportLayout {
-    PerObject,
-    PerKind,
+/// `--management-policy`, spelled as in the spec.
+fn parse_policy(text: &str) -> Result<ManagementPolicy, String> {
+    serde_json::from_value(serde_json::json!(text))
+        .map_err(|_| format!("{text:?} is not a management policy: Full, ObserveOnly or Paused"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -578,8 +574,7 @@ async fn cli_main() -> anyhow::Result<()> {
             output_dir,
             layout,
         } => {
-            use connectivity_operator::crd::{ManagementPolicy, SubscriptionMode};
-            use connectivity_operator::import::{self, ImportOptions, Layout, Output, Selector};
+            use connectivity_operator::import::{self, ImportOptions, Output, Selector};
             init_logging(cli.log_format);
             let options = ImportOptions {
                 offline: OfflineOptions {
@@ -591,34 +586,15 @@ async fn cli_main() -> anyhow::Result<()> {
                 profiles: kinds.contains(&ImportKind::ServiceProfiles),
                 subscriptions: kinds.contains(&ImportKind::Subscriptions),
                 selector: Selector {
-                    modes: modes
-                        .iter()
-                        .map(|m| match m {
-                            ImportMode::Active => Some(SubscriptionMode::Active),
-                            ImportMode::Paused => Some(SubscriptionMode::Paused),
-                            ImportMode::Deactivated => Some(SubscriptionMode::Deactivated),
-                            ImportMode::Terminated => Some(SubscriptionMode::Terminated),
-                            ImportMode::Unknown => None,
-                        })
-                        .collect(),
+                    modes,
                     iccid_prefixes,
                     imsi_prefixes,
                     service_profiles,
                 },
-                policy: match management_policy {
-                    ImportPolicy::Full => ManagementPolicy::Full,
-                    ImportPolicy::ObserveOnly => ManagementPolicy::ObserveOnly,
-                    ImportPolicy::Paused => ManagementPolicy::Paused,
-                },
+                policy: management_policy,
                 namespace,
                 output: match output_dir {
-                    Some(path) => Output::Directory {
-                        path,
-                        layout: match layout {
-                            ImportLayout::PerObject => Layout::PerObject,
-                            ImportLayout::PerKind => Layout::PerKind,
-                        },
-                    },
+                    Some(path) => Output::Directory { path, layout },
                     None => Output::Stdout,
                 },
             };

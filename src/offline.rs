@@ -863,6 +863,8 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
         })?;
         let label = format!("ServiceProfile {}/{}", m.namespace(), m.name());
         match patiently(
+            &ctx,
+            &label,
             || managed::plan(&sp, &ctx),
             |e: &service_profile::Error| managed::StepError::backend(e).map(|b| &b.kind),
         )
@@ -915,6 +917,8 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
         })?;
         let label = format!("ConnectivitySubscription {}/{}", m.namespace(), m.name());
         match patiently(
+            &ctx,
+            &label,
             || managed::plan(&csub, &ctx),
             |e: &subscription::Error| managed::StepError::backend(e).map(|b| &b.kind),
         )
@@ -965,14 +969,17 @@ pub async fn plan(options: &OfflineOptions, out: &mut impl Write) -> Result<i32,
 }
 
 /// Vendor reads of a one-shot command (`plan`, `import`) that fail for a while only (rate limited,
-/// transient) are tried again this many times, waiting the vendor's `Retry-After` or 1, 2, 4, ...
-/// s (at most 30 s); the operator requeues instead. A `plan` right after an `import` finds BICS's
-/// rate limit spent (found by the import round trip).
+/// transient) are tried again this many times, after the vendor's `Retry-After` or the operator's
+/// backoff (`Context::retry_delay` under the offline settings: 0.2 s doubling, at most 5 s); the
+/// operator requeues instead. A `plan` right after an `import` finds BICS's rate limit spent
+/// (found by the import round trip).
 pub const READ_ATTEMPTS: u32 = 6;
 
 /// Run `read` until it succeeds, fails for good, or [`READ_ATTEMPTS`] are spent; `kind` tells
-/// the vendor failure behind an error, if any.
+/// the vendor failure behind an error, if any; `key` names the read in `ctx`'s backoff.
 pub async fn patiently<T, E, Fut>(
+    ctx: &Context,
+    key: &str,
     mut read: impl FnMut() -> Fut,
     kind: impl Fn(&E) -> Option<&crate::backend::ErrorKind>,
 ) -> Result<T, E>
@@ -980,25 +987,28 @@ where
     Fut: std::future::Future<Output = Result<T, E>>,
 {
     use crate::backend::ErrorKind;
-    let mut attempt = 0;
-    loop {
+    let key = format!("offline-read/{key}");
+    for attempt in 1.. {
         let error = match read().await {
-            Ok(value) => return Ok(value),
+            Ok(value) => {
+                ctx.reset_backoff(&key);
+                return Ok(value);
+            }
             Err(e) => e,
         };
-        attempt += 1;
-        let backoff = Duration::from_secs(1 << attempt.min(5)).min(Duration::from_secs(30)) / 2;
-        let wait = match kind(&error) {
-            Some(ErrorKind::RateLimited { retry_after }) => retry_after.unwrap_or(backoff),
-            Some(ErrorKind::Transient) => backoff,
+        let retry_after = match kind(&error) {
+            Some(ErrorKind::RateLimited { retry_after }) => *retry_after,
+            Some(ErrorKind::Transient) => None,
             _ => return Err(error),
         };
         if attempt >= READ_ATTEMPTS {
             return Err(error);
         }
+        let wait = ctx.retry_delay(&key, retry_after, false);
         tracing::info!(attempt, "vendor read failed for now; trying again in {wait:?}");
         tokio::time::sleep(wait).await;
     }
+    unreachable!("the attempts end the loop")
 }
 
 fn describe(

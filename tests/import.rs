@@ -164,6 +164,26 @@ fn change_mode(path: &Path) -> (String, String) {
     (obj["metadata"]["name"].as_str().unwrap().to_string(), want.to_string())
 }
 
+/// The first two `Active` subscriptions switched to `Full` and `Paused`: (name, new mode) each.
+fn change_two_active(out: &Path) -> Vec<(String, String)> {
+    let files = subscription_files(out);
+    let active: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| yaml(p)["spec"]["mode"] == "Active")
+        .take(2)
+        .collect();
+    assert_eq!(active.len(), 2, "the seed has active SIMs");
+    active.iter().map(|p| change_mode(p)).collect()
+}
+
+/// An object file switched to `Full` with the field at `pointer` set to `value`.
+fn to_full(path: &Path, pointer: &str, value: Value) {
+    let mut obj = yaml(path);
+    obj["spec"]["managementPolicy"] = "Full".into();
+    *obj.pointer_mut(pointer).unwrap_or_else(|| panic!("no {pointer} in {}", path.display())) = value;
+    write_yaml(path, &obj);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn emnify_round_trip() {
     let sim = vendor_sim::emnify::EmnifySim::new(vendor_sim::emnify::EmnifyConfig::default())
@@ -206,19 +226,12 @@ async fn emnify_round_trip() {
     assert!(on_profile > 0, "SIMs with endpoints reference their profile");
 
     // A few objects to Full, changed: the plan shows exactly those changes.
-    let files = subscription_files(&out);
-    let active: Vec<&PathBuf> = files
-        .iter()
-        .filter(|p| yaml(p)["spec"]["mode"] == "Active")
-        .take(2)
-        .collect();
-    assert_eq!(active.len(), 2, "the seed has active SIMs");
-    let changed: Vec<(String, String)> = active.iter().map(|p| change_mode(p)).collect();
-    let sp_path = out.join("service-profiles/data-only-500-mb.yaml");
-    let mut sp = yaml(&sp_path);
-    sp["spec"]["managementPolicy"] = "Full".into();
-    sp["spec"]["emnify"]["allowed3g"] = true.into();
-    write_yaml(&sp_path, &sp);
+    let changed = change_two_active(&out);
+    to_full(
+        &out.join("service-profiles/data-only-500-mb.yaml"),
+        "/spec/emnify/allowed3g",
+        true.into(),
+    );
     let (code, text) = plan(&acct, &out).await;
     assert_eq!(code, 2, "{text}");
     let mut want: Vec<String> = changed.iter().map(|(_, mode)| format!("~ set mode {mode}")).collect();
@@ -272,19 +285,12 @@ async fn bics_round_trip() {
         assert!(s["spec"]["iccid"].is_string() && s["spec"]["imsi"].is_null(), "{s}");
     }
 
-    let files = subscription_files(&out);
-    let active: Vec<&PathBuf> = files
-        .iter()
-        .filter(|p| yaml(p)["spec"]["mode"] == "Active")
-        .take(2)
-        .collect();
-    assert_eq!(active.len(), 2, "the seed has active SIMs");
-    let changed: Vec<(String, String)> = active.iter().map(|p| change_mode(p)).collect();
-    let sp_path = out.join("service-profiles/iot-eu.yaml");
-    let mut sp = yaml(&sp_path);
-    sp["spec"]["managementPolicy"] = "Full".into();
-    sp["spec"]["bicsSft"]["accessType"] = "2G/3G/4G/5G".into();
-    write_yaml(&sp_path, &sp);
+    let changed = change_two_active(&out);
+    to_full(
+        &out.join("service-profiles/iot-eu.yaml"),
+        "/spec/bicsSft/accessType",
+        "2G/3G/4G/5G".into(),
+    );
     let (code, text) = plan(&acct, &out).await;
     assert_eq!(code, 2, "{text}");
     let lines = change_lines(&text);

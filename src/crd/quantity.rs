@@ -67,51 +67,44 @@ pub fn bytes(quantity: &Quantity) -> Result<u64, String> {
     u64::try_from(value).map_err(|_| bad("too large"))
 }
 
+/// Units that divide a number of bytes: the quantity suffix, the unit for people (`None`: not
+/// used there), the size.
+const UNITS: [(&str, Option<&str>, u64); 12] = [
+    ("Ei", None, 1 << 60),
+    ("Pi", None, 1 << 50),
+    ("Ti", Some("TiB"), 1 << 40),
+    ("Gi", Some("GiB"), 1 << 30),
+    ("Mi", Some("MiB"), 1 << 20),
+    ("Ki", Some("KiB"), 1 << 10),
+    ("E", None, 1_000_000_000_000_000_000),
+    ("P", None, 1_000_000_000_000_000),
+    ("T", Some("TB"), 1_000_000_000_000),
+    ("G", Some("GB"), 1_000_000_000),
+    ("M", Some("MB"), 1_000_000),
+    ("k", Some("kB"), 1_000),
+];
+
+/// Of `units`, the one that divides `bytes` exactly with the smallest number, as (unit, number).
+fn exact<'a>(bytes: u64, units: impl Iterator<Item = (&'a str, u64)>) -> Option<(&'a str, u64)> {
+    units
+        .filter(|(_, size)| bytes >= *size && bytes.is_multiple_of(*size))
+        .map(|(unit, size)| (unit, bytes / size))
+        .min_by_key(|(_, n)| *n)
+}
+
 /// Bytes for people: `500 MiB`, `2 GB`, `1048577 B`: the unit (binary or decimal) that divides
 /// it exactly with the smallest number.
 pub fn human(bytes: u64) -> String {
-    [
-        ("TiB", 1u64 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-        ("TB", 1_000_000_000_000),
-        ("GB", 1_000_000_000),
-        ("MB", 1_000_000),
-        ("kB", 1_000),
-    ]
-    .into_iter()
-    .filter(|(_, size)| bytes >= *size && bytes.is_multiple_of(*size))
-    .min_by_key(|(_, size)| bytes / size)
-    .map_or_else(
-        || format!("{bytes} B"),
-        |(unit, size)| format!("{} {unit}", bytes / size),
-    )
+    let units = UNITS.iter().filter_map(|(_, h, size)| Some(((*h)?, *size)));
+    exact(bytes, units).map_or_else(|| format!("{bytes} B"), |(unit, n)| format!("{n} {unit}"))
 }
 
-/// A quantity for `bytes` in the spec's words: the unit (binary or decimal suffix) that divides it
-/// exactly with the smallest number, `500Mi`, `2G`, else the plain number. [`bytes`] reads it back
+/// A quantity for `bytes` in the spec's words: the suffix (binary or decimal) that divides it
+/// exactly with the smallest number, `500Mi`, `2G`, else the plain number. [`bytes()`] reads it back
 /// as `bytes` (import writes the data limits it reads this way).
 pub fn quantity(bytes: u64) -> Quantity {
-    let text = [
-        ("Ei", 1u64 << 60),
-        ("Pi", 1 << 50),
-        ("Ti", 1 << 40),
-        ("Gi", 1 << 30),
-        ("Mi", 1 << 20),
-        ("Ki", 1 << 10),
-        ("E", 1_000_000_000_000_000_000),
-        ("P", 1_000_000_000_000_000),
-        ("T", 1_000_000_000_000),
-        ("G", 1_000_000_000),
-        ("M", 1_000_000),
-        ("k", 1_000),
-    ]
-    .into_iter()
-    .filter(|(_, size)| bytes >= *size && bytes.is_multiple_of(*size))
-    .min_by_key(|(_, size)| bytes / size)
-    .map_or_else(|| bytes.to_string(), |(unit, size)| format!("{}{unit}", bytes / size));
-    Quantity(text)
+    let units = UNITS.iter().map(|(q, _, size)| (*q, *size));
+    Quantity(exact(bytes, units).map_or_else(|| bytes.to_string(), |(unit, n)| format!("{n}{unit}")))
 }
 
 #[cfg(test)]
