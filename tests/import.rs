@@ -180,7 +180,8 @@ fn change_two_active(out: &Path) -> Vec<(String, String)> {
 fn to_full(path: &Path, pointer: &str, value: Value) {
     let mut obj = yaml(path);
     obj["spec"]["managementPolicy"] = "Full".into();
-    *obj.pointer_mut(pointer).unwrap_or_else(|| panic!("no {pointer} in {}", path.display())) = value;
+    *obj.pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("no {pointer} in {}", path.display())) = value;
     write_yaml(path, &obj);
 }
 
