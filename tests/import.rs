@@ -305,8 +305,19 @@ async fn bics_round_trip() {
     assert_eq!(lines[1..], want[..], "{text}");
 }
 
+/// A Telenor simulator with its default seed, a temp folder, and the account files for it there.
+async fn telenor_account() -> (vendor_sim::telenor::RunningSim, tempfile::TempDir, PathBuf) {
+    let sim = vendor_sim::telenor::TelenorSim::new(vendor_sim::telenor::TelenorConfig::default())
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let acct = telenor_account_files(dir.path(), &sim);
+    (sim, dir, acct)
+}
+
 /// The account files for a Telenor simulator.
-fn telenor_account(dir: &Path, sim: &vendor_sim::telenor::RunningSim) -> PathBuf {
+fn telenor_account_files(dir: &Path, sim: &vendor_sim::telenor::RunningSim) -> PathBuf {
     let creds = sim.credentials();
     account(
         dir,
@@ -323,12 +334,7 @@ fn telenor_account(dir: &Path, sim: &vendor_sim::telenor::RunningSim) -> PathBuf
 
 #[tokio::test(flavor = "multi_thread")]
 async fn telenor_round_trip() {
-    let sim = vendor_sim::telenor::TelenorSim::new(vendor_sim::telenor::TelenorConfig::default())
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let acct = telenor_account(dir.path(), &sim);
+    let (sim, dir, acct) = telenor_account().await;
     let sims = sim.sim.subscriptions().len();
     let profiles = sim.sim.service_policies().len();
     let out = round_trip(dir.path(), &acct, profiles, sims).await;
@@ -370,12 +376,7 @@ async fn telenor_round_trip() {
 /// import (only files an import wrote).
 #[tokio::test(flavor = "multi_thread")]
 async fn per_kind_layout_selector_and_stale_files() {
-    let sim = vendor_sim::telenor::TelenorSim::new(vendor_sim::telenor::TelenorConfig::default())
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let acct = telenor_account(dir.path(), &sim);
+    let (sim, dir, acct) = telenor_account().await;
     let out = dir.path().join("per-kind");
     let mut opts = options(&acct, &out, Layout::PerKind);
     opts.selector.modes = vec![Some(connectivity_operator::crd::SubscriptionMode::Active)];
